@@ -1,0 +1,243 @@
+//! The local HTTP JSON API on 127.0.0.1, used by the CLI (and the web app) while a node runs.
+//! Every `/api` route needs the bearer token the node wrote into its data dir.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::export::ExportRequest;
+use crate::import::ImportRequest;
+use crate::library::Library;
+use crate::views::{ExportEvent, ImportEvent};
+
+/// Written to `api.json` in the data dir while the node runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiInfo {
+    pub addr: String,
+    pub pid: u32,
+}
+
+#[derive(Clone)]
+struct AppState {
+    library: Arc<Library>,
+    token: Arc<str>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AlbumQuery {
+    pub album: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateAlbum {
+    pub title: String,
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RenameAlbum {
+    pub album: String,
+    pub title: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AlbumPhotos {
+    pub album: String,
+    pub photos: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Count {
+    pub count: usize,
+}
+
+struct ApiError(Error);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            Error::NoSuchAlbum(_) | Error::NoSuchPhoto(_) => StatusCode::NOT_FOUND,
+            Error::AlbumExists(_) => StatusCode::CONFLICT,
+            Error::Invalid(_)
+            | Error::AmbiguousAlbum { .. }
+            | Error::AmbiguousPhoto { .. }
+            | Error::AlbumCycle(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(ErrorBody {
+                error: self.0.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn require_token(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token_matches(given.as_bytes(), app.token.as_bytes()) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(ErrorBody {
+                error: "missing or wrong bearer token (see api.token in the data dir)".into(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// The API routes plus the web app's static pages.
+pub fn router(library: Arc<Library>, token: String) -> Router {
+    let app = AppState {
+        library,
+        token: token.into(),
+    };
+    let api = Router::new()
+        .route("/status", get(status))
+        .route("/photos", get(photos))
+        .route("/albums", get(albums).post(create_album))
+        .route("/albums/rename", post(rename_album))
+        .route("/albums/add", post(add_to_album))
+        .route("/albums/remove", post(remove_from_album))
+        .route("/import", post(import))
+        .route("/export", post(export))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .with_state(app);
+    Router::new().nest("/api", api).merge(kith_gui::router())
+}
+
+async fn status(State(app): State<AppState>) -> ApiResult<crate::views::StatusView> {
+    let addr = crate::client::read_api_info(app.library.data_dir()).map(|i| i.addr);
+    Ok(Json(app.library.status(true, addr).await?))
+}
+
+async fn photos(
+    State(app): State<AppState>,
+    Query(q): Query<AlbumQuery>,
+) -> ApiResult<Vec<crate::views::PhotoView>> {
+    Ok(Json(app.library.photos(q.album.as_deref()).await?))
+}
+
+async fn albums(State(app): State<AppState>) -> ApiResult<Vec<crate::views::AlbumView>> {
+    Ok(Json(app.library.albums().await?))
+}
+
+async fn create_album(
+    State(app): State<AppState>,
+    Json(body): Json<CreateAlbum>,
+) -> ApiResult<crate::views::AlbumView> {
+    Ok(Json(
+        app.library
+            .create_album(&body.title, body.parent.as_deref())
+            .await?,
+    ))
+}
+
+async fn rename_album(
+    State(app): State<AppState>,
+    Json(body): Json<RenameAlbum>,
+) -> ApiResult<crate::views::AlbumView> {
+    Ok(Json(
+        app.library.rename_album(&body.album, &body.title).await?,
+    ))
+}
+
+async fn add_to_album(
+    State(app): State<AppState>,
+    Json(body): Json<AlbumPhotos>,
+) -> ApiResult<Count> {
+    let count = app.library.add_to_album(&body.album, &body.photos).await?;
+    Ok(Json(Count { count }))
+}
+
+async fn remove_from_album(
+    State(app): State<AppState>,
+    Json(body): Json<AlbumPhotos>,
+) -> ApiResult<Count> {
+    let count = app
+        .library
+        .remove_from_album(&body.album, &body.photos)
+        .await?;
+    Ok(Json(Count { count }))
+}
+
+/// Streams events as newline-delimited JSON while the work runs.
+fn ndjson<E: Serialize + Send + 'static>(rx: mpsc::UnboundedReceiver<E>) -> Response {
+    let stream = futures_lite::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(Bytes::from(line)), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn import(State(app): State<AppState>, Json(request): Json<ImportRequest>) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if let Err(e) = app.library.import(request, tx.clone()).await {
+            tracing::error!("import failed: {e}");
+            let _ = tx.send(ImportEvent::Failed {
+                error: e.to_string(),
+            });
+        }
+    });
+    ndjson(rx)
+}
+
+async fn export(State(app): State<AppState>, Json(request): Json<ExportRequest>) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if let Err(e) = app.library.export(request, tx.clone()).await {
+            tracing::error!("export failed: {e}");
+            let _ = tx.send(ExportEvent::Failed {
+                error: e.to_string(),
+            });
+        }
+    });
+    ndjson(rx)
+}

@@ -1,0 +1,80 @@
+//! The encrypted blob store: iroh-blobs' file store holding ciphertext only.
+
+use std::path::Path;
+
+use iroh_blobs::Hash;
+use iroh_blobs::api::proto::BlobStatus;
+use iroh_blobs::store::fs::FsStore;
+use kith_protocol::library::BlobRef;
+
+use crate::error::{Error, Result};
+
+pub struct Blobs {
+    store: FsStore,
+}
+
+impl Blobs {
+    pub async fn open(dir: &Path) -> Result<Blobs> {
+        let store = FsStore::load(dir).await.map_err(|e| {
+            Error::Blobs(format!(
+                "cannot open the blob store at {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Blobs { store })
+    }
+
+    /// Adds ciphertext; returns its BLAKE3 reference. Tagged, so garbage collection keeps it.
+    pub async fn put(&self, ciphertext: Vec<u8>) -> Result<BlobRef> {
+        let len = ciphertext.len() as u64;
+        let tag = self
+            .store
+            .add_bytes(ciphertext)
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot add a blob: {e}")))?;
+        Ok(BlobRef {
+            hash: *tag.hash.as_bytes(),
+            len,
+        })
+    }
+
+    /// Makes every blob added so far durable (the store batches its metadata writes).
+    pub async fn sync(&self) -> Result<()> {
+        self.store
+            .sync_db()
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot sync the blob store: {e}")))
+    }
+
+    /// Reads a whole blob and checks it against its hash: a flipped byte on disk is reported
+    /// here as damage, never handed on.
+    pub async fn get(&self, blob: &BlobRef) -> Result<Vec<u8>> {
+        let hash = Hash::from_bytes(blob.hash);
+        let bytes =
+            self.store.get_bytes(hash).await.map_err(|e| {
+                Error::Corrupt(format!("blob {} cannot be read: {e}", hash.to_hex()))
+            })?;
+        if blake3::hash(&bytes).as_bytes() != &blob.hash {
+            return Err(Error::Corrupt(format!(
+                "blob {} does not match its hash",
+                hash.to_hex()
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    pub async fn has(&self, blob: &BlobRef) -> Result<bool> {
+        let status = self
+            .store
+            .status(Hash::from_bytes(blob.hash))
+            .await
+            .map_err(|e| Error::Blobs(e.to_string()))?;
+        Ok(matches!(status, BlobStatus::Complete { .. }))
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.store.shutdown().await {
+            tracing::warn!("blob store shutdown: {e}");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Command-line arguments and what each command does with them.
+
+mod render;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kith_node::views::{ExportEvent, ImportEvent};
+use kith_node::{Backend, DataDir, ExportRequest, ImportRequest, Library};
+use tokio::sync::mpsc;
+
+/// kith: a peer-to-peer, end-to-end encrypted photo library for one family.
+#[derive(Debug, Parser)]
+#[command(name = "kith", version, propagate_version = true)]
+pub struct Args {
+    /// The node's data dir (default: the platform data dir, e.g. ~/.local/share/kith).
+    #[arg(long, global = true, env = "KITH_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create this device's identity and a new family in which you are admin.
+    Init {
+        /// Your name, as your family will see it.
+        #[arg(long)]
+        name: String,
+        /// This device's name (default: the host name).
+        #[arg(long)]
+        device_name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the node: stores, local API; stops on Ctrl-C or SIGTERM.
+    Run {
+        /// Address of the local HTTP API (default: 127.0.0.1 on a random port).
+        #[arg(long, value_name = "ADDR")]
+        api: Option<SocketAddr>,
+    },
+    /// Import photos from files and folders (recursively).
+    Import {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Also add the photos to this album (created if missing).
+        #[arg(long, value_name = "NAME")]
+        album: Option<String>,
+        /// One JSON object per file, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List photos, newest first.
+    Photos {
+        /// Only the photos of this album (title or Parent/Child path).
+        #[arg(long, value_name = "ALBUM")]
+        album: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List albums, or change them.
+    Albums {
+        #[command(subcommand)]
+        action: Option<AlbumAction>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts, store sizes, and whether the node runs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every original back out, byte-identical, with a JSON sidecar each.
+    Export {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Only this album.
+        #[arg(long, value_name = "ALBUM")]
+        album: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AlbumAction {
+    /// Create an album, optionally inside another.
+    Create {
+        name: String,
+        #[arg(long, value_name = "ALBUM")]
+        parent: Option<String>,
+    },
+    /// Rename an album.
+    Rename { album: String, new_name: String },
+    /// Add photos (ids or unique id prefixes) to an album.
+    Add {
+        album: String,
+        #[arg(required = true, value_name = "PHOTO_ID")]
+        photos: Vec<String>,
+    },
+    /// Remove photos from an album (they stay in the library).
+    Remove {
+        album: String,
+        #[arg(required = true, value_name = "PHOTO_ID")]
+        photos: Vec<String>,
+    },
+}
+
+/// Exit status when a command finished but left something undone (files skipped or failed).
+const EXIT_PARTIAL: u8 = 2;
+
+pub async fn execute(args: Args) -> Result<ExitCode> {
+    let data_dir = match args.data_dir {
+        Some(dir) => DataDir::new(dir),
+        None => DataDir::platform_default()?,
+    };
+    match args.command {
+        Command::Init {
+            name,
+            device_name,
+            json,
+        } => {
+            let device_name = device_name.unwrap_or_else(kith_node::daemon::host_name);
+            let view = Library::init(&data_dir, &name, &device_name).await?;
+            if json {
+                render::print_json(&view)?;
+            } else {
+                println!(
+                    "Created device {} for {} (admin of a new family) in {}",
+                    view.device_id, view.person, view.data_dir
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { api } => {
+            kith_node::daemon::run(&data_dir, api).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let backend = Backend::open(&data_dir).await?;
+            let result = data_command(&backend, command).await;
+            backend.close().await;
+            result
+        }
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Import { paths, album, json } => {
+            let paths = paths
+                .iter()
+                .map(|p| absolute(p))
+                .collect::<Result<Vec<_>>>()?;
+            let (tx, rx) = mpsc::unbounded_channel::<ImportEvent>();
+            let printer = tokio::spawn(render::import_events(rx, json));
+            let result = backend.import(ImportRequest { paths, album }, tx).await;
+            let summary = printer.await.context("the progress printer failed")?;
+            result?;
+            let summary = summary?;
+            Ok(if summary.skipped > 0 {
+                ExitCode::from(EXIT_PARTIAL)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Export { dir, album, json } => {
+            let dir = absolute(&dir)?;
+            let (tx, rx) = mpsc::unbounded_channel::<ExportEvent>();
+            let printer = tokio::spawn(render::export_events(rx, json));
+            let result = backend.export(ExportRequest { dir, album }, tx).await;
+            let summary = printer.await.context("the progress printer failed")?;
+            result?;
+            let summary = summary?;
+            Ok(if summary.failed > 0 {
+                ExitCode::from(EXIT_PARTIAL)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Photos { album, json } => {
+            let photos = backend.photos(album.as_deref()).await?;
+            if json {
+                render::print_json(&photos)?;
+            } else {
+                render::photos_table(&photos);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Albums { action, json } => {
+            match action {
+                None => {
+                    let albums = backend.albums().await?;
+                    if json {
+                        render::print_json(&albums)?;
+                    } else {
+                        render::albums_table(&albums);
+                    }
+                }
+                Some(AlbumAction::Create { name, parent }) => {
+                    let album = backend.create_album(&name, parent.as_deref()).await?;
+                    if json {
+                        render::print_json(&album)?;
+                    } else {
+                        println!("Created album {} ({})", album.path, &album.id[..12]);
+                    }
+                }
+                Some(AlbumAction::Rename { album, new_name }) => {
+                    let view = backend.rename_album(&album, &new_name).await?;
+                    if json {
+                        render::print_json(&view)?;
+                    } else {
+                        println!("Renamed {album:?} to {}", view.path);
+                    }
+                }
+                Some(AlbumAction::Add { album, photos }) => {
+                    let count = backend.add_to_album(&album, &photos).await?;
+                    if json {
+                        render::print_json(&serde_json::json!({ "added": count }))?;
+                    } else {
+                        println!("Added {count} photo(s) to {album}");
+                    }
+                }
+                Some(AlbumAction::Remove { album, photos }) => {
+                    let count = backend.remove_from_album(&album, &photos).await?;
+                    if json {
+                        render::print_json(&serde_json::json!({ "removed": count }))?;
+                    } else {
+                        println!("Removed {count} photo(s) from {album}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let status = backend.status().await?;
+            if json {
+                render::print_json(&status)?;
+            } else {
+                render::status_text(&status);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init { .. } | Command::Run { .. } => {
+            anyhow::bail!("init and run are not data commands")
+        }
+    }
+}

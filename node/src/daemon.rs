@@ -1,0 +1,97 @@
+//! `kith run`: the node daemon. Opens the stores, serves the local API, stops cleanly on
+//! SIGINT/SIGTERM. Networking with other devices comes with the sync protocols.
+
+use std::net::SocketAddr;
+
+use crate::api::{self, ApiInfo};
+use crate::datadir::{DataDir, write_private_file};
+use crate::error::{Error, Result};
+use crate::library::Library;
+
+/// The name of the person who runs this machine, for a first start without `kith init`.
+pub fn os_user_name() -> String {
+    ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "me".to_owned())
+}
+
+/// This machine's host name, the default device name.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this device".to_owned())
+}
+
+/// Runs the node until a shutdown signal arrives.
+pub async fn run(data_dir: &DataDir, api_addr: Option<SocketAddr>) -> Result<()> {
+    if !data_dir.db_file().exists() {
+        let name = os_user_name();
+        let init = Library::init(data_dir, &name, &host_name()).await?;
+        tracing::info!(
+            "{} was not set up: created device {} for {name:?} in a new family (rename later)",
+            init.data_dir,
+            init.device_id
+        );
+        eprintln!(
+            "kith: set up {} for {name:?} (device {}) in a new family",
+            init.data_dir, init.device_id
+        );
+    }
+    let library = Library::open(data_dir).await?;
+    let addr = api_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Invalid(format!("cannot listen on {addr} for the local API: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(Error::io("cannot read the API address", data_dir.root()))?;
+    let token = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 32]>());
+    write_private_file(&data_dir.token_file(), token.as_bytes())?;
+    let info = ApiInfo {
+        addr: bound.to_string(),
+        pid: std::process::id(),
+    };
+    let info_json = serde_json::to_vec(&info).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_private_file(&data_dir.api_file(), &info_json)?;
+    tracing::info!(api = %bound, data_dir = %data_dir.root().display(), "kith node running");
+    eprintln!("kith: node running, local API on http://{bound} (Ctrl-C stops it)");
+
+    let app = api::router(library.clone(), token);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    let _ = std::fs::remove_file(data_dir.api_file());
+    let _ = std::fs::remove_file(data_dir.token_file());
+    library.close().await;
+    tracing::info!("kith node stopped");
+    served.map_err(|e| Error::Invalid(format!("the local API failed: {e}")))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,675 @@
+//! An opened data dir: the stores, the decrypted documents and the in-memory index over them.
+//!
+//! The index (photos, albums, which photo is in which album) is rebuilt from the sealed changes
+//! when the library opens and kept current as changes are committed; nothing of it is written
+//! to disk in plaintext.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kith_protocol::keys::{
+    DeviceId, DeviceSecret, DocId, FamilyId, FamilySecret, PersonId, PhotoId, SymmetricKey,
+};
+use kith_protocol::library::{AlbumMeta, DocKind, Document, PhotoEntry};
+use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody};
+use kith_protocol::seal::{self, ChangeHeader};
+use tokio::sync::Mutex;
+
+use crate::blobs::Blobs;
+use crate::datadir::DataDir;
+use crate::error::{Error, Result};
+use crate::store::{DocRecord, Identity, Store, WriteBatch};
+use crate::views::{AlbumView, Gps, InitView, PhotoView, StatusView};
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A document this node holds, opened with its key.
+pub(crate) struct OpenDoc {
+    pub record: DocRecord,
+    pub doc: Document,
+}
+
+pub(crate) struct State {
+    pub identity: Identity,
+    pub family: FamilyState,
+    pub docs: BTreeMap<DocId, OpenDoc>,
+    /// Photos of this person's library, by id.
+    pub photos: HashMap<PhotoId, PhotoEntry>,
+    /// Album id → its metadata and photo ids.
+    pub albums: BTreeMap<DocId, (AlbumMeta, BTreeSet<PhotoId>)>,
+    pub damaged: Vec<String>,
+}
+
+/// An opened kith data dir.
+pub struct Library {
+    pub(crate) data_dir: DataDir,
+    pub(crate) device: DeviceSecret,
+    pub(crate) store: Store,
+    pub(crate) blobs: Blobs,
+    pub(crate) state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Library")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Library {
+    /// Creates a device identity and a new family in which `person_name` is admin.
+    pub async fn init(
+        data_dir: &DataDir,
+        person_name: &str,
+        device_name: &str,
+    ) -> Result<InitView> {
+        let person_name = person_name.trim();
+        if person_name.is_empty() {
+            return Err(Error::Invalid("the person's name must not be empty".into()));
+        }
+        data_dir.create()?;
+        if data_dir.db_file().exists()
+            && let Ok(secret) = data_dir.read_device_secret()
+        {
+            let store = Store::open(&data_dir.db_file(), secret.storage_key())?;
+            if store.has_identity()? {
+                return Err(Error::AlreadyInitialised {
+                    path: data_dir.root().to_path_buf(),
+                    device: secret.device_id().to_string(),
+                });
+            }
+        }
+        let device = DeviceSecret::from_seeds(rand::random(), rand::random());
+        data_dir.write_device_secret(&device)?;
+        let store = Store::open(&data_dir.db_file(), device.storage_key())?;
+        let identity = Identity {
+            family: FamilyId(rand::random()),
+            family_secret: rand::random(),
+            person: PersonId(rand::random()),
+            device_name: device_name.to_owned(),
+            library_key: rand::random(),
+        };
+        let genesis = membership::SignedOp::sign(
+            MembershipOp {
+                version: 1,
+                parents: Vec::new(),
+                author: device.device_id(),
+                time_ms: now_ms(),
+                body: OpBody::CreateFamily {
+                    family: identity.family,
+                    person: identity.person,
+                    name: person_name.to_owned(),
+                    device_x25519: device.x25519_public(),
+                    device_name: device_name.to_owned(),
+                },
+            },
+            &device,
+        );
+        store.commit(&WriteBatch {
+            identity: Some(identity.clone()),
+            ops: vec![genesis],
+            ..WriteBatch::default()
+        })?;
+        Ok(InitView {
+            data_dir: data_dir.root().display().to_string(),
+            device_id: device.device_id().to_string(),
+            person: person_name.to_owned(),
+            family_id: identity.family.to_string(),
+        })
+    }
+
+    /// Opens an initialised data dir: stores, membership, documents, index.
+    pub async fn open(data_dir: &DataDir) -> Result<Arc<Library>> {
+        if !data_dir.db_file().exists() {
+            return Err(Error::NotInitialised(data_dir.root().to_path_buf()));
+        }
+        let device = data_dir.read_device_secret()?;
+        let store = Store::open(&data_dir.db_file(), device.storage_key())?;
+        let loaded = store.load(data_dir.root())?;
+        let family = membership::evaluate(&loaded.ops)
+            .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
+        let mut damaged = Vec::new();
+        let mut by_doc: HashMap<DocId, Vec<Vec<u8>>> = HashMap::new();
+        let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
+        for (doc_id, sealed) in loaded.changes {
+            let Some(record) = records.get(&doc_id) else {
+                damaged.push(format!(
+                    "change {} of unknown document {doc_id}",
+                    sealed.id()
+                ));
+                continue;
+            };
+            match open_sealed(&family, record, &sealed) {
+                Ok(bytes) => by_doc.entry(doc_id).or_default().push(bytes),
+                Err(reason) => {
+                    tracing::error!(change = %sealed.id(), doc = %doc_id, "{reason}");
+                    damaged.push(format!("change {}: {reason}", sealed.id()));
+                }
+            }
+        }
+        let me = device.device_id();
+        let mut docs = BTreeMap::new();
+        for (doc_id, record) in records {
+            let changes = by_doc.remove(&doc_id).unwrap_or_default();
+            match Document::from_changes(&me, changes) {
+                Ok(doc) => {
+                    docs.insert(doc_id, OpenDoc { record, doc });
+                }
+                Err(e) => {
+                    tracing::error!(doc = %doc_id, "document does not load: {e}");
+                    damaged.push(format!("document {doc_id}: {e}"));
+                }
+            }
+        }
+        let blobs = Blobs::open(&data_dir.blobs_dir()).await?;
+        let mut state = State {
+            identity: loaded.identity,
+            family,
+            docs,
+            photos: HashMap::new(),
+            albums: BTreeMap::new(),
+            damaged,
+        };
+        state.reindex()?;
+        Ok(Arc::new(Library {
+            data_dir: data_dir.clone(),
+            device,
+            store,
+            blobs,
+            state: Mutex::new(state),
+        }))
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    pub fn device_id(&self) -> DeviceId {
+        self.device.device_id()
+    }
+
+    pub(crate) fn family_secret(&self, state: &State) -> FamilySecret {
+        FamilySecret::from_bytes(state.identity.family_secret)
+    }
+
+    /// Stops the blob store cleanly.
+    pub async fn close(&self) {
+        self.blobs.shutdown().await;
+    }
+
+    pub async fn status(&self, running: bool, api: Option<String>) -> Result<StatusView> {
+        let state = self.state.lock().await;
+        let me = self.device.device_id();
+        let (person, role) = state
+            .family
+            .persons
+            .values()
+            .find(|p| p.devices.contains_key(&me))
+            .map(|p| (p.name.clone(), p.role.to_string()))
+            .unwrap_or_default();
+        Ok(StatusView {
+            running,
+            data_dir: self.data_dir.root().display().to_string(),
+            device_id: me.to_string(),
+            device_name: state.identity.device_name.clone(),
+            person,
+            role,
+            family_id: state.identity.family.to_string(),
+            photos: state
+                .photos
+                .values()
+                .filter(|p| p.trashed_at_ms.is_none())
+                .count(),
+            albums: state.albums.len(),
+            documents: state.docs.len(),
+            changes: self.store.change_count()?,
+            db_bytes: file_size(&self.data_dir.db_file()),
+            blob_bytes: dir_size(&self.data_dir.blobs_dir()),
+            damaged: state.damaged.clone(),
+            api,
+        })
+    }
+
+    /// Photos, newest first; only those of `album` when given.
+    pub async fn photos(&self, album: Option<&str>) -> Result<Vec<PhotoView>> {
+        let state = self.state.lock().await;
+        let ids: Vec<PhotoId> = match album {
+            Some(name) => {
+                let album_id = state.find_album(name)?;
+                state.albums[&album_id].1.iter().copied().collect()
+            }
+            None => state.photos.keys().copied().collect(),
+        };
+        let mut entries: Vec<&PhotoEntry> = ids
+            .iter()
+            .filter_map(|id| state.photos.get(id))
+            .filter(|e| e.trashed_at_ms.is_none())
+            .collect();
+        entries.sort_by(|a, b| {
+            b.taken_at
+                .cmp(&a.taken_at)
+                .then(b.added_at_ms.cmp(&a.added_at_ms))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(entries.into_iter().map(|e| state.photo_view(e)).collect())
+    }
+
+    pub async fn albums(&self) -> Result<Vec<AlbumView>> {
+        let state = self.state.lock().await;
+        let mut out: Vec<AlbumView> = state.albums.keys().map(|id| state.album_view(id)).collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub async fn create_album(&self, title: &str, parent: Option<&str>) -> Result<AlbumView> {
+        let mut state = self.state.lock().await;
+        let id = self.create_album_locked(&mut state, title, parent)?;
+        Ok(state.album_view(&id))
+    }
+
+    pub(crate) fn create_album_locked(
+        &self,
+        state: &mut State,
+        title: &str,
+        parent: Option<&str>,
+    ) -> Result<DocId> {
+        let title = validate_title(title)?;
+        let parent = parent.map(|p| state.find_album(p)).transpose()?;
+        if state
+            .albums
+            .values()
+            .any(|(meta, _)| meta.title == title && meta.parent == parent)
+        {
+            return Err(Error::AlbumExists(title));
+        }
+        let id = DocId(rand::random());
+        let record = DocRecord {
+            kind: DocKind::Album,
+            epoch: 0,
+            key: rand::random(),
+            shard: None,
+        };
+        let mut doc = Document::new(&self.device.device_id());
+        doc.init(DocKind::Album).map_err(corrupt)?;
+        doc.set_album(&AlbumMeta {
+            title,
+            parent,
+            created_at_ms: now_ms(),
+        })
+        .map_err(corrupt)?;
+        state.docs.insert(
+            id,
+            OpenDoc {
+                record: record.clone(),
+                doc,
+            },
+        );
+        self.commit_docs(state, &[id], vec![(id, record)])?;
+        Ok(id)
+    }
+
+    pub async fn rename_album(&self, album: &str, new_title: &str) -> Result<AlbumView> {
+        let mut state = self.state.lock().await;
+        let id = state.find_album(album)?;
+        let title = validate_title(new_title)?;
+        let mut meta = state.albums[&id].0.clone();
+        if state
+            .albums
+            .iter()
+            .any(|(other, (m, _))| *other != id && m.title == title && m.parent == meta.parent)
+        {
+            return Err(Error::AlbumExists(title));
+        }
+        meta.title = title;
+        state.doc_mut(&id)?.set_album(&meta).map_err(corrupt)?;
+        self.commit_docs(&mut state, &[id], Vec::new())?;
+        Ok(state.album_view(&id))
+    }
+
+    /// Adds photos (by id or unique id prefix) to an album; returns how many were new there.
+    pub async fn add_to_album(&self, album: &str, photos: &[String]) -> Result<usize> {
+        let mut state = self.state.lock().await;
+        let id = state.find_album(album)?;
+        let ids = photos
+            .iter()
+            .map(|p| state.resolve_photo(p))
+            .collect::<Result<Vec<_>>>()?;
+        let added = self.add_to_album_locked(&mut state, &id, &ids)?;
+        Ok(added)
+    }
+
+    pub(crate) fn add_to_album_locked(
+        &self,
+        state: &mut State,
+        album: &DocId,
+        ids: &[PhotoId],
+    ) -> Result<usize> {
+        let entries: Vec<PhotoEntry> = ids
+            .iter()
+            .filter(|id| {
+                !state
+                    .albums
+                    .get(album)
+                    .is_some_and(|(_, set)| set.contains(id))
+            })
+            .filter_map(|id| state.photos.get(id).cloned())
+            .collect();
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        state
+            .doc_mut(album)?
+            .put_photos(&entries)
+            .map_err(corrupt)?;
+        self.commit_docs(state, &[*album], Vec::new())?;
+        Ok(entries.len())
+    }
+
+    pub async fn remove_from_album(&self, album: &str, photos: &[String]) -> Result<usize> {
+        let mut state = self.state.lock().await;
+        let id = state.find_album(album)?;
+        let ids = photos
+            .iter()
+            .map(|p| state.resolve_photo(p))
+            .collect::<Result<Vec<_>>>()?;
+        let doc = state.doc_mut(&id)?;
+        let mut removed = 0;
+        for photo in &ids {
+            if doc.remove_photo(photo).map_err(corrupt)? {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.commit_docs(&mut state, &[id], Vec::new())?;
+        }
+        Ok(removed)
+    }
+
+    /// Seals the pending edits of `docs` into changes and commits them, with `new_docs`'
+    /// records, in one durable transaction; then refreshes the index.
+    pub(crate) fn commit_docs(
+        &self,
+        state: &mut State,
+        docs: &[DocId],
+        new_docs: Vec<(DocId, DocRecord)>,
+    ) -> Result<()> {
+        let time = now_ms() as i64;
+        let mut batch = WriteBatch {
+            docs: new_docs,
+            ..WriteBatch::default()
+        };
+        for id in docs {
+            let open = state
+                .docs
+                .get_mut(id)
+                .ok_or_else(|| Error::Corrupt(format!("document {id} is not open")))?;
+            if let Some(change) = open.doc.commit(time) {
+                let header = ChangeHeader {
+                    doc: *id,
+                    epoch: open.record.epoch,
+                    author: self.device.device_id(),
+                };
+                let key = SymmetricKey::from_bytes(open.record.key);
+                let sealed =
+                    seal::seal_change(&key, &header, rand::random(), &change, &self.device);
+                batch.changes.push((*id, sealed));
+            }
+        }
+        self.store.commit(&batch)?;
+        state.reindex()
+    }
+}
+
+/// Opens one stored change: signature, author's rights, decryption.
+fn open_sealed(
+    family: &FamilyState,
+    record: &DocRecord,
+    sealed: &seal::SealedChange,
+) -> std::result::Result<Vec<u8>, String> {
+    let header = sealed.header();
+    let author_ok = family
+        .persons
+        .values()
+        .flat_map(|p| p.devices.iter())
+        .any(|(id, d)| *id == header.author && !d.revoked);
+    if !author_ok {
+        return Err(format!(
+            "author {} is not a device of this family",
+            header.author
+        ));
+    }
+    if header.epoch != record.epoch {
+        return Err(format!(
+            "sealed for epoch {}, key is for {}",
+            header.epoch, record.epoch
+        ));
+    }
+    seal::open_change(&SymmetricKey::from_bytes(record.key), sealed).map_err(|e| e.to_string())
+}
+
+fn corrupt(e: kith_protocol::library::LibraryError) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+fn validate_title(title: &str) -> Result<String> {
+    let title = title.trim();
+    if title.is_empty() {
+        return Err(Error::Invalid("an album title must not be empty".into()));
+    }
+    if title.contains('/') {
+        return Err(Error::Invalid(format!(
+            "album title {title:?} contains '/', which separates nested albums; use --parent"
+        )));
+    }
+    Ok(title.to_owned())
+}
+
+fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+impl State {
+    /// Rebuilds the index from the open documents.
+    pub(crate) fn reindex(&mut self) -> Result<()> {
+        self.photos.clear();
+        self.albums.clear();
+        for (id, open) in &self.docs {
+            match open.record.kind {
+                DocKind::Library => {
+                    for entry in open.doc.photos().map_err(corrupt)? {
+                        self.photos.insert(entry.id, entry);
+                    }
+                }
+                DocKind::Album => {
+                    let meta = open.doc.album().map_err(corrupt)?;
+                    let ids = open
+                        .doc
+                        .photos()
+                        .map_err(corrupt)?
+                        .into_iter()
+                        .map(|e| e.id)
+                        .collect();
+                    self.albums.insert(*id, (meta, ids));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn doc_mut(&mut self, id: &DocId) -> Result<&mut Document> {
+        self.docs
+            .get_mut(id)
+            .map(|d| &mut d.doc)
+            .ok_or_else(|| Error::Corrupt(format!("document {id} is not open")))
+    }
+
+    pub(crate) fn album_path(&self, id: &DocId) -> String {
+        let mut parts = Vec::new();
+        let mut cur = Some(*id);
+        let mut seen = BTreeSet::new();
+        while let Some(c) = cur {
+            if !seen.insert(c) {
+                break;
+            }
+            match self.albums.get(&c) {
+                Some((meta, _)) => {
+                    parts.push(meta.title.clone());
+                    cur = meta.parent;
+                }
+                None => break,
+            }
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Finds an album by id, id prefix, title, or `Parent/Child` path.
+    pub(crate) fn find_album(&self, name: &str) -> Result<DocId> {
+        let by_path: Vec<DocId> = self
+            .albums
+            .keys()
+            .filter(|id| self.album_path(id) == name)
+            .copied()
+            .collect();
+        if by_path.len() == 1 {
+            return Ok(by_path[0]);
+        }
+        let by_title: Vec<DocId> = self
+            .albums
+            .iter()
+            .filter(|(_, (meta, _))| meta.title == name)
+            .map(|(id, _)| *id)
+            .collect();
+        match by_title.len() {
+            1 => return Ok(by_title[0]),
+            0 => {}
+            count => {
+                return Err(Error::AmbiguousAlbum {
+                    name: name.to_owned(),
+                    count,
+                });
+            }
+        }
+        if name.len() >= 6 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            let by_id: Vec<DocId> = self
+                .albums
+                .keys()
+                .filter(|id| id.to_string().starts_with(&name.to_ascii_lowercase()))
+                .copied()
+                .collect();
+            if by_id.len() == 1 {
+                return Ok(by_id[0]);
+            }
+        }
+        Err(Error::NoSuchAlbum(name.to_owned()))
+    }
+
+    /// Resolves a photo id or a unique prefix of one (at least 6 hex characters).
+    pub(crate) fn resolve_photo(&self, text: &str) -> Result<PhotoId> {
+        let prefix = text.trim().to_ascii_lowercase();
+        if prefix.len() < 6 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::NoSuchPhoto(text.to_owned()));
+        }
+        let matches: Vec<PhotoId> = self
+            .photos
+            .keys()
+            .filter(|id| id.to_string().starts_with(&prefix))
+            .copied()
+            .collect();
+        match matches.len() {
+            1 => Ok(matches[0]),
+            0 => Err(Error::NoSuchPhoto(text.to_owned())),
+            count => Err(Error::AmbiguousPhoto { prefix, count }),
+        }
+    }
+
+    pub(crate) fn albums_of(&self, id: &PhotoId) -> Vec<DocId> {
+        self.albums
+            .iter()
+            .filter(|(_, (_, set))| set.contains(id))
+            .map(|(aid, _)| *aid)
+            .collect()
+    }
+
+    pub(crate) fn photo_view(&self, e: &PhotoEntry) -> PhotoView {
+        let camera = match (&e.make, &e.model) {
+            (Some(make), Some(model)) if model.starts_with(make.as_str()) => Some(model.clone()),
+            (Some(make), Some(model)) => Some(format!("{make} {model}")),
+            (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+            (None, None) => None,
+        };
+        let mut albums: Vec<String> = self
+            .albums_of(&e.id)
+            .iter()
+            .map(|a| self.album_path(a))
+            .collect();
+        albums.sort();
+        PhotoView {
+            id: e.id.to_string(),
+            file_name: e.file_name.clone(),
+            taken_at: e.taken_at.clone(),
+            width: e.width,
+            height: e.height,
+            display_width: e.display_width,
+            display_height: e.display_height,
+            orientation: e.orientation,
+            mime: e.mime.clone(),
+            size: e.size,
+            camera,
+            make: e.make.clone(),
+            model: e.model.clone(),
+            gps: e.gps.map(|(lat, lon)| Gps { lat, lon }),
+            albums,
+            added_at_ms: e.added_at_ms,
+        }
+    }
+
+    pub(crate) fn album_view(&self, id: &DocId) -> AlbumView {
+        let (meta, photos) = &self.albums[id];
+        AlbumView {
+            id: id.to_string(),
+            title: meta.title.clone(),
+            path: self.album_path(id),
+            parent: meta.parent.map(|p| p.to_string()),
+            photos: photos.len(),
+            created_at_ms: meta.created_at_ms,
+        }
+    }
+}
+
+/// The library shard a photo belongs to: its month of taken-at, else `undated`.
+pub(crate) fn shard_of(entry: &PhotoEntry) -> String {
+    entry
+        .taken_at
+        .as_deref()
+        .and_then(|t| t.get(..7))
+        .filter(|m| m.len() == 7 && m.as_bytes()[4] == b'-')
+        .unwrap_or("undated")
+        .to_owned()
+}
+
+/// The id of a person's library shard: keyed by the family secret, so it reveals no month.
+pub(crate) fn shard_doc_id(secret: &FamilySecret, person: &PersonId, shard: &str) -> DocId {
+    let key = blake3::derive_key("kith library shard id v1", secret.as_bytes());
+    let mut hasher = blake3::Hasher::new_keyed(&key);
+    hasher.update(&person.0);
+    hasher.update(shard.as_bytes());
+    DocId(*hasher.finalize().as_bytes())
+}

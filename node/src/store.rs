@@ -1,0 +1,224 @@
+//! The node's redb database: identity, membership ops, document keys and sealed changes.
+//!
+//! **Invariant:** no key or value holds a plaintext date, name, title or photo byte. Ids are
+//! random or keyed hashes; values are either sealed changes (encrypted by their document's key)
+//! or records sealed with the device's storage key and bound to their table and key.
+
+use std::path::Path;
+
+use kith_protocol::keys::{DocId, FamilyId, PersonId, SymmetricKey};
+use kith_protocol::library::DocKind;
+use kith_protocol::membership::SignedOp;
+use kith_protocol::record;
+use kith_protocol::seal::SealedChange;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const MEMBERSHIP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("membership");
+const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
+/// Key: doc id ‖ change id (64 bytes). Value: the sealed change as it travels.
+const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes");
+
+/// Version of this database's layout.
+const DB_FORMAT: u8 = 1;
+
+/// Who this device is in which family. Sealed at rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub family: FamilyId,
+    pub family_secret: [u8; 32],
+    pub person: PersonId,
+    pub device_name: String,
+    /// Key of this person's library documents (epoch 0; rotation comes with sharing).
+    pub library_key: [u8; 32],
+}
+
+/// A document this node knows, with its key. Sealed at rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocRecord {
+    pub kind: DocKind,
+    pub epoch: u32,
+    pub key: [u8; 32],
+    /// For library shards: the month (`YYYY-MM`, or `undated`) the shard holds.
+    pub shard: Option<String>,
+}
+
+/// Everything read back when a node opens.
+pub struct Loaded {
+    pub identity: Identity,
+    pub ops: Vec<SignedOp>,
+    pub docs: Vec<(DocId, DocRecord)>,
+    pub changes: Vec<(DocId, SealedChange)>,
+}
+
+/// What one transaction writes. Committed atomically and durably before anything is reported.
+#[derive(Default)]
+pub struct WriteBatch {
+    pub identity: Option<Identity>,
+    pub ops: Vec<SignedOp>,
+    pub docs: Vec<(DocId, DocRecord)>,
+    pub changes: Vec<(DocId, SealedChange)>,
+}
+
+pub struct Store {
+    db: Database,
+    storage_key: SymmetricKey,
+}
+
+fn nonce() -> [u8; 24] {
+    rand::random()
+}
+
+impl Store {
+    /// Opens (or creates) the database. Fails with [`Error::Locked`] when another process has it.
+    pub fn open(path: &Path, storage_key: SymmetricKey) -> Result<Store> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                Error::Locked(path.parent().unwrap_or(path).to_path_buf())
+            }
+            other => Error::Db(format!("{}: {other}", path.display())),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let format = meta.get("format")?.map(|v| v.value().to_vec());
+            match format.as_deref() {
+                None => {
+                    meta.insert("format", [DB_FORMAT].as_slice())?;
+                }
+                Some([DB_FORMAT]) => {}
+                Some(other) => {
+                    return Err(Error::Corrupt(format!(
+                        "{} has database format {other:?}, this kith reads {DB_FORMAT}; use a newer kith",
+                        path.display()
+                    )));
+                }
+            }
+            txn.open_table(MEMBERSHIP)?;
+            txn.open_table(DOCS)?;
+            txn.open_table(CHANGES)?;
+        }
+        txn.commit()?;
+        Ok(Store { db, storage_key })
+    }
+
+    fn seal<T: Serialize>(&self, context: &[u8], value: &T) -> Result<Vec<u8>> {
+        let plain = postcard::to_allocvec(value).map_err(|e| Error::Db(e.to_string()))?;
+        Ok(record::seal_record(
+            &self.storage_key,
+            context,
+            nonce(),
+            &plain,
+        ))
+    }
+
+    fn open_sealed<T: for<'a> Deserialize<'a>>(&self, context: &[u8], sealed: &[u8]) -> Result<T> {
+        let plain = record::open_record(&self.storage_key, context, sealed).map_err(|e| {
+            Error::Corrupt(format!(
+                "record {} cannot be opened ({e})",
+                String::from_utf8_lossy(context)
+            ))
+        })?;
+        postcard::from_bytes(&plain).map_err(|e| {
+            Error::Corrupt(format!("record {}: {e}", String::from_utf8_lossy(context)))
+        })
+    }
+
+    pub fn has_identity(&self) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get("identity")?.is_some())
+    }
+
+    /// Reads everything a node needs to build its state.
+    pub fn load(&self, data_dir: &Path) -> Result<Loaded> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let identity = match meta.get("identity")? {
+            Some(v) => self.open_sealed(b"meta/identity", v.value())?,
+            None => return Err(Error::NotInitialised(data_dir.to_path_buf())),
+        };
+        let mut ops = Vec::new();
+        for row in txn.open_table(MEMBERSHIP)?.iter()? {
+            let (k, v) = row?;
+            let ctx = [b"membership/".as_slice(), k.value()].concat();
+            let bytes: Vec<u8> = self.open_sealed(&ctx, v.value())?;
+            let op = SignedOp::from_bytes(&bytes)
+                .map_err(|e| Error::Corrupt(format!("membership op: {e}")))?;
+            ops.push(op);
+        }
+        let mut docs = Vec::new();
+        for row in txn.open_table(DOCS)?.iter()? {
+            let (k, v) = row?;
+            let id = doc_id(k.value())?;
+            let ctx = [b"docs/".as_slice(), k.value()].concat();
+            docs.push((id, self.open_sealed(&ctx, v.value())?));
+        }
+        let mut changes = Vec::new();
+        for row in txn.open_table(CHANGES)?.iter()? {
+            let (k, v) = row?;
+            let id = doc_id(k.value().get(..32).unwrap_or_default())?;
+            let sealed = SealedChange::from_bytes(v.value().to_vec())
+                .map_err(|e| Error::Corrupt(format!("sealed change: {e}")))?;
+            if k.value().get(32..) != Some(sealed.id().0.as_slice()) {
+                return Err(Error::Corrupt(
+                    "a sealed change does not match its id (flipped bytes?)".into(),
+                ));
+            }
+            changes.push((id, sealed));
+        }
+        Ok(Loaded {
+            identity,
+            ops,
+            docs,
+            changes,
+        })
+    }
+
+    /// Writes a batch in one durable transaction.
+    pub fn commit(&self, batch: &WriteBatch) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            if let Some(identity) = &batch.identity {
+                let mut meta = txn.open_table(META)?;
+                let sealed = self.seal(b"meta/identity", identity)?;
+                meta.insert("identity", sealed.as_slice())?;
+            }
+            let mut membership = txn.open_table(MEMBERSHIP)?;
+            for op in &batch.ops {
+                let id = op.id();
+                let ctx = [b"membership/".as_slice(), id.0.as_slice()].concat();
+                let sealed = self.seal(&ctx, &op.to_bytes())?;
+                membership.insert(id.0.as_slice(), sealed.as_slice())?;
+            }
+            let mut docs = txn.open_table(DOCS)?;
+            for (id, rec) in &batch.docs {
+                let ctx = [b"docs/".as_slice(), id.0.as_slice()].concat();
+                let sealed = self.seal(&ctx, rec)?;
+                docs.insert(id.0.as_slice(), sealed.as_slice())?;
+            }
+            let mut changes = txn.open_table(CHANGES)?;
+            for (doc, change) in &batch.changes {
+                let key = [doc.0.as_slice(), change.id().0.as_slice()].concat();
+                changes.insert(key.as_slice(), change.as_bytes())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Number of sealed changes stored.
+    pub fn change_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(redb::ReadableTableMetadata::len(&txn.open_table(CHANGES)?)?)
+    }
+}
+
+fn doc_id(bytes: &[u8]) -> Result<DocId> {
+    <[u8; 32]>::try_from(bytes)
+        .map(DocId)
+        .map_err(|_| Error::Corrupt("a document id in the database is not 32 bytes".into()))
+}

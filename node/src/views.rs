@@ -1,0 +1,150 @@
+//! The shapes the CLI prints and the local API returns. One set of types serves both paths, so a
+//! command prints the same whether it ran in-process or through the running node.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gps {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhotoView {
+    pub id: String,
+    pub file_name: String,
+    pub taken_at: Option<String>,
+    /// Pixel size as stored in the file.
+    pub width: u32,
+    pub height: u32,
+    /// Pixel size as shown, after EXIF orientation.
+    pub display_width: u32,
+    pub display_height: u32,
+    pub orientation: Option<u16>,
+    pub mime: String,
+    pub size: u64,
+    pub camera: Option<String>,
+    pub make: Option<String>,
+    pub model: Option<String>,
+    pub gps: Option<Gps>,
+    /// Album paths (`Parent/Child`) the photo is in.
+    pub albums: Vec<String>,
+    pub added_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlbumView {
+    pub id: String,
+    pub title: String,
+    /// `Parent/Child` path of titles.
+    pub path: String,
+    pub parent: Option<String>,
+    pub photos: usize,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub running: bool,
+    pub data_dir: String,
+    pub device_id: String,
+    pub device_name: String,
+    pub person: String,
+    pub role: String,
+    pub family_id: String,
+    pub photos: usize,
+    pub albums: usize,
+    pub documents: usize,
+    pub changes: u64,
+    pub db_bytes: u64,
+    pub blob_bytes: u64,
+    /// Sealed changes or records that failed their checks when the node opened.
+    pub damaged: Vec<String>,
+    pub api: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    Imported,
+    Duplicate,
+    Skipped,
+}
+
+/// One file's outcome, printed as soon as it is committed (imported, duplicate) or skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileOutcome {
+    pub path: String,
+    pub status: FileStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    pub imported: usize,
+    pub duplicates: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ImportEvent {
+    Started {
+        files: usize,
+    },
+    File(FileOutcome),
+    Done(ImportSummary),
+    /// The import stopped early; files reported before this were committed.
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportStatus {
+    Written,
+    Present,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportOutcome {
+    pub path: String,
+    pub id: String,
+    pub status: ExportStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportSummary {
+    pub written: usize,
+    pub present: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ExportEvent {
+    Started {
+        files: usize,
+    },
+    File(ExportOutcome),
+    Done(ExportSummary),
+    /// The export stopped early; files reported before this were written.
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitView {
+    pub data_dir: String,
+    pub device_id: String,
+    pub person: String,
+    pub family_id: String,
+}

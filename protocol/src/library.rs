@@ -1,0 +1,502 @@
+//! The photo and album schema over automerge.
+//!
+//! A person's library is sharded into one document per month of taken-at (DESIGN.md,
+//! "Documents stay small"); each album is one document. Both hold a map `photos` from the
+//! photo id (hex) to a photo entry: the blob references, the photo's file key and its metadata.
+//! An album references a photo by carrying its entry (with the key), never a copy of the blob.
+//!
+//! Every field of an entry is its own automerge value, so concurrent edits of different fields
+//! (a caption here, a favourite there) merge instead of one overwriting the other.
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, Change, ObjType, ReadDoc, ScalarValue, Value, transaction};
+use automerge::{ObjId, ROOT};
+use serde::{Deserialize, Serialize};
+
+use crate::blob::FileKey;
+use crate::keys::{DeviceId, DocId, PhotoId};
+
+/// Schema version written into every document's root.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// What a document holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocKind {
+    /// One month of a person's own photos.
+    Library,
+    /// An album: title, parent, and the photos in it.
+    Album,
+}
+
+/// A content-addressed encrypted blob: BLAKE3 of the ciphertext and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub hash: [u8; 32],
+    pub len: u64,
+}
+
+/// Everything kith knows about one photo. Stored encrypted inside sealed changes only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhotoEntry {
+    pub id: PhotoId,
+    pub original: BlobRef,
+    pub preview: BlobRef,
+    pub thumbnail: BlobRef,
+    pub file_key: FileKey,
+    pub file_name: String,
+    pub mime: String,
+    /// Size of the original in bytes (plaintext).
+    pub size: u64,
+    pub width: u32,
+    pub height: u32,
+    pub display_width: u32,
+    pub display_height: u32,
+    pub orientation: Option<u16>,
+    /// EXIF DateTimeOriginal as `YYYY-MM-DDTHH:MM:SS` (camera local time, no zone).
+    pub taken_at: Option<String>,
+    pub make: Option<String>,
+    pub model: Option<String>,
+    /// Latitude and longitude in signed decimal degrees.
+    pub gps: Option<(f64, f64)>,
+    pub added_by: DeviceId,
+    pub added_at_ms: u64,
+    pub caption: Option<String>,
+    pub favourite: bool,
+    pub tags: Vec<String>,
+    pub trashed_at_ms: Option<u64>,
+}
+
+/// An album's own fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlbumMeta {
+    pub title: String,
+    pub parent: Option<DocId>,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LibraryError {
+    #[error("automerge rejected the document: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    #[error("a change is not a valid automerge change: {0}")]
+    BadChange(String),
+    #[error("photo entry {key} is malformed: field `{field}` is missing or has the wrong type")]
+    BadEntry { key: String, field: &'static str },
+    #[error("the document is not a kith {expected:?} document")]
+    WrongKind { expected: DocKind },
+}
+
+/// One automerge document of the library or of an album.
+pub struct Document {
+    doc: AutoCommit,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document").finish_non_exhaustive()
+    }
+}
+
+fn actor_for(device: &DeviceId) -> ActorId {
+    ActorId::from(device.0.as_slice())
+}
+
+impl Document {
+    /// An empty document written by `device`. Call [`Document::init`] before the first commit.
+    pub fn new(device: &DeviceId) -> Self {
+        Document {
+            doc: AutoCommit::new().with_actor(actor_for(device)),
+        }
+    }
+
+    /// Rebuilds a document from its changes (any order: automerge queues missing dependencies).
+    pub fn from_changes(
+        device: &DeviceId,
+        changes: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<Self, LibraryError> {
+        let mut doc = Document::new(device);
+        let parsed = changes
+            .into_iter()
+            .map(|bytes| {
+                Change::from_bytes(bytes).map_err(|e| LibraryError::BadChange(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        doc.doc.apply_changes(parsed)?;
+        Ok(doc)
+    }
+
+    /// Applies one change received or read from disk.
+    pub fn apply_change(&mut self, bytes: Vec<u8>) -> Result<(), LibraryError> {
+        let change =
+            Change::from_bytes(bytes).map_err(|e| LibraryError::BadChange(e.to_string()))?;
+        self.doc.apply_changes([change])?;
+        Ok(())
+    }
+
+    /// Writes the root fields every document has. Idempotent.
+    pub fn init(&mut self, kind: DocKind) -> Result<(), LibraryError> {
+        if self.kind().is_none() {
+            self.doc.put(ROOT, "kind", kind_str(kind))?;
+            self.doc.put(ROOT, "schema", SCHEMA_VERSION)?;
+        }
+        if self.photos_obj().is_none() {
+            self.doc.put_object(ROOT, "photos", ObjType::Map)?;
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> Option<DocKind> {
+        match self.doc.get(ROOT, "kind").ok().flatten() {
+            Some((Value::Scalar(s), _)) => match s.as_str() {
+                Some("library") => Some(DocKind::Library),
+                Some("album") => Some(DocKind::Album),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn photos_obj(&self) -> Option<ObjId> {
+        match self.doc.get(ROOT, "photos").ok().flatten() {
+            Some((Value::Object(ObjType::Map), id)) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn photos_obj_mut(&mut self) -> Result<ObjId, LibraryError> {
+        match self.photos_obj() {
+            Some(id) => Ok(id),
+            None => Ok(self.doc.put_object(ROOT, "photos", ObjType::Map)?),
+        }
+    }
+
+    /// Adds or replaces photo entries.
+    pub fn put_photos<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a PhotoEntry>,
+    ) -> Result<(), LibraryError> {
+        let photos = self.photos_obj_mut()?;
+        for entry in entries {
+            let obj = self
+                .doc
+                .put_object(&photos, entry.id.to_string(), ObjType::Map)?;
+            write_entry(&mut self.doc, &obj, entry)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a photo from this document (not from any other document, and no blob).
+    pub fn remove_photo(&mut self, id: &PhotoId) -> Result<bool, LibraryError> {
+        let Some(photos) = self.photos_obj() else {
+            return Ok(false);
+        };
+        let key = id.to_string();
+        if self.doc.get(&photos, key.as_str())?.is_none() {
+            return Ok(false);
+        }
+        self.doc.delete(&photos, key.as_str())?;
+        Ok(true)
+    }
+
+    pub fn contains(&self, id: &PhotoId) -> bool {
+        self.photos_obj()
+            .and_then(|p| self.doc.get(&p, id.to_string()).ok().flatten())
+            .is_some()
+    }
+
+    /// Every photo entry in the document. A malformed entry is an error, not skipped silently:
+    /// the change that wrote it passed signature and rights checks, so it is a bug worth seeing.
+    pub fn photos(&self) -> Result<Vec<PhotoEntry>, LibraryError> {
+        let Some(photos) = self.photos_obj() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for key in self.doc.keys(&photos) {
+            let Some((Value::Object(ObjType::Map), obj)) = self.doc.get(&photos, key.as_str())?
+            else {
+                return Err(LibraryError::BadEntry {
+                    key,
+                    field: "entry",
+                });
+            };
+            out.push(read_entry(&self.doc, &obj, &key)?);
+        }
+        Ok(out)
+    }
+
+    /// Sets an album's title and parent (creating the album fields on first use).
+    pub fn set_album(&mut self, meta: &AlbumMeta) -> Result<(), LibraryError> {
+        self.doc.put(ROOT, "title", meta.title.as_str())?;
+        match &meta.parent {
+            Some(parent) => self.doc.put(ROOT, "parent", parent.to_string())?,
+            None => self.doc.put(ROOT, "parent", ScalarValue::Null)?,
+        }
+        if self.doc.get(ROOT, "created_at")?.is_none() {
+            self.doc.put(ROOT, "created_at", meta.created_at_ms)?;
+        }
+        Ok(())
+    }
+
+    pub fn album(&self) -> Result<AlbumMeta, LibraryError> {
+        if self.kind() != Some(DocKind::Album) {
+            return Err(LibraryError::WrongKind {
+                expected: DocKind::Album,
+            });
+        }
+        let title = get_str(&self.doc, &ROOT, "title").unwrap_or_default();
+        let parent = get_str(&self.doc, &ROOT, "parent").and_then(|s| s.parse().ok());
+        let created_at_ms = get_u64(&self.doc, &ROOT, "created_at").unwrap_or(0);
+        Ok(AlbumMeta {
+            title,
+            parent,
+            created_at_ms,
+        })
+    }
+
+    /// Closes the pending edits into one change and returns its bytes (None if nothing changed).
+    pub fn commit(&mut self, time_ms: i64) -> Option<Vec<u8>> {
+        self.doc
+            .commit_with(transaction::CommitOptions::default().with_time(time_ms))?;
+        self.doc
+            .get_last_local_change()
+            .map(|c| c.raw_bytes().to_vec())
+    }
+}
+
+fn kind_str(kind: DocKind) -> &'static str {
+    match kind {
+        DocKind::Library => "library",
+        DocKind::Album => "album",
+    }
+}
+
+fn put_opt_str(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    v: &Option<String>,
+) -> Result<(), LibraryError> {
+    match v {
+        Some(s) => doc.put(obj, key, s.as_str())?,
+        None => doc.put(obj, key, ScalarValue::Null)?,
+    }
+    Ok(())
+}
+
+fn put_blob(doc: &mut AutoCommit, obj: &ObjId, key: &str, b: &BlobRef) -> Result<(), LibraryError> {
+    doc.put(obj, key, ScalarValue::Bytes(b.hash.to_vec()))?;
+    doc.put(obj, format!("{key}_len"), b.len)?;
+    Ok(())
+}
+
+fn write_entry(doc: &mut AutoCommit, obj: &ObjId, e: &PhotoEntry) -> Result<(), LibraryError> {
+    put_blob(doc, obj, "original", &e.original)?;
+    put_blob(doc, obj, "preview", &e.preview)?;
+    put_blob(doc, obj, "thumbnail", &e.thumbnail)?;
+    doc.put(
+        obj,
+        "key",
+        ScalarValue::Bytes(e.file_key.as_bytes().to_vec()),
+    )?;
+    doc.put(obj, "name", e.file_name.as_str())?;
+    doc.put(obj, "mime", e.mime.as_str())?;
+    doc.put(obj, "size", e.size)?;
+    doc.put(obj, "width", u64::from(e.width))?;
+    doc.put(obj, "height", u64::from(e.height))?;
+    doc.put(obj, "display_width", u64::from(e.display_width))?;
+    doc.put(obj, "display_height", u64::from(e.display_height))?;
+    match e.orientation {
+        Some(o) => doc.put(obj, "orientation", u64::from(o))?,
+        None => doc.put(obj, "orientation", ScalarValue::Null)?,
+    }
+    put_opt_str(doc, obj, "taken_at", &e.taken_at)?;
+    put_opt_str(doc, obj, "make", &e.make)?;
+    put_opt_str(doc, obj, "model", &e.model)?;
+    match e.gps {
+        Some((lat, lon)) => {
+            doc.put(obj, "lat", lat)?;
+            doc.put(obj, "lon", lon)?;
+        }
+        None => {
+            doc.put(obj, "lat", ScalarValue::Null)?;
+            doc.put(obj, "lon", ScalarValue::Null)?;
+        }
+    }
+    doc.put(obj, "added_by", ScalarValue::Bytes(e.added_by.0.to_vec()))?;
+    doc.put(obj, "added_at", e.added_at_ms)?;
+    put_opt_str(doc, obj, "caption", &e.caption)?;
+    doc.put(obj, "favourite", e.favourite)?;
+    let tags = doc.put_object(obj, "tags", ObjType::Map)?;
+    for tag in &e.tags {
+        doc.put(&tags, tag.as_str(), true)?;
+    }
+    match e.trashed_at_ms {
+        Some(t) => doc.put(obj, "trashed_at", t)?,
+        None => doc.put(obj, "trashed_at", ScalarValue::Null)?,
+    }
+    Ok(())
+}
+
+fn scalar<'a>(
+    doc: &'a AutoCommit,
+    obj: &ObjId,
+    key: &str,
+) -> Option<std::borrow::Cow<'a, ScalarValue>> {
+    match doc.get(obj, key).ok().flatten() {
+        Some((Value::Scalar(s), _)) => Some(s),
+        _ => None,
+    }
+}
+
+fn get_str(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<String> {
+    scalar(doc, obj, key).and_then(|s| s.as_str().map(str::to_owned))
+}
+
+fn get_u64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<u64> {
+    scalar(doc, obj, key).and_then(|s| {
+        s.as_u64()
+            .or_else(|| s.as_i64().and_then(|i| u64::try_from(i).ok()))
+    })
+}
+
+fn get_f64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<f64> {
+    scalar(doc, obj, key).and_then(|s| s.as_f64())
+}
+
+fn get_bytes32(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<[u8; 32]> {
+    scalar(doc, obj, key).and_then(|s| s.as_bytes().and_then(|b| <[u8; 32]>::try_from(b).ok()))
+}
+
+fn read_entry(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<PhotoEntry, LibraryError> {
+    let bad = |field: &'static str| LibraryError::BadEntry {
+        key: key.to_owned(),
+        field,
+    };
+    let blob = |name: &'static str, len_name: &'static str| -> Result<BlobRef, LibraryError> {
+        Ok(BlobRef {
+            hash: get_bytes32(doc, obj, name).ok_or_else(|| bad(name))?,
+            len: get_u64(doc, obj, len_name).ok_or_else(|| bad(len_name))?,
+        })
+    };
+    let dim = |name: &'static str| -> Result<u32, LibraryError> {
+        get_u64(doc, obj, name)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| bad(name))
+    };
+    let tags = match doc.get(obj, "tags").ok().flatten() {
+        Some((Value::Object(ObjType::Map), tags)) => doc.keys(&tags).collect(),
+        _ => Vec::new(),
+    };
+    let gps = match (get_f64(doc, obj, "lat"), get_f64(doc, obj, "lon")) {
+        (Some(lat), Some(lon)) => Some((lat, lon)),
+        _ => None,
+    };
+    Ok(PhotoEntry {
+        id: key.parse().map_err(|_| bad("id"))?,
+        original: blob("original", "original_len")?,
+        preview: blob("preview", "preview_len")?,
+        thumbnail: blob("thumbnail", "thumbnail_len")?,
+        file_key: FileKey::from_bytes(get_bytes32(doc, obj, "key").ok_or_else(|| bad("key"))?),
+        file_name: get_str(doc, obj, "name").ok_or_else(|| bad("name"))?,
+        mime: get_str(doc, obj, "mime").ok_or_else(|| bad("mime"))?,
+        size: get_u64(doc, obj, "size").ok_or_else(|| bad("size"))?,
+        width: dim("width")?,
+        height: dim("height")?,
+        display_width: dim("display_width")?,
+        display_height: dim("display_height")?,
+        orientation: get_u64(doc, obj, "orientation").and_then(|o| u16::try_from(o).ok()),
+        taken_at: get_str(doc, obj, "taken_at"),
+        make: get_str(doc, obj, "make"),
+        model: get_str(doc, obj, "model"),
+        gps,
+        added_by: DeviceId(get_bytes32(doc, obj, "added_by").ok_or_else(|| bad("added_by"))?),
+        added_at_ms: get_u64(doc, obj, "added_at").unwrap_or(0),
+        caption: get_str(doc, obj, "caption"),
+        favourite: scalar(doc, obj, "favourite")
+            .and_then(|s| s.as_bool())
+            .unwrap_or(false),
+        tags,
+        trashed_at_ms: get_u64(doc, obj, "trashed_at"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8) -> PhotoEntry {
+        PhotoEntry {
+            id: PhotoId([n; 32]),
+            original: BlobRef {
+                hash: [1; 32],
+                len: 10,
+            },
+            preview: BlobRef {
+                hash: [2; 32],
+                len: 20,
+            },
+            thumbnail: BlobRef {
+                hash: [3; 32],
+                len: 30,
+            },
+            file_key: FileKey::from_bytes([9; 32]),
+            file_name: format!("IMG_{n}.jpg"),
+            mime: "image/jpeg".into(),
+            size: 1234,
+            width: 4000,
+            height: 3000,
+            display_width: 3000,
+            display_height: 4000,
+            orientation: Some(6),
+            taken_at: Some("2015-07-21T16:17:44".into()),
+            make: Some("Canon".into()),
+            model: None,
+            gps: Some((-22.95, -43.21)),
+            added_by: DeviceId([7; 32]),
+            added_at_ms: 99,
+            caption: None,
+            favourite: false,
+            tags: vec![],
+            trashed_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_through_changes() {
+        let device = DeviceId([5; 32]);
+        let mut doc = Document::new(&device);
+        doc.init(DocKind::Library).unwrap();
+        doc.put_photos(&[entry(1), entry(2)]).unwrap();
+        let c1 = doc.commit(1).unwrap();
+        assert!(doc.remove_photo(&PhotoId([1; 32])).unwrap());
+        let c2 = doc.commit(2).unwrap();
+        // Rebuilt from changes in reverse order, the document is the same.
+        let rebuilt = Document::from_changes(&device, [c2, c1]).unwrap();
+        assert_eq!(rebuilt.kind(), Some(DocKind::Library));
+        assert_eq!(rebuilt.photos().unwrap(), vec![entry(2)]);
+    }
+
+    #[test]
+    fn album_meta_round_trips() {
+        let device = DeviceId([5; 32]);
+        let mut doc = Document::new(&device);
+        doc.init(DocKind::Album).unwrap();
+        let meta = AlbumMeta {
+            title: "Summer 2026".into(),
+            parent: Some(DocId([3; 32])),
+            created_at_ms: 5,
+        };
+        doc.set_album(&meta).unwrap();
+        let change = doc.commit(1).unwrap();
+        let rebuilt = Document::from_changes(&device, [change]).unwrap();
+        assert_eq!(rebuilt.album().unwrap(), meta);
+    }
+
+    #[test]
+    fn garbage_change_is_an_error() {
+        let device = DeviceId([5; 32]);
+        assert!(Document::from_changes(&device, [vec![1, 2, 3]]).is_err());
+    }
+}
