@@ -1,6 +1,6 @@
 //! The encrypted blob store: iroh-blobs' file store holding ciphertext only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use iroh_blobs::Hash;
 use iroh_blobs::api::proto::BlobStatus;
@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 
 pub struct Blobs {
     store: FsStore,
+    /// Where the store keeps blobs too large to inline in its database.
+    data_dir: PathBuf,
 }
 
 impl Blobs {
@@ -21,7 +23,10 @@ impl Blobs {
                 dir.display()
             ))
         })?;
-        Ok(Blobs { store })
+        Ok(Blobs {
+            store,
+            data_dir: dir.join("data"),
+        })
     }
 
     /// Adds ciphertext; returns its BLAKE3 reference. Tagged, so garbage collection keeps it.
@@ -38,12 +43,36 @@ impl Blobs {
         })
     }
 
-    /// Makes every blob added so far durable (the store batches its metadata writes).
+    /// Flushes the files of these blobs to disk. iroh-blobs writes large blobs to files it
+    /// never fsyncs; a change must not reference a blob that a power cut could empty.
+    pub fn flush_files(&self, blobs: &[BlobRef]) -> Result<()> {
+        for blob in blobs {
+            let hex = Hash::from_bytes(blob.hash).to_hex();
+            for ext in ["data", "obao4"] {
+                let path = self.data_dir.join(format!("{hex}.{ext}"));
+                match std::fs::File::open(&path) {
+                    Ok(file) => file.sync_all().map_err(|e| {
+                        Error::Blobs(format!("cannot flush {}: {e}", path.display()))
+                    })?,
+                    // Small blobs live inline in the store's database, synced by `sync`.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::Blobs(format!("cannot open {}: {e}", path.display())));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every blob added so far durable: the store's metadata (it batches its writes) and
+    /// the folder entries of the blob files.
     pub async fn sync(&self) -> Result<()> {
         self.store
             .sync_db()
             .await
-            .map_err(|e| Error::Blobs(format!("cannot sync the blob store: {e}")))
+            .map_err(|e| Error::Blobs(format!("cannot sync the blob store: {e}")))?;
+        crate::datadir::sync_dir(&self.data_dir)
     }
 
     /// Reads a whole blob and checks it against its hash: a flipped byte on disk is reported

@@ -1,6 +1,7 @@
 //! Talking to the running node of a data dir, and choosing between that and opening the data
 //! dir directly. Both paths return the same types, so every command prints the same either way.
 
+use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +24,13 @@ pub fn read_api_info(data_dir: &DataDir) -> Option<ApiInfo> {
     serde_json::from_slice(&text).ok()
 }
 
-/// A client of a running node's local API.
+/// A client of a running node's local API. Blocking HTTP (ureq) on tokio's blocking pool: the
+/// CLI makes one request at a time, and a plain HTTP/1.1 client needs no TLS stack.
+#[derive(Clone)]
 pub struct ApiClient {
     base: String,
-    token: String,
-    http: reqwest::Client,
+    auth: String,
+    agent: ureq::Agent,
 }
 
 impl ApiClient {
@@ -35,93 +38,133 @@ impl ApiClient {
     pub async fn connect(data_dir: &DataDir) -> Option<ApiClient> {
         let info = read_api_info(data_dir)?;
         let token = std::fs::read_to_string(data_dir.token_file()).ok()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(2)))
+            .http_status_as_error(false)
             .build()
-            .ok()?;
+            .into();
         let client = ApiClient {
             base: format!("http://{}/api", info.addr),
-            token: token.trim().to_owned(),
-            http,
+            auth: format!("Bearer {}", token.trim()),
+            agent,
         };
-        let probe = client
-            .http
-            .get(format!("{}/status", client.base))
-            .bearer_auth(&client.token)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        probe.status().is_success().then_some(client)
+        let probe = client.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            probe
+                .agent
+                .get(format!("{}/status", probe.base))
+                .header("Authorization", &probe.auth)
+                .config()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .call()
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .unwrap_or(false);
+        ok.then_some(client)
     }
 
-    async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
+    fn check(
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
-        let body = response.json::<ErrorBody>().await;
-        Err(Error::Remote(match body {
-            Ok(b) => b.error,
-            Err(_) => status.to_string(),
-        }))
+        Err(Error::Remote(
+            match response.body_mut().read_json::<ErrorBody>() {
+                Ok(b) => b.error,
+                Err(_) => status.to_string(),
+            },
+        ))
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(ApiClient) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let client = self.clone();
+        tokio::task::spawn_blocking(move || work(client))
             .await
-            .map_err(remote)?;
-        Self::check(response).await?.json().await.map_err(remote)
+            .map_err(|e| Error::Remote(format!("the API request did not finish: {e}")))?
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(remote)?;
-        Self::check(response).await?.json().await.map_err(remote)
+    async fn get<T: DeserializeOwned + Send + 'static>(&self, path: &str) -> Result<T> {
+        let path = path.to_owned();
+        self.blocking(move |c| {
+            let response = c
+                .agent
+                .get(format!("{}{path}", c.base))
+                .header("Authorization", &c.auth)
+                .call()
+                .map_err(remote)?;
+            Self::check(response)?
+                .body_mut()
+                .read_json()
+                .map_err(remote)
+        })
+        .await
+    }
+
+    async fn post<B: Serialize + Send + 'static, T: DeserializeOwned + Send + 'static>(
+        &self,
+        path: &str,
+        body: B,
+    ) -> Result<T> {
+        let path = path.to_owned();
+        self.blocking(move |c| {
+            let response = c
+                .agent
+                .post(format!("{}{path}", c.base))
+                .header("Authorization", &c.auth)
+                .send_json(&body)
+                .map_err(remote)?;
+            Self::check(response)?
+                .body_mut()
+                .read_json()
+                .map_err(remote)
+        })
+        .await
     }
 
     /// Posts a request whose answer is a stream of newline-delimited JSON events.
-    async fn stream<B: Serialize, E: DeserializeOwned>(
+    async fn stream<B: Serialize + Send + 'static, E: DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
-        body: &B,
+        body: B,
         events: &mpsc::UnboundedSender<E>,
     ) -> Result<()> {
-        let mut response = Self::check(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(&self.token)
-                .json(body)
-                .send()
-                .await
-                .map_err(remote)?,
-        )
-        .await?;
-        let mut buf = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(remote)? {
-            buf.extend_from_slice(&chunk);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let event = serde_json::from_slice(&line)
+        let path = path.to_owned();
+        let events = events.clone();
+        self.blocking(move |c| {
+            let response = c
+                .agent
+                .post(format!("{}{path}", c.base))
+                .header("Authorization", &c.auth)
+                .config()
+                .timeout_global(None)
+                .build()
+                .send_json(&body)
+                .map_err(remote)?;
+            let reader = BufReader::new(Self::check(response)?.into_body().into_reader());
+            for line in reader.lines() {
+                let line =
+                    line.map_err(|e| Error::Remote(format!("the node stopped answering: {e}")))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let event = serde_json::from_str(&line)
                     .map_err(|e| Error::Remote(format!("bad event from the node: {e}")))?;
                 let _ = events.send(event);
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 
-fn remote(e: reqwest::Error) -> Error {
+fn remote(e: ureq::Error) -> Error {
     Error::Remote(e.to_string())
 }
 
@@ -180,7 +223,7 @@ impl Backend {
                     title: title.to_owned(),
                     parent: parent.map(str::to_owned),
                 };
-                c.post("/albums", &body).await
+                c.post("/albums", body).await
             }
         }
     }
@@ -193,7 +236,7 @@ impl Backend {
                     album: album.to_owned(),
                     title: title.to_owned(),
                 };
-                c.post("/albums/rename", &body).await
+                c.post("/albums/rename", body).await
             }
         }
     }
@@ -206,7 +249,7 @@ impl Backend {
                     album: album.to_owned(),
                     photos: photos.to_vec(),
                 };
-                Ok(c.post::<_, Count>("/albums/add", &body).await?.count)
+                Ok(c.post::<_, Count>("/albums/add", body).await?.count)
             }
         }
     }
@@ -219,7 +262,7 @@ impl Backend {
                     album: album.to_owned(),
                     photos: photos.to_vec(),
                 };
-                Ok(c.post::<_, Count>("/albums/remove", &body).await?.count)
+                Ok(c.post::<_, Count>("/albums/remove", body).await?.count)
             }
         }
     }
@@ -232,7 +275,7 @@ impl Backend {
     ) -> Result<Option<ImportSummary>> {
         match self {
             Backend::Local(l) => l.import(request, events).await.map(Some),
-            Backend::Remote(c) => c.stream("/import", &request, &events).await.map(|()| None),
+            Backend::Remote(c) => c.stream("/import", request, &events).await.map(|()| None),
         }
     }
 
@@ -243,7 +286,7 @@ impl Backend {
     ) -> Result<Option<ExportSummary>> {
         match self {
             Backend::Local(l) => l.export(request, events).await.map(Some),
-            Backend::Remote(c) => c.stream("/export", &request, &events).await.map(|()| None),
+            Backend::Remote(c) => c.stream("/export", request, &events).await.map(|()| None),
         }
     }
 }

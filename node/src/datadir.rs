@@ -129,5 +129,25 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|()| file.sync_all())
         .map_err(Error::io("cannot write", &tmp))?;
     set_mode(&tmp, 0o600)?;
-    fs::rename(&tmp, path).map_err(Error::io("cannot move into place", path))
+    fs::rename(&tmp, path).map_err(Error::io("cannot move into place", path))?;
+    match path.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Flushes a folder's entries (new and renamed files) to disk. A folder that does not exist
+/// yet has nothing to flush.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    match fs::File::open(dir) {
+        Ok(handle) => handle
+            .sync_all()
+            .map_err(Error::io("cannot flush the folder", dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("cannot open the folder", dir)(e)),
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }

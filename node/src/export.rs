@@ -95,6 +95,14 @@ fn safe_name(name: &str) -> String {
     }
 }
 
+/// Whether the sidecar beside `target` says it is this photo's export.
+fn sidecar_names(target: &Path, id: &PhotoId) -> bool {
+    std::fs::read(sidecar_path(target))
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Sidecar>(&text).ok())
+        .is_some_and(|sidecar| sidecar.id == id.to_string())
+}
+
 /// An existing file counts as exported when its sidecar names this photo and its size matches.
 fn already_exported(target: &Path, entry: &PhotoEntry) -> bool {
     let Ok(meta) = std::fs::metadata(target) else {
@@ -174,9 +182,16 @@ impl Library {
                     continue;
                 }
                 let base = safe_name(&entry.file_name);
+                let dir = request.dir.join(&folder);
+                // A name is free when no other photo of this folder has it and the file there,
+                // if any, is this photo's earlier export: a user's own file is never overwritten.
                 let name = (1..)
                     .map(|n| numbered(&base, n))
-                    .find(|candidate| !used.contains(&candidate.to_lowercase()))
+                    .find(|candidate| {
+                        let target = dir.join(candidate);
+                        !used.contains(&candidate.to_lowercase())
+                            && (!target.exists() || sidecar_names(&target, &entry.id))
+                    })
                     .unwrap_or(base);
                 used.insert(name.to_lowercase());
                 let mut albums: Vec<String> = state

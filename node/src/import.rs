@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use kith_protocol::blob::{self, FileKey, Rendition};
@@ -18,10 +19,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::library::{Library, OpenDoc, State, now_ms, shard_doc_id, shard_of};
+use crate::library::{Library, NewDoc, OpenDoc, State, now_ms, shard_doc_id, shard_of};
 use crate::media;
 use crate::store::DocRecord;
 use crate::views::{FileOutcome, FileStatus, ImportEvent, ImportSummary};
+
+/// Largest file import reads: far above any camera's photo, far below what would exhaust memory.
+const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// Most photos committed in one change.
 const MAX_BATCH: usize = 256;
@@ -116,6 +120,19 @@ fn stage_file(
     claimed: &StdMutex<HashSet<PhotoId>>,
     path: PathBuf,
 ) -> Staged {
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
+            return Staged::Skipped {
+                path,
+                reason: format!(
+                    "too-large-file: the file is {} MiB, more than the {} MiB a photo may have; is it a video or a disk image?",
+                    meta.len() >> 20,
+                    MAX_FILE_BYTES >> 20
+                ),
+            };
+        }
+        _ => {}
+    }
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) => {
@@ -150,9 +167,18 @@ fn stage_file(
         }
         Staged::Skipped { path, reason }
     };
-    let analyzed = match media::analyze(&bytes) {
-        Ok(a) => a,
-        Err(e) => return release(path, format!("{}: {e}", e.code())),
+    // A decoder bug on a hostile file must cost that file, not the import.
+    let analyzed = match std::panic::catch_unwind(|| media::analyze(&bytes)) {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return release(path, format!("{}: {e}", e.code())),
+        Err(_) => {
+            tracing::error!(path = %path.display(), "the decoder panicked");
+            return release(
+                path,
+                "internal-error: the decoder failed on this file (a kith bug; please report it)"
+                    .into(),
+            );
+        }
     };
     let file_key = FileKey::from_bytes(rand::random());
     let original = blob::encrypt_blob(&file_key, Rendition::Original, rand::random(), &bytes);
@@ -172,6 +198,8 @@ fn stage_file(
         let t = library.blobs.put(thumbnail).await?;
         let p = library.blobs.put(preview).await?;
         let o = library.blobs.put(original).await?;
+        // The bytes reach the disk here, in parallel; the committer syncs the metadata.
+        library.blobs.flush_files(&[o, p, t])?;
         Ok::<_, Error>((o, p, t))
     });
     let (original, preview, thumbnail) = match stored {
@@ -240,28 +268,27 @@ impl Library {
         for skip in early_skips {
             let _ = tx.send(skip);
         }
+        let claimed = Arc::new(StdMutex::new(claimed));
+        let cancelled = Arc::new(AtomicBool::new(false));
         let worker = {
             let library = Arc::clone(self);
             let rt = tokio::runtime::Handle::current();
-            let claimed = StdMutex::new(claimed);
+            let claimed = Arc::clone(&claimed);
+            let cancelled = Arc::clone(&cancelled);
+            let secret = secret.clone();
             tokio::task::spawn_blocking(move || {
                 files.into_par_iter().for_each(|path| {
+                    if cancelled.load(Ordering::Relaxed) {
+                        return;
+                    }
                     let staged = stage_file(&library, &rt, &secret, &claimed, path);
                     let _ = tx.send(staged);
                 });
             })
         };
         let mut summary = ImportSummary::default();
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-            while batch.len() < MAX_BATCH {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(next)) => batch.push(next),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            for outcome in self.commit_batch(batch, album.as_ref()).await? {
+        let mut report = |outcomes: Vec<FileOutcome>| {
+            for outcome in outcomes {
                 match outcome.status {
                     FileStatus::Imported => summary.imported += 1,
                     FileStatus::Duplicate => summary.duplicates += 1,
@@ -269,20 +296,94 @@ impl Library {
                 }
                 let _ = events.send(ImportEvent::File(outcome));
             }
+        };
+        // Duplicates of a photo still in flight wait until that photo is committed: a file is
+        // never reported as a duplicate of something that is not safely stored.
+        let mut deferred: Vec<Staged> = Vec::new();
+        let mut result = Ok(());
+        while let Some(first) = rx.recv().await {
+            let mut batch = std::mem::take(&mut deferred);
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(next)) => batch.push(next),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            match self.commit_batch(batch, album.as_ref()).await {
+                Ok((outcomes, waiting)) => {
+                    report(outcomes);
+                    deferred = waiting;
+                }
+                Err(e) => {
+                    cancelled.store(true, Ordering::Relaxed);
+                    result = Err(e);
+                    break;
+                }
+            }
         }
+        drop(rx);
         worker
             .await
             .map_err(|e| Error::Invalid(format!("import worker failed: {e}")))?;
+        result?;
+        if !deferred.is_empty() {
+            // What is still waiting lost its original (skipped, or failed to store): stage
+            // those files afresh, now that their claims are released.
+            let (ready, retry): (Vec<Staged>, Vec<Staged>) = {
+                let state = self.state.lock().await;
+                deferred.into_iter().partition(|s| match s {
+                    Staged::Duplicate { id, .. } => state.photos.contains_key(id),
+                    _ => true,
+                })
+            };
+            let library = Arc::clone(self);
+            let rt = tokio::runtime::Handle::current();
+            let restaged = tokio::task::spawn_blocking(move || {
+                retry
+                    .into_iter()
+                    .map(|s| match s {
+                        Staged::Duplicate { path, .. } => {
+                            stage_file(&library, &rt, &secret, &claimed, path)
+                        }
+                        other => other,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("import worker failed: {e}")))?;
+            let mut batch = ready;
+            batch.extend(restaged);
+            let (outcomes, still_waiting) = self.commit_batch(batch, album.as_ref()).await?;
+            report(outcomes);
+            // Two copies of one file both failing to store leave the second here.
+            report(
+                still_waiting
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        Staged::Duplicate { path, .. } => Some(FileOutcome {
+                            path: path.display().to_string(),
+                            status: FileStatus::Skipped,
+                            id: None,
+                            reason: Some("store-failed: another copy of this file failed to import; run the import again".into()),
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+        }
         let _ = events.send(ImportEvent::Done(summary.clone()));
         Ok(summary)
     }
 
-    /// Commits one batch durably and returns the outcomes to report.
+    /// Commits one batch durably. Returns the outcomes to report, and the duplicates whose
+    /// original is not committed yet.
     async fn commit_batch(
         &self,
         batch: Vec<Staged>,
         album: Option<&DocId>,
-    ) -> Result<Vec<FileOutcome>> {
+    ) -> Result<(Vec<FileOutcome>, Vec<Staged>)> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut ready = Vec::new();
         let mut dups = Vec::new();
@@ -298,10 +399,16 @@ impl Library {
                 }),
             }
         }
-        if !ready.is_empty() || (album.is_some() && !dups.is_empty()) {
+        if !ready.is_empty() {
             // The blobs must be durable before the change that references them.
             self.blobs.sync().await?;
-            let mut state = self.state.lock().await;
+        }
+        let mut state = self.state.lock().await;
+        let ready_ids: HashSet<PhotoId> = ready.iter().map(|(_, e)| e.id).collect();
+        let (dups, waiting): (Vec<_>, Vec<_>) = dups
+            .into_iter()
+            .partition(|(_, id)| state.photos.contains_key(id) || ready_ids.contains(id));
+        if !ready.is_empty() || (album.is_some() && !dups.is_empty()) {
             self.commit_entries(
                 &mut state,
                 ready.iter().map(|(_, e)| e.as_ref()),
@@ -309,6 +416,7 @@ impl Library {
                 &dups,
             )?;
         }
+        drop(state);
         for (path, entry) in ready {
             outcomes.push(FileOutcome {
                 path: path.display().to_string(),
@@ -325,7 +433,11 @@ impl Library {
                 reason: None,
             });
         }
-        Ok(outcomes)
+        let waiting = waiting
+            .into_iter()
+            .map(|(path, id)| Staged::Duplicate { path, id })
+            .collect();
+        Ok((outcomes, waiting))
     }
 
     fn commit_entries<'a>(
@@ -335,12 +447,11 @@ impl Library {
         album: Option<&DocId>,
         dups: &[(PathBuf, PhotoId)],
     ) -> Result<()> {
-        let secret = self.family_secret(state);
-        let person = state.identity.person;
+        let library_key = state.identity.library_key;
         let mut by_shard: BTreeMap<DocId, (String, Vec<&PhotoEntry>)> = BTreeMap::new();
         for entry in entries {
             let shard = shard_of(entry);
-            let id = shard_doc_id(&secret, &person, &shard);
+            let id = shard_doc_id(&library_key, &shard);
             by_shard
                 .entry(id)
                 .or_insert_with(|| (shard, Vec::new()))
@@ -354,11 +465,13 @@ impl Library {
                 let record = DocRecord {
                     kind: DocKind::Library,
                     epoch: 0,
-                    key: state.identity.library_key,
+                    key: library_key,
                     shard: Some(shard.clone()),
                 };
+                let genesis = Document::genesis_change(DocKind::Library, doc_id)
+                    .map_err(|e| Error::Corrupt(e.to_string()))?;
                 let mut doc = Document::new(&self.device_id());
-                doc.init(DocKind::Library)
+                doc.apply_change(genesis.clone())
                     .map_err(|e| Error::Corrupt(e.to_string()))?;
                 state.docs.insert(
                     *doc_id,
@@ -367,7 +480,11 @@ impl Library {
                         doc,
                     },
                 );
-                new_docs.push((*doc_id, record));
+                new_docs.push(NewDoc {
+                    id: *doc_id,
+                    record,
+                    genesis: Some(genesis),
+                });
             }
             state
                 .doc_mut(doc_id)?

@@ -12,7 +12,7 @@ use kith_protocol::keys::{
     DeviceId, DeviceSecret, DocId, FamilyId, FamilySecret, PersonId, PhotoId, SymmetricKey,
 };
 use kith_protocol::library::{AlbumMeta, DocKind, Document, PhotoEntry};
-use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody};
+use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody, OpId};
 use kith_protocol::seal::{self, ChangeHeader};
 use tokio::sync::Mutex;
 
@@ -75,27 +75,30 @@ impl Library {
             return Err(Error::Invalid("the person's name must not be empty".into()));
         }
         data_dir.create()?;
-        if data_dir.db_file().exists()
-            && let Ok(secret) = data_dir.read_device_secret()
-        {
-            let store = Store::open(&data_dir.db_file(), secret.storage_key())?;
-            if store.has_identity()? {
+        // An existing database whose identity was never written (init interrupted) keeps its
+        // device key; one with an identity, or without a readable key, is left untouched.
+        let device = if data_dir.db_file().exists() {
+            let secret = data_dir.read_device_secret().map_err(|e| {
+                Error::Corrupt(format!(
+                    "{} holds a database but its device key cannot be read ({e}); nothing was changed",
+                    data_dir.root().display()
+                ))
+            })?;
+            if Store::peek_has_identity(&data_dir.db_file())? {
                 return Err(Error::AlreadyInitialised {
                     path: data_dir.root().to_path_buf(),
                     device: secret.device_id().to_string(),
                 });
             }
-        }
-        let device = DeviceSecret::from_seeds(rand::random(), rand::random());
-        data_dir.write_device_secret(&device)?;
-        let store = Store::open(&data_dir.db_file(), device.storage_key())?;
-        let identity = Identity {
-            family: FamilyId(rand::random()),
-            family_secret: rand::random(),
-            person: PersonId(rand::random()),
-            device_name: device_name.to_owned(),
-            library_key: rand::random(),
+            secret
+        } else {
+            let secret = DeviceSecret::from_seeds(rand::random(), rand::random());
+            data_dir.write_device_secret(&secret)?;
+            secret
         };
+        let store = Store::open(&data_dir.db_file(), device.storage_key())?;
+        let family = FamilyId(rand::random());
+        let person = PersonId(rand::random());
         let genesis = membership::SignedOp::sign(
             MembershipOp {
                 version: 1,
@@ -103,8 +106,8 @@ impl Library {
                 author: device.device_id(),
                 time_ms: now_ms(),
                 body: OpBody::CreateFamily {
-                    family: identity.family,
-                    person: identity.person,
+                    family,
+                    person,
                     name: person_name.to_owned(),
                     device_x25519: device.x25519_public(),
                     device_name: device_name.to_owned(),
@@ -112,6 +115,14 @@ impl Library {
             },
             &device,
         );
+        let identity = Identity {
+            family,
+            family_secret: rand::random(),
+            person,
+            device_name: device_name.to_owned(),
+            library_key: rand::random(),
+            root_op: genesis.id().0,
+        };
         store.commit(&WriteBatch {
             identity: Some(identity.clone()),
             ops: vec![genesis],
@@ -132,52 +143,8 @@ impl Library {
         }
         let device = data_dir.read_device_secret()?;
         let store = Store::open(&data_dir.db_file(), device.storage_key())?;
-        let loaded = store.load(data_dir.root())?;
-        let family = membership::evaluate(&loaded.ops)
-            .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
-        let mut damaged = Vec::new();
-        let mut by_doc: HashMap<DocId, Vec<Vec<u8>>> = HashMap::new();
-        let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
-        for (doc_id, sealed) in loaded.changes {
-            let Some(record) = records.get(&doc_id) else {
-                damaged.push(format!(
-                    "change {} of unknown document {doc_id}",
-                    sealed.id()
-                ));
-                continue;
-            };
-            match open_sealed(&family, record, &sealed) {
-                Ok(bytes) => by_doc.entry(doc_id).or_default().push(bytes),
-                Err(reason) => {
-                    tracing::error!(change = %sealed.id(), doc = %doc_id, "{reason}");
-                    damaged.push(format!("change {}: {reason}", sealed.id()));
-                }
-            }
-        }
-        let me = device.device_id();
-        let mut docs = BTreeMap::new();
-        for (doc_id, record) in records {
-            let changes = by_doc.remove(&doc_id).unwrap_or_default();
-            match Document::from_changes(&me, changes) {
-                Ok(doc) => {
-                    docs.insert(doc_id, OpenDoc { record, doc });
-                }
-                Err(e) => {
-                    tracing::error!(doc = %doc_id, "document does not load: {e}");
-                    damaged.push(format!("document {doc_id}: {e}"));
-                }
-            }
-        }
+        let state = load_state(&store, &device, data_dir)?;
         let blobs = Blobs::open(&data_dir.blobs_dir()).await?;
-        let mut state = State {
-            identity: loaded.identity,
-            family,
-            docs,
-            photos: HashMap::new(),
-            albums: BTreeMap::new(),
-            damaged,
-        };
-        state.reindex()?;
         Ok(Arc::new(Library {
             data_dir: data_dir.clone(),
             device,
@@ -311,7 +278,12 @@ impl Library {
                 doc,
             },
         );
-        self.commit_docs(state, &[id], vec![(id, record)])?;
+        let new = NewDoc {
+            id,
+            record,
+            genesis: None,
+        };
+        self.commit_docs(state, &[id], vec![new])?;
         Ok(id)
     }
 
@@ -393,53 +365,150 @@ impl Library {
     }
 
     /// Seals the pending edits of `docs` into changes and commits them, with `new_docs`'
-    /// records, in one durable transaction; then refreshes the index.
+    /// records (and their genesis changes), in one durable transaction; then refreshes the index.
+    /// If the commit fails, the in-memory state is rebuilt from the database, so memory never
+    /// runs ahead of disk.
     pub(crate) fn commit_docs(
         &self,
         state: &mut State,
         docs: &[DocId],
-        new_docs: Vec<(DocId, DocRecord)>,
+        new_docs: Vec<NewDoc>,
+    ) -> Result<()> {
+        let result = self.seal_and_commit(state, docs, new_docs);
+        if let Err(e) = &result {
+            tracing::error!("commit failed, reloading the library from disk: {e}");
+            match load_state(&self.store, &self.device, &self.data_dir) {
+                Ok(fresh) => *state = fresh,
+                Err(reload) => tracing::error!("reload failed too: {reload}"),
+            }
+            return result;
+        }
+        state.reindex();
+        Ok(())
+    }
+
+    fn seal_and_commit(
+        &self,
+        state: &mut State,
+        docs: &[DocId],
+        new_docs: Vec<NewDoc>,
     ) -> Result<()> {
         let time = now_ms() as i64;
-        let mut batch = WriteBatch {
-            docs: new_docs,
-            ..WriteBatch::default()
+        let me = self.device.device_id();
+        let seal = |id: &DocId, record: &DocRecord, change: &[u8]| {
+            let header = ChangeHeader {
+                doc: *id,
+                epoch: record.epoch,
+                author: me,
+            };
+            let key = SymmetricKey::from_bytes(record.key);
+            seal::seal_change(&key, &header, rand::random(), change, &self.device)
         };
+        let mut batch = WriteBatch::default();
+        for new in new_docs {
+            if let Some(genesis) = &new.genesis {
+                batch
+                    .changes
+                    .push((new.id, seal(&new.id, &new.record, genesis)));
+            }
+            batch.docs.push((new.id, new.record));
+        }
         for id in docs {
             let open = state
                 .docs
                 .get_mut(id)
                 .ok_or_else(|| Error::Corrupt(format!("document {id} is not open")))?;
             if let Some(change) = open.doc.commit(time) {
-                let header = ChangeHeader {
-                    doc: *id,
-                    epoch: open.record.epoch,
-                    author: self.device.device_id(),
-                };
-                let key = SymmetricKey::from_bytes(open.record.key);
-                let sealed =
-                    seal::seal_change(&key, &header, rand::random(), &change, &self.device);
-                batch.changes.push((*id, sealed));
+                batch.changes.push((*id, seal(id, &open.record, &change)));
             }
         }
-        self.store.commit(&batch)?;
-        state.reindex()
+        self.store.commit(&batch)
     }
+}
+
+/// A document created by this commit: its record and, for shared-genesis documents, the
+/// genesis change (already applied to the open document).
+pub(crate) struct NewDoc {
+    pub id: DocId,
+    pub record: DocRecord,
+    pub genesis: Option<Vec<u8>>,
+}
+
+/// Builds the in-memory state from the database. Damaged items are reported in `damaged` and
+/// left out; the rest of the library opens.
+fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Result<State> {
+    let loaded = store.load(data_dir.root())?;
+    let family = membership::evaluate_with_root(OpId(loaded.identity.root_op), &loaded.ops)
+        .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
+    let mut damaged = loaded.damaged;
+    for d in &damaged {
+        tracing::error!("{d}");
+    }
+    let mut by_doc: HashMap<DocId, Vec<Vec<u8>>> = HashMap::new();
+    let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
+    for (doc_id, sealed) in loaded.changes {
+        let Some(record) = records.get(&doc_id) else {
+            damaged.push(format!(
+                "change {} of unknown document {doc_id}",
+                sealed.id()
+            ));
+            continue;
+        };
+        match open_sealed(&family, &doc_id, record, &sealed) {
+            Ok(bytes) => by_doc.entry(doc_id).or_default().push(bytes),
+            Err(reason) => {
+                tracing::error!(change = %sealed.id(), doc = %doc_id, "{reason}");
+                damaged.push(format!("change {}: {reason}", sealed.id()));
+            }
+        }
+    }
+    let me = device.device_id();
+    let mut docs = BTreeMap::new();
+    for (doc_id, record) in records {
+        let changes = by_doc.remove(&doc_id).unwrap_or_default();
+        match Document::from_changes(&me, changes) {
+            Ok(doc) => {
+                docs.insert(doc_id, OpenDoc { record, doc });
+            }
+            Err(e) => {
+                tracing::error!(doc = %doc_id, "document does not load: {e}");
+                damaged.push(format!("document {doc_id}: {e}"));
+            }
+        }
+    }
+    let mut state = State {
+        identity: loaded.identity,
+        family,
+        docs,
+        photos: HashMap::new(),
+        albums: BTreeMap::new(),
+        damaged,
+    };
+    state.reindex();
+    Ok(state)
 }
 
 /// Opens one stored change: signature, author's rights, decryption.
 fn open_sealed(
     family: &FamilyState,
+    doc_id: &DocId,
     record: &DocRecord,
     sealed: &seal::SealedChange,
 ) -> std::result::Result<Vec<u8>, String> {
     let header = sealed.header();
-    let author_ok = family
+    if header.doc != *doc_id {
+        return Err(format!(
+            "sealed for document {}, stored under {doc_id}",
+            header.doc
+        ));
+    }
+    // A change stored here was checked when it was written or received. A device revoked
+    // since then keeps its past changes: revocation must not delete photos.
+    let author_known = family
         .persons
         .values()
-        .flat_map(|p| p.devices.iter())
-        .any(|(id, d)| *id == header.author && !d.revoked);
-    if !author_ok {
+        .any(|p| p.devices.contains_key(&header.author));
+    if !author_known {
         return Err(format!(
             "author {} is not a device of this family",
             header.author
@@ -486,31 +555,32 @@ fn dir_size(path: &std::path::Path) -> u64 {
 }
 
 impl State {
-    /// Rebuilds the index from the open documents.
-    pub(crate) fn reindex(&mut self) -> Result<()> {
+    /// Rebuilds the index from the open documents. A document that does not read as what its
+    /// record says is reported in `damaged` and left out of the index.
+    pub(crate) fn reindex(&mut self) {
         self.photos.clear();
         self.albums.clear();
         for (id, open) in &self.docs {
-            match open.record.kind {
-                DocKind::Library => {
-                    for entry in open.doc.photos().map_err(corrupt)? {
+            let indexed = match open.record.kind {
+                DocKind::Library => open.doc.photos().map(|entries| {
+                    for entry in entries {
                         self.photos.insert(entry.id, entry);
                     }
-                }
-                DocKind::Album => {
-                    let meta = open.doc.album().map_err(corrupt)?;
-                    let ids = open
-                        .doc
-                        .photos()
-                        .map_err(corrupt)?
-                        .into_iter()
-                        .map(|e| e.id)
-                        .collect();
+                }),
+                DocKind::Album => open.doc.album().and_then(|meta| {
+                    let ids = open.doc.photos()?.into_iter().map(|e| e.id).collect();
                     self.albums.insert(*id, (meta, ids));
+                    Ok(())
+                }),
+            };
+            if let Err(e) = indexed {
+                let note = format!("document {id}: {e}");
+                if !self.damaged.contains(&note) {
+                    tracing::error!("{note}");
+                    self.damaged.push(note);
                 }
             }
         }
-        Ok(())
     }
 
     pub(crate) fn doc_mut(&mut self, id: &DocId) -> Result<&mut Document> {
@@ -665,11 +735,9 @@ pub(crate) fn shard_of(entry: &PhotoEntry) -> String {
         .to_owned()
 }
 
-/// The id of a person's library shard: keyed by the family secret, so it reveals no month.
-pub(crate) fn shard_doc_id(secret: &FamilySecret, person: &PersonId, shard: &str) -> DocId {
-    let key = blake3::derive_key("kith library shard id v1", secret.as_bytes());
-    let mut hasher = blake3::Hasher::new_keyed(&key);
-    hasher.update(&person.0);
-    hasher.update(shard.as_bytes());
-    DocId(*hasher.finalize().as_bytes())
+/// The id of a person's library shard, keyed by their library key: only those who can read
+/// the library can tell which month a shard holds.
+pub(crate) fn shard_doc_id(library_key: &[u8; 32], shard: &str) -> DocId {
+    let key = blake3::derive_key("kith library shard id v1", library_key);
+    DocId(*blake3::keyed_hash(&key, shard.as_bytes()).as_bytes())
 }

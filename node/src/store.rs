@@ -34,6 +34,8 @@ pub struct Identity {
     pub device_name: String,
     /// Key of this person's library documents (epoch 0; rotation comes with sharing).
     pub library_key: [u8; 32],
+    /// Id of the family's root membership op (`CreateFamily`); the log is evaluated from it.
+    pub root_op: [u8; 32],
 }
 
 /// A document this node knows, with its key. Sealed at rest.
@@ -52,6 +54,8 @@ pub struct Loaded {
     pub ops: Vec<SignedOp>,
     pub docs: Vec<(DocId, DocRecord)>,
     pub changes: Vec<(DocId, SealedChange)>,
+    /// Changes that failed their checks and were left out.
+    pub damaged: Vec<String>,
 }
 
 /// What one transaction writes. Committed atomically and durably before anything is reported.
@@ -81,27 +85,35 @@ impl Store {
             }
             other => Error::Db(format!("{}: {other}", path.display())),
         })?;
-        let txn = db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let format = meta.get("format")?.map(|v| v.value().to_vec());
-            match format.as_deref() {
-                None => {
-                    meta.insert("format", [DB_FORMAT].as_slice())?;
-                }
-                Some([DB_FORMAT]) => {}
-                Some(other) => {
-                    return Err(Error::Corrupt(format!(
-                        "{} has database format {other:?}, this kith reads {DB_FORMAT}; use a newer kith",
-                        path.display()
-                    )));
-                }
+        // Only a new database is written to on open: opening must not change an existing one.
+        let format = {
+            let txn = db.begin_read()?;
+            match txn.open_table(META) {
+                Ok(meta) => meta.get("format")?.map(|v| v.value().to_vec()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
             }
-            txn.open_table(MEMBERSHIP)?;
-            txn.open_table(DOCS)?;
-            txn.open_table(CHANGES)?;
+        };
+        match format.as_deref() {
+            None => {
+                let txn = db.begin_write()?;
+                {
+                    txn.open_table(META)?
+                        .insert("format", [DB_FORMAT].as_slice())?;
+                    txn.open_table(MEMBERSHIP)?;
+                    txn.open_table(DOCS)?;
+                    txn.open_table(CHANGES)?;
+                }
+                txn.commit()?;
+            }
+            Some([DB_FORMAT]) => {}
+            Some(other) => {
+                return Err(Error::Corrupt(format!(
+                    "{} has database format {other:?}, this kith reads {DB_FORMAT}; use a newer kith",
+                    path.display()
+                )));
+            }
         }
-        txn.commit()?;
         Ok(Store { db, storage_key })
     }
 
@@ -127,9 +139,20 @@ impl Store {
         })
     }
 
-    pub fn has_identity(&self) -> Result<bool> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
+    /// Whether the database at `path` holds an identity, read without writing to the file.
+    pub fn peek_has_identity(path: &Path) -> Result<bool> {
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                Error::Locked(path.parent().unwrap_or(path).to_path_buf())
+            }
+            other => Error::Db(format!("{}: {other}", path.display())),
+        })?;
+        let txn = db.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
         Ok(meta.get("identity")?.is_some())
     }
 
@@ -141,40 +164,57 @@ impl Store {
             Some(v) => self.open_sealed(b"meta/identity", v.value())?,
             None => return Err(Error::NotInitialised(data_dir.to_path_buf())),
         };
+        let mut damaged = Vec::new();
         let mut ops = Vec::new();
         for row in txn.open_table(MEMBERSHIP)?.iter()? {
             let (k, v) = row?;
             let ctx = [b"membership/".as_slice(), k.value()].concat();
-            let bytes: Vec<u8> = self.open_sealed(&ctx, v.value())?;
-            let op = SignedOp::from_bytes(&bytes)
-                .map_err(|e| Error::Corrupt(format!("membership op: {e}")))?;
-            ops.push(op);
+            let op = self
+                .open_sealed::<Vec<u8>>(&ctx, v.value())
+                .and_then(|bytes| {
+                    SignedOp::from_bytes(&bytes)
+                        .map_err(|e| Error::Corrupt(format!("membership op: {e}")))
+                });
+            match op {
+                Ok(op) => ops.push(op),
+                Err(e) => damaged.push(e.to_string()),
+            }
         }
         let mut docs = Vec::new();
         for row in txn.open_table(DOCS)?.iter()? {
             let (k, v) = row?;
-            let id = doc_id(k.value())?;
             let ctx = [b"docs/".as_slice(), k.value()].concat();
-            docs.push((id, self.open_sealed(&ctx, v.value())?));
+            match doc_id(k.value()).and_then(|id| Ok((id, self.open_sealed(&ctx, v.value())?))) {
+                Ok(doc) => docs.push(doc),
+                Err(e) => damaged.push(e.to_string()),
+            }
         }
         let mut changes = Vec::new();
         for row in txn.open_table(CHANGES)?.iter()? {
             let (k, v) = row?;
-            let id = doc_id(k.value().get(..32).unwrap_or_default())?;
-            let sealed = SealedChange::from_bytes(v.value().to_vec())
-                .map_err(|e| Error::Corrupt(format!("sealed change: {e}")))?;
-            if k.value().get(32..) != Some(sealed.id().0.as_slice()) {
-                return Err(Error::Corrupt(
-                    "a sealed change does not match its id (flipped bytes?)".into(),
-                ));
+            let key = k.value();
+            let Ok(id) = doc_id(key.get(..32).unwrap_or_default()) else {
+                damaged.push("a change key in the database is malformed".into());
+                continue;
+            };
+            let label = data_encoding::HEXLOWER.encode(key.get(32..).unwrap_or_default());
+            // A damaged change is reported and left out; the rest of the library still opens.
+            match SealedChange::from_bytes(v.value().to_vec()) {
+                Ok(sealed) if key.get(32..) == Some(sealed.id().0.as_slice()) => {
+                    changes.push((id, sealed))
+                }
+                Ok(_) => damaged.push(format!(
+                    "change {label}: its bytes do not match its id (flipped bytes on disk?)"
+                )),
+                Err(e) => damaged.push(format!("change {label}: {e}")),
             }
-            changes.push((id, sealed));
         }
         Ok(Loaded {
             identity,
             ops,
             docs,
             changes,
+            damaged,
         })
     }
 

@@ -1,8 +1,8 @@
 //! Device identity (ed25519 for signatures, X25519 for receiving wrapped keys), symmetric keys,
 //! the family secret and the 32-byte ids everything else is named by.
 //!
-//! Every signature made here covers `label ‖ 0x00 ‖ message`, so a signature made for one purpose
-//! can never be replayed as another; every label carries a version (`"kith ... v1"`).
+//! Every signature made here covers `label ‖ 0x00 ‖ message`, so a signature made for one
+//! purpose can never be replayed as another; every label carries a version (`"kith ... v1"`).
 
 use std::fmt;
 

@@ -135,6 +135,22 @@ impl Document {
         Ok(())
     }
 
+    /// The first change of a document that several devices may create independently (a month
+    /// shard of one person's library). It is written by a fixed actor at time 0, so every
+    /// device makes the byte-identical change and automerge holds one `photos` map, instead of
+    /// keeping one device's map and hiding the other's entries.
+    pub fn genesis_change(kind: DocKind, doc: &DocId) -> Result<Vec<u8>, LibraryError> {
+        let mut genesis = AutoCommit::new().with_actor(ActorId::from(doc.0.as_slice()));
+        genesis.put(ROOT, "kind", kind_str(kind))?;
+        genesis.put(ROOT, "schema", SCHEMA_VERSION)?;
+        genesis.put_object(ROOT, "photos", ObjType::Map)?;
+        genesis.commit_with(transaction::CommitOptions::default().with_time(0));
+        genesis
+            .get_last_local_change()
+            .map(|c| c.raw_bytes().to_vec())
+            .ok_or_else(|| LibraryError::BadChange("the genesis change is empty".into()))
+    }
+
     /// Writes the root fields every document has. Idempotent.
     pub fn init(&mut self, kind: DocKind) -> Result<(), LibraryError> {
         if self.kind().is_none() {
@@ -476,6 +492,24 @@ mod tests {
         let rebuilt = Document::from_changes(&device, [c2, c1]).unwrap();
         assert_eq!(rebuilt.kind(), Some(DocKind::Library));
         assert_eq!(rebuilt.photos().unwrap(), vec![entry(2)]);
+    }
+
+    #[test]
+    fn shards_created_on_two_devices_keep_both_devices_photos() {
+        let doc_id = DocId([8; 32]);
+        let genesis = Document::genesis_change(DocKind::Library, &doc_id).unwrap();
+        let mut changes = Vec::new();
+        for (device, photo) in [(DeviceId([1; 32]), 1u8), (DeviceId([2; 32]), 2u8)] {
+            let mut doc = Document::new(&device);
+            doc.apply_change(genesis.clone()).unwrap();
+            doc.put_photos(&[entry(photo)]).unwrap();
+            changes.push(doc.commit(5).unwrap());
+        }
+        changes.push(genesis);
+        let merged = Document::from_changes(&DeviceId([3; 32]), changes).unwrap();
+        let mut ids: Vec<_> = merged.photos().unwrap().into_iter().map(|e| e.id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![PhotoId([1; 32]), PhotoId([2; 32])]);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! # Format v1
 //!
 //! ```text
-//! record = 0x01 ‖ nonce [24] ‖ XChaCha20-Poly1305(subkey, nonce, AD = 0x01 ‖ context, plaintext)
+//! record = 0x01 ‖ nonce [24] ‖ XChaCha20-Poly1305(subkey, nonce, AD = 0x01 ‖ context,
+//!                                                   plaintext)
 //! ```
 //!
 //! The subkey is `derive_key("kith record v1", key)`. The caller's `context` names where the

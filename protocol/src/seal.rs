@@ -4,7 +4,7 @@
 //! # Format v1
 //!
 //! ```text
-//! header = "KCH" ‖ 0x01 ‖ doc [32] ‖ epoch u32 BE ‖ author [32] ‖ nonce [24]      (96 bytes)
+//! header = "KCH" ‖ 0x01 ‖ doc [32] ‖ epoch u32 BE ‖ author [32] ‖ nonce [24]  (96 B)
 //! body   = XChaCha20-Poly1305(derive_key("kith change key v1", doc_key), nonce, AD = header,
 //!                             change_len u32 LE ‖ change ‖ zeros up to bucket_len(4 + len))
 //! sealed = header ‖ body ‖ ed25519 signature [64] by author over

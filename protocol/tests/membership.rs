@@ -128,7 +128,8 @@ fn founder_is_admin_and_rights_are_checked() {
     let root = create(&a);
     let add_bob = op(&a, &[&root], add_person(1, Role::Member));
     let bob_dev = op(&a, &[&add_bob], add_device(1, &b));
-    // Bob (member) may not add people or change roles, but may add his own device and rename himself.
+    // Bob (member) may not add people or change roles, but may add his own device and rename
+    // himself.
     let bob_adds = op(&b, &[&bob_dev], add_person(2, Role::Admin));
     let bob_promotes = op(
         &b,
@@ -383,7 +384,8 @@ proptest! {
         let ops = random_log(&steps);
         let expected = evaluate(&ops);
         prop_assert!(expected.is_ok());
-        let mut shuffled: Vec<(u64, SignedOp)> = ops.iter().cloned().zip(keys).map(|(o, k)| (k, o)).collect();
+        let mut shuffled: Vec<(u64, SignedOp)> =
+            keys.into_iter().zip(ops.iter().cloned()).collect();
         shuffled.sort_by_key(|(k, o)| (*k, o.id()));
         let mut shuffled: Vec<SignedOp> = shuffled.into_iter().map(|(_, o)| o).collect();
         for d in dups {

@@ -13,14 +13,20 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn round_trip(plain in prop::collection::vec(any::<u8>(), 0..2000), ctx in prop::collection::vec(any::<u8>(), 0..40), nonce: [u8; 24]) {
+    fn round_trip(
+        plain in prop::collection::vec(any::<u8>(), 0..2000),
+        ctx in prop::collection::vec(any::<u8>(), 0..40),
+        nonce: [u8; 24],
+    ) {
         let sealed = seal_record(&key(1), &ctx, nonce, &plain);
         prop_assert_eq!(sealed.len(), plain.len() + OVERHEAD);
         prop_assert_eq!(open_record(&key(1), &ctx, &sealed), Ok(plain));
     }
 
     #[test]
-    fn any_flipped_bit_is_rejected(plain in prop::collection::vec(any::<u8>(), 0..500), at: prop::sample::Index, bit in 0..8u8) {
+    fn any_flipped_bit_is_rejected(
+        plain in prop::collection::vec(any::<u8>(), 0..500), at: prop::sample::Index, bit in 0..8u8,
+    ) {
         let mut sealed = seal_record(&key(1), b"settings/x", [3; 24], &plain);
         let i = at.index(sealed.len());
         sealed[i] ^= 1 << bit;
@@ -28,7 +34,9 @@ proptest! {
     }
 
     #[test]
-    fn any_truncation_is_rejected(plain in prop::collection::vec(any::<u8>(), 0..500), cut: prop::sample::Index) {
+    fn any_truncation_is_rejected(
+        plain in prop::collection::vec(any::<u8>(), 0..500), cut: prop::sample::Index,
+    ) {
         let sealed = seal_record(&key(1), b"k", [3; 24], &plain);
         prop_assert!(open_record(&key(1), b"k", &sealed[..cut.index(sealed.len())]).is_err());
     }

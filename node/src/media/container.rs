@@ -123,13 +123,11 @@ pub(super) fn scan_jpeg(b: &[u8]) -> Result<JpegScan<'_>, MediaError> {
                     exif = Some(tiff);
                 }
             }
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                if size.is_none() {
-                    let (Some(h), Some(w)) = (be16(seg, 1), be16(seg, 3)) else {
-                        return Err(MediaError::corrupt(F, "the JPEG frame header is too short"));
-                    };
-                    size = Some((u32::from(w), u32::from(h)));
-                }
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) && size.is_none() => {
+                let (Some(h), Some(w)) = (be16(seg, 1), be16(seg, 3)) else {
+                    return Err(MediaError::corrupt(F, "the JPEG frame header is too short"));
+                };
+                size = Some((u32::from(w), u32::from(h)));
             }
             0xDA => {
                 let Some((width, height)) = size else {
@@ -211,25 +209,19 @@ fn webp_header(b: &[u8]) -> Result<Header, MediaError> {
         // A cut-off chunk: use what is there for the size, the decoder will complain.
         let data = &b[start.min(b.len())..end.min(b.len())];
         match kind {
-            b"VP8X" if size.is_none() => {
-                if data.len() >= 10 {
-                    let w = u32::from_le_bytes([data[4], data[5], data[6], 0]) + 1;
-                    let h = u32::from_le_bytes([data[7], data[8], data[9], 0]) + 1;
-                    size = Some((w, h));
-                }
+            b"VP8X" if size.is_none() && data.len() >= 10 => {
+                let w = u32::from_le_bytes([data[4], data[5], data[6], 0]) + 1;
+                let h = u32::from_le_bytes([data[7], data[8], data[9], 0]) + 1;
+                size = Some((w, h));
             }
-            b"VP8 " if size.is_none() => {
-                if data.len() >= 10 && data[3..6] == [0x9D, 0x01, 0x2A] {
-                    let w = u32::from(u16::from_le_bytes([data[6], data[7]]) & 0x3FFF);
-                    let h = u32::from(u16::from_le_bytes([data[8], data[9]]) & 0x3FFF);
-                    size = Some((w, h));
-                }
+            b"VP8 " if size.is_none() && data.len() >= 10 && data[3..6] == [0x9D, 0x01, 0x2A] => {
+                let w = u32::from(u16::from_le_bytes([data[6], data[7]]) & 0x3FFF);
+                let h = u32::from(u16::from_le_bytes([data[8], data[9]]) & 0x3FFF);
+                size = Some((w, h));
             }
-            b"VP8L" if size.is_none() => {
-                if data.len() >= 5 && data[0] == 0x2F {
-                    let bits = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
-                    size = Some(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1));
-                }
+            b"VP8L" if size.is_none() && data.len() >= 5 && data[0] == 0x2F => {
+                let bits = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
+                size = Some(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1));
             }
             b"EXIF" if exif.is_none() => exif = tiff_payload(data).map(<[u8]>::to_vec),
             _ => {}

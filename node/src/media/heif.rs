@@ -25,7 +25,7 @@ fn heif_error(format: ImageFormatKind, err: &HeifError) -> MediaError {
         (_, HeifErrorSubCode::EndOfData) => MediaError::truncated(format, detail),
         (HeifErrorCode::UnsupportedFeature, _) | (HeifErrorCode::UnsupportedFileType, _) => {
             MediaError::Unsupported {
-                format: "this kind of HEIF (its codec or feature is not supported by libheif here)",
+                format: "HEIF with a codec or feature the installed libheif lacks",
             }
         }
         _ => MediaError::corrupt(format, detail),

@@ -185,7 +185,7 @@ pub enum MediaError {
     )]
     TooLarge { width: u32, height: u32 },
     #[error(
-        "{format} files are recognised but this build of kith cannot read them; convert the photo to JPEG and import that"
+        "the file's format ({format}) is recognised, but this build of kith cannot read it; convert the photo to JPEG and import that"
     )]
     Unsupported { format: &'static str },
     #[error(

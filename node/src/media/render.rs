@@ -231,19 +231,21 @@ pub(super) fn orient(src: Rgb, orientation: Option<u16>) -> Result<Rgb, MediaErr
     Ok(to_rgb8(image))
 }
 
-/// Encodes RGB8 as a baseline JPEG.
+/// Encodes RGB8 as a baseline JPEG (4:2:0, averaged chroma).
 pub(super) fn encode_jpeg(src: &Rgb, quality: u8) -> Result<Rendition, MediaError> {
+    let internal = |e: &dyn std::fmt::Display| MediaError::Internal {
+        detail: format!("JPEG encoding failed: {e}"),
+    };
+    let (Ok(width), Ok(height)) = (u16::try_from(src.width), u16::try_from(src.height)) else {
+        return Err(internal(&"rendition too large for JPEG"));
+    };
     let mut bytes = Vec::with_capacity(src.data.len() / 8);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
-        .encode(
-            &src.data,
-            src.width,
-            src.height,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| MediaError::Internal {
-            detail: format!("JPEG encoding failed: {e}"),
-        })?;
+    let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, quality);
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    encoder.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
+    encoder
+        .encode(&src.data, width, height, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| internal(&e))?;
     Ok(Rendition {
         bytes,
         width: src.width,

@@ -1,0 +1,11 @@
+//! All integration tests in one binary (the ripgrep habit): real `kith` processes on temp data
+//! dirs, the shared photo corpus, waits with deadlines.
+
+mod cli;
+mod crash;
+mod export;
+mod fixture;
+mod import;
+mod node;
+mod privacy;
+mod tamper;
