@@ -92,7 +92,8 @@ async fn kith_import(files: &[PathBuf]) -> Result<Duration> {
 }
 
 /// vipsthumbnail makes the preview and the thumbnail of every file, two processes at a time
-/// (one per core, as kith's import uses every core).
+/// (one per core, as kith's import uses every core). It makes one size per run, so it reads
+/// each file twice (with shrink-on-load); kith decodes each file once for both sizes.
 fn vipsthumbnail(files: &[PathBuf]) -> Result<Duration> {
     let out = tempfile::tempdir()?;
     let start = Instant::now();
@@ -105,6 +106,8 @@ fn vipsthumbnail(files: &[PathBuf]) -> Result<Duration> {
                 .arg("-o")
                 .arg(out.path().join(format!("%s_{tag}.jpg[Q={quality}]")))
                 .args(part.iter())
+                // libvips warns about every EXIF tag it does not know; the figures are the point.
+                .stderr(std::process::Stdio::null())
                 .status()
                 .context("running vipsthumbnail")?;
             if !status.success() {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::library::Library;
-use crate::views::{ExportEvent, ExportOutcome, ExportStatus, ExportSummary, Gps};
+use crate::views::{ExportEvent, ExportOutcome, ExportStatus, ExportSummary, PhotoView};
 
 /// Version of the sidecar format.
 pub const SIDECAR_VERSION: u32 = 1;
@@ -31,34 +31,22 @@ pub struct ExportRequest {
     pub album: Option<String>,
 }
 
-/// The JSON sidecar written next to each exported original (`NAME.kith.json`).
+/// The JSON sidecar written next to each exported original (`NAME.kith.json`): what
+/// `kith photos --json` shows of the photo, plus what a person added to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sidecar {
     pub kith_sidecar: u32,
-    pub id: String,
-    pub file_name: String,
-    pub mime: String,
-    pub size: u64,
-    pub width: u32,
-    pub height: u32,
-    pub display_width: u32,
-    pub display_height: u32,
-    pub orientation: Option<u16>,
-    pub taken_at: Option<String>,
-    pub make: Option<String>,
-    pub model: Option<String>,
-    pub gps: Option<Gps>,
-    pub albums: Vec<String>,
+    #[serde(flatten)]
+    pub photo: PhotoView,
     pub caption: Option<String>,
     pub favourite: bool,
     pub tags: Vec<String>,
-    pub added_at_ms: u64,
 }
 
 struct Planned {
     target: PathBuf,
     entry: PhotoEntry,
-    albums: Vec<String>,
+    view: PhotoView,
 }
 
 fn sidecar_path(target: &Path) -> PathBuf {
@@ -100,7 +88,7 @@ fn sidecar_names(target: &Path, id: &PhotoId) -> bool {
     std::fs::read(sidecar_path(target))
         .ok()
         .and_then(|text| serde_json::from_slice::<Sidecar>(&text).ok())
-        .is_some_and(|sidecar| sidecar.id == id.to_string())
+        .is_some_and(|sidecar| sidecar.photo.id == id.to_string())
 }
 
 /// An existing file counts as exported when its sidecar names this photo and its size matches.
@@ -114,7 +102,7 @@ fn already_exported(target: &Path, entry: &PhotoEntry) -> bool {
     let Ok(sidecar) = serde_json::from_slice::<Sidecar>(&text) else {
         return false;
     };
-    sidecar.id == entry.id.to_string() && meta.len() == entry.size
+    sidecar.photo.id == entry.id.to_string() && meta.len() == entry.size
 }
 
 /// Writes through a temporary file and renames, so an interrupted export leaves no half file.
@@ -194,16 +182,10 @@ impl Library {
                     })
                     .unwrap_or(base);
                 used.insert(name.to_lowercase());
-                let mut albums: Vec<String> = state
-                    .albums_of(&id)
-                    .iter()
-                    .map(|a| state.album_path(a))
-                    .collect();
-                albums.sort();
                 planned.push(Planned {
                     target: request.dir.join(&folder).join(name),
                     entry: entry.clone(),
-                    albums,
+                    view: state.photo_view(entry),
                 });
             }
         }
@@ -257,27 +239,12 @@ impl Library {
             return Ok(ExportStatus::Present);
         }
         let original = self.read_original(&item.entry).await?;
-        let e = &item.entry;
         let sidecar = Sidecar {
             kith_sidecar: SIDECAR_VERSION,
-            id: e.id.to_string(),
-            file_name: e.file_name.clone(),
-            mime: e.mime.clone(),
-            size: e.size,
-            width: e.width,
-            height: e.height,
-            display_width: e.display_width,
-            display_height: e.display_height,
-            orientation: e.orientation,
-            taken_at: e.taken_at.clone(),
-            make: e.make.clone(),
-            model: e.model.clone(),
-            gps: e.gps.map(|(lat, lon)| Gps { lat, lon }),
-            albums: item.albums.clone(),
-            caption: e.caption.clone(),
-            favourite: e.favourite,
-            tags: e.tags.clone(),
-            added_at_ms: e.added_at_ms,
+            photo: item.view.clone(),
+            caption: item.entry.caption.clone(),
+            favourite: item.entry.favourite,
+            tags: item.entry.tags.clone(),
         };
         let json =
             serde_json::to_vec_pretty(&sidecar).map_err(|e| Error::Invalid(e.to_string()))?;

@@ -41,6 +41,8 @@ pub(crate) struct State {
     pub docs: BTreeMap<DocId, OpenDoc>,
     /// Photos of this person's library, by id.
     pub photos: HashMap<PhotoId, PhotoEntry>,
+    /// Which photos each library document holds, to re-index one document alone.
+    pub photos_by_doc: HashMap<DocId, Vec<PhotoId>>,
     /// Album id → its metadata and photo ids.
     pub albums: BTreeMap<DocId, (AlbumMeta, BTreeSet<PhotoId>)>,
     pub damaged: Vec<String>,
@@ -383,7 +385,7 @@ impl Library {
             }
             return result;
         }
-        state.reindex();
+        state.reindex_docs(docs);
         Ok(())
     }
 
@@ -481,6 +483,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         family,
         docs,
         photos: HashMap::new(),
+        photos_by_doc: HashMap::new(),
         albums: BTreeMap::new(),
         damaged,
     };
@@ -555,17 +558,34 @@ fn dir_size(path: &std::path::Path) -> u64 {
 }
 
 impl State {
-    /// Rebuilds the index from the open documents. A document that does not read as what its
-    /// record says is reported in `damaged` and left out of the index.
+    /// Rebuilds the whole index from the open documents.
     pub(crate) fn reindex(&mut self) {
         self.photos.clear();
         self.albums.clear();
-        for (id, open) in &self.docs {
+        self.photos_by_doc.clear();
+        let ids: Vec<DocId> = self.docs.keys().copied().collect();
+        self.reindex_docs(&ids);
+    }
+
+    /// Re-reads the index entries of `docs` only: a commit touches a few documents, and
+    /// re-reading every document after each batch would make large imports quadratic. A
+    /// document that does not read as what its record says is reported in `damaged` and left
+    /// out of the index.
+    pub(crate) fn reindex_docs(&mut self, docs: &[DocId]) {
+        for id in docs {
+            let Some(open) = self.docs.get(id) else {
+                continue;
+            };
             let indexed = match open.record.kind {
                 DocKind::Library => open.doc.photos().map(|entries| {
+                    for old in self.photos_by_doc.remove(id).unwrap_or_default() {
+                        self.photos.remove(&old);
+                    }
+                    let ids = entries.iter().map(|e| e.id).collect();
                     for entry in entries {
                         self.photos.insert(entry.id, entry);
                     }
+                    self.photos_by_doc.insert(*id, ids);
                 }),
                 DocKind::Album => open.doc.album().and_then(|meta| {
                     let ids = open.doc.photos()?.into_iter().map(|e| e.id).collect();

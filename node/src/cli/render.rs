@@ -3,8 +3,8 @@
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use kith_node::views::{
-    AlbumView, ExportEvent, ExportStatus, ExportSummary, FileStatus, ImportEvent, ImportSummary,
-    PhotoView, StatusView,
+    AlbumView, ExportEvent, ExportOutcome, ExportStatus, ExportSummary, FileOutcome, FileStatus,
+    ImportEvent, ImportSummary, PhotoView, StatusView,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -24,119 +24,145 @@ fn bar(total: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// Prints import events as they come; returns the summary.
-pub async fn import_events(
-    mut rx: mpsc::UnboundedReceiver<ImportEvent>,
+/// One step of a long-running command (import, export) as the printer sees it.
+enum Step<O, S> {
+    Started(usize),
+    File(O),
+    Done(S),
+    Failed(String),
+}
+
+impl From<ImportEvent> for Step<FileOutcome, ImportSummary> {
+    fn from(event: ImportEvent) -> Self {
+        match event {
+            ImportEvent::Started { files } => Step::Started(files),
+            ImportEvent::File(outcome) => Step::File(outcome),
+            ImportEvent::Done(summary) => Step::Done(summary),
+            ImportEvent::Failed { error } => Step::Failed(error),
+        }
+    }
+}
+
+impl From<ExportEvent> for Step<ExportOutcome, ExportSummary> {
+    fn from(event: ExportEvent) -> Self {
+        match event {
+            ExportEvent::Started { files } => Step::Started(files),
+            ExportEvent::File(outcome) => Step::File(outcome),
+            ExportEvent::Done(summary) => Step::Done(summary),
+            ExportEvent::Failed { error } => Step::Failed(error),
+        }
+    }
+}
+
+/// How one command's files and summary read on a terminal.
+struct Wording<O, S> {
+    verb: &'static str,
+    /// The line for a file that went wrong, or None for one that went fine.
+    problem: fn(&O) -> Option<String>,
+    summary: fn(&S) -> String,
+}
+
+/// Prints a command's events as they come (JSON lines, or a progress bar and the problems);
+/// returns the summary.
+async fn print_events<E, O, S>(
+    mut rx: mpsc::UnboundedReceiver<E>,
     json: bool,
-) -> Result<ImportSummary> {
+    wording: Wording<O, S>,
+) -> Result<S>
+where
+    E: Into<Step<O, S>>,
+    O: Serialize,
+    S: Serialize,
+{
     let mut progress: Option<ProgressBar> = None;
     let mut problems = Vec::new();
     while let Some(event) = rx.recv().await {
-        match event {
-            ImportEvent::Started { files } => {
+        match event.into() {
+            Step::Started(files) => {
                 if !json {
-                    progress = Some(bar(files, "importing"));
+                    progress = Some(bar(files, wording.verb));
                 }
             }
-            ImportEvent::File(outcome) => {
+            Step::File(outcome) => {
                 if json {
                     print_json(&outcome)?;
                 } else {
                     if let Some(p) = &progress {
                         p.inc(1);
                     }
-                    if outcome.status == FileStatus::Skipped {
-                        problems.push(outcome);
-                    }
+                    problems.extend((wording.problem)(&outcome));
                 }
             }
-            ImportEvent::Done(summary) => {
+            Step::Done(summary) => {
                 if let Some(p) = progress.take() {
                     p.finish_and_clear();
                 }
                 if json {
                     print_json(&summary)?;
                 } else {
-                    for p in &problems {
-                        println!(
-                            "skipped  {}: {}",
-                            p.path,
-                            p.reason.as_deref().unwrap_or("no reason given")
-                        );
+                    for line in &problems {
+                        println!("{line}");
                     }
-                    println!(
-                        "{} imported, {} duplicate(s), {} skipped",
-                        summary.imported, summary.duplicates, summary.skipped
-                    );
+                    println!("{}", (wording.summary)(&summary));
                 }
                 return Ok(summary);
             }
-            ImportEvent::Failed { error } => {
+            Step::Failed(error) => {
                 if let Some(p) = progress.take() {
                     p.abandon();
                 }
-                bail!("import stopped: {error}");
+                bail!("{} stopped: {error}", wording.verb);
             }
         }
     }
-    bail!("the import ended without a summary (did the node stop?)")
+    bail!(
+        "{} ended without a summary (did the node stop?)",
+        wording.verb
+    )
+}
+
+pub async fn import_events(
+    rx: mpsc::UnboundedReceiver<ImportEvent>,
+    json: bool,
+) -> Result<ImportSummary> {
+    let wording = Wording {
+        verb: "importing",
+        problem: |o: &FileOutcome| {
+            (o.status == FileStatus::Skipped).then(|| {
+                let reason = o.reason.as_deref().unwrap_or("no reason given");
+                format!("skipped  {}: {reason}", o.path)
+            })
+        },
+        summary: |s: &ImportSummary| {
+            format!(
+                "{} imported, {} duplicate(s), {} skipped",
+                s.imported, s.duplicates, s.skipped
+            )
+        },
+    };
+    print_events(rx, json, wording).await
 }
 
 pub async fn export_events(
-    mut rx: mpsc::UnboundedReceiver<ExportEvent>,
+    rx: mpsc::UnboundedReceiver<ExportEvent>,
     json: bool,
 ) -> Result<ExportSummary> {
-    let mut progress: Option<ProgressBar> = None;
-    let mut failures = Vec::new();
-    while let Some(event) = rx.recv().await {
-        match event {
-            ExportEvent::Started { files } => {
-                if !json {
-                    progress = Some(bar(files, "exporting"));
-                }
-            }
-            ExportEvent::File(outcome) => {
-                if json {
-                    print_json(&outcome)?;
-                } else {
-                    if let Some(p) = &progress {
-                        p.inc(1);
-                    }
-                    if outcome.status == ExportStatus::Failed {
-                        failures.push(outcome);
-                    }
-                }
-            }
-            ExportEvent::Done(summary) => {
-                if let Some(p) = progress.take() {
-                    p.finish_and_clear();
-                }
-                if json {
-                    print_json(&summary)?;
-                } else {
-                    for f in &failures {
-                        println!(
-                            "failed   {}: {}",
-                            f.path,
-                            f.reason.as_deref().unwrap_or("no reason given")
-                        );
-                    }
-                    println!(
-                        "{} written, {} already there, {} failed",
-                        summary.written, summary.present, summary.failed
-                    );
-                }
-                return Ok(summary);
-            }
-            ExportEvent::Failed { error } => {
-                if let Some(p) = progress.take() {
-                    p.abandon();
-                }
-                bail!("export stopped: {error}");
-            }
-        }
-    }
-    bail!("the export ended without a summary (did the node stop?)")
+    let wording = Wording {
+        verb: "exporting",
+        problem: |o: &ExportOutcome| {
+            (o.status == ExportStatus::Failed).then(|| {
+                let reason = o.reason.as_deref().unwrap_or("no reason given");
+                format!("failed   {}: {reason}", o.path)
+            })
+        },
+        summary: |s: &ExportSummary| {
+            format!(
+                "{} written, {} already there, {} failed",
+                s.written, s.present, s.failed
+            )
+        },
+    };
+    print_events(rx, json, wording).await
 }
 
 pub fn photos_table(photos: &[PhotoView]) {

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use super::*;
 
@@ -493,42 +492,4 @@ fn mutated_files_never_panic() {
         }
     }
     eprintln!("mutation outcomes: {outcomes:?}");
-}
-
-/// Throughput on `large/` (run: `cargo test --release -- --ignored --nocapture bench`).
-#[test]
-#[ignore = "benchmark; run explicitly in release mode"]
-fn bench_large() {
-    let corpus = corpus_dir();
-    let mut paths: Vec<_> = std::fs::read_dir(corpus.join("large"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    paths.sort();
-    let inputs: Vec<(PathBuf, Vec<u8>)> = paths
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap_or_else(|e| panic!("{e}"));
-            (p, b)
-        })
-        .collect();
-    let start = Instant::now();
-    for (path, bytes) in &inputs {
-        let t = Instant::now();
-        let a = analyze(bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        eprintln!(
-            "{:>40}: {:>6.1} ms (preview {} B, thumb {} B)",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            t.elapsed().as_secs_f64() * 1e3,
-            a.preview.bytes.len(),
-            a.thumbnail.bytes.len()
-        );
-    }
-    eprintln!(
-        "total for {} files: {:.1} ms",
-        inputs.len(),
-        start.elapsed().as_secs_f64() * 1e3
-    );
 }
