@@ -52,13 +52,26 @@ fn scan(dir: &Path) -> Result<Vec<String>> {
             }
         }
     }
-    // Index every aligned 16-byte block of every imported original: any 32-byte run of an
-    // original contains one whole aligned block.
-    let mut originals = Vec::new();
-    let mut blocks: HashMap<[u8; BLOCK], Vec<(usize, usize)>> = HashMap::new();
+    // Index every aligned 16-byte block of every imported original and of the preview and
+    // thumbnail kith renders from it (rendering is deterministic, so these are the plaintext
+    // renditions that were encrypted): any 32-byte run contains one whole aligned block.
+    let mut originals: Vec<(String, Vec<u8>)> = Vec::new();
     for row in rows.iter().filter(|r| r.expect == Expect::Ok) {
         let bytes = std::fs::read(row.abs_path())?;
-        let index = originals.len();
+        if let Ok(rendered) = kith_node::media::analyze(&bytes) {
+            originals.push((
+                format!("the preview of {}", row.path),
+                rendered.preview.bytes,
+            ));
+            originals.push((
+                format!("the thumbnail of {}", row.path),
+                rendered.thumbnail.bytes,
+            ));
+        }
+        originals.push((row.path.clone(), bytes));
+    }
+    let mut blocks: HashMap<[u8; BLOCK], Vec<(usize, usize)>> = HashMap::new();
+    for (index, (_, bytes)) in originals.iter().enumerate() {
         for (n, chunk) in bytes.chunks_exact(BLOCK).enumerate() {
             if let Ok(block) = <[u8; BLOCK]>::try_from(chunk)
                 && !is_low_entropy(&block, 6)
@@ -66,7 +79,6 @@ fn scan(dir: &Path) -> Result<Vec<String>> {
                 blocks.entry(block).or_default().push((index, n * BLOCK));
             }
         }
-        originals.push((row.path.clone(), bytes));
     }
     let finder = aho_corasick::AhoCorasick::new(needles.iter().map(|(_, n)| n))?;
     let files = walk(dir);
