@@ -62,6 +62,11 @@ pub struct AlbumPhotos {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+pub struct RenameMe {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Count {
     pub count: usize,
 }
@@ -140,6 +145,8 @@ pub fn router(library: Arc<Library>, token: String) -> Router {
         .route("/albums/rename", post(rename_album))
         .route("/albums/add", post(add_to_album))
         .route("/albums/remove", post(remove_from_album))
+        .route("/people", get(people))
+        .route("/people/rename", post(rename_me))
         .route("/import", post(import))
         .route("/export", post(export))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
@@ -157,6 +164,17 @@ async fn photos(
     Query(q): Query<AlbumQuery>,
 ) -> ApiResult<Vec<crate::views::PhotoView>> {
     Ok(Json(app.library.photos(q.album.as_deref()).await?))
+}
+
+async fn people(State(app): State<AppState>) -> ApiResult<Vec<crate::views::PersonView>> {
+    Ok(Json(app.library.people().await?))
+}
+
+async fn rename_me(
+    State(app): State<AppState>,
+    Json(body): Json<RenameMe>,
+) -> ApiResult<crate::views::PersonView> {
+    Ok(Json(app.library.rename_me(&body.name).await?))
 }
 
 async fn albums(State(app): State<AppState>) -> ApiResult<Vec<crate::views::AlbumView>> {

@@ -9,14 +9,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::api::{AlbumPhotos, ApiInfo, Count, CreateAlbum, ErrorBody, RenameAlbum};
+use crate::api::{AlbumPhotos, ApiInfo, Count, CreateAlbum, ErrorBody, RenameAlbum, RenameMe};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::export::ExportRequest;
 use crate::import::ImportRequest;
 use crate::library::Library;
 use crate::views::{
-    AlbumView, ExportEvent, ExportSummary, ImportEvent, ImportSummary, PhotoView, StatusView,
+    AlbumView, ExportEvent, ExportSummary, ImportEvent, ImportSummary, PersonView, PhotoView,
+    StatusView,
 };
 
 pub fn read_api_info(data_dir: &DataDir) -> Option<ApiInfo> {
@@ -204,6 +205,25 @@ impl Backend {
                     None => "/photos".to_owned(),
                 };
                 c.get(&path).await
+            }
+        }
+    }
+
+    pub async fn people(&self) -> Result<Vec<PersonView>> {
+        match self {
+            Backend::Local(l) => l.people().await,
+            Backend::Remote(c) => c.get("/people").await,
+        }
+    }
+
+    pub async fn rename_me(&self, name: &str) -> Result<PersonView> {
+        match self {
+            Backend::Local(l) => l.rename_me(name).await,
+            Backend::Remote(c) => {
+                let body = RenameMe {
+                    name: name.to_owned(),
+                };
+                c.post("/people/rename", body).await
             }
         }
     }

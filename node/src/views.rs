@@ -148,3 +148,20 @@ pub struct InitView {
     pub person: String,
     pub family_id: String,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceView {
+    pub id: String,
+    pub name: String,
+    pub revoked: bool,
+    /// The device this command ran on.
+    pub this: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub devices: Vec<DeviceView>,
+}

@@ -98,3 +98,25 @@ fn albums_nest_rename_and_refuse_bad_names() -> Result<()> {
     assert!(!missing_parent.status.success());
     Ok(())
 }
+
+#[test]
+fn people_lists_this_device_and_a_rename_persists() -> Result<()> {
+    let mut node = TestNode::initialised()?;
+    let people = node.json(&["people", "--json"])?;
+    assert_eq!(people.as_array().map(Vec::len), Some(1));
+    assert_eq!(people[0]["name"], "Ana");
+    assert_eq!(people[0]["role"], "admin");
+    assert_eq!(people[0]["devices"][0]["this"], true);
+
+    node.ok(&["people", "rename", "Ana Lima"])?;
+    assert_eq!(node.json(&["status", "--json"])?["person"], "Ana Lima");
+
+    // Through the running node, and still there after it stops.
+    node.start()?;
+    node.ok(&["people", "rename", "Ana L."])?;
+    node.stop()?;
+    assert_eq!(node.json(&["people", "--json"])?[0]["name"], "Ana L.");
+    let empty = node.run(&["people", "rename", "  "])?;
+    assert!(!empty.status.success());
+    Ok(())
+}

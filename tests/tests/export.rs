@@ -130,3 +130,18 @@ fn export_of_one_album_holds_only_that_album() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn export_never_overwrites_a_file_that_is_not_its_own() -> Result<()> {
+    let node = TestNode::initialised()?;
+    let photo = corpus::dir().join("camera/canon-powershot-s40_flower.jpg");
+    node.ok(&["import", photo.to_str().unwrap()])?;
+    let out = tempfile::tempdir()?;
+    let mine = out.path().join("canon-powershot-s40_flower.jpg");
+    std::fs::write(&mine, b"a file of the user's own")?;
+    node.ok(&["export", out.path().to_str().unwrap()])?;
+    assert_eq!(std::fs::read(&mine)?, b"a file of the user's own");
+    let written = out.path().join("canon-powershot-s40_flower (2).jpg");
+    assert_eq!(std::fs::read(&written)?, std::fs::read(&photo)?);
+    Ok(())
+}

@@ -68,6 +68,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the family's people and their devices, or rename yourself.
+    People {
+        #[command(subcommand)]
+        action: Option<PeopleAction>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Counts, store sizes, and whether the node runs.
     Status {
         #[arg(long)]
@@ -83,6 +90,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeopleAction {
+    /// Change your own name, as your family sees it.
+    Rename { new_name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +247,27 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                         render::print_json(&serde_json::json!({ "removed": count }))?;
                     } else {
                         println!("Removed {count} photo(s) from {album}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::People { action, json } => {
+            match action {
+                None => {
+                    let people = backend.people().await?;
+                    if json {
+                        render::print_json(&people)?;
+                    } else {
+                        render::people_table(&people);
+                    }
+                }
+                Some(PeopleAction::Rename { new_name }) => {
+                    let person = backend.rename_me(&new_name).await?;
+                    if json {
+                        render::print_json(&person)?;
+                    } else {
+                        println!("You are now {:?} to your family", person.name);
                     }
                 }
             }

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use kith_node::views::{
     AlbumView, ExportEvent, ExportOutcome, ExportStatus, ExportSummary, FileOutcome, FileStatus,
-    ImportEvent, ImportSummary, PhotoView, StatusView,
+    ImportEvent, ImportSummary, PersonView, PhotoView, StatusView,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -190,6 +190,21 @@ pub fn photos_table(photos: &[PhotoView]) {
             p.file_name,
             p.albums.join(", ")
         );
+    }
+}
+
+pub fn people_table(people: &[PersonView]) {
+    for p in people {
+        println!("{} ({})", p.name, p.role);
+        for d in &p.devices {
+            println!(
+                "  {}  {}{}{}",
+                &d.id[..12.min(d.id.len())],
+                d.name,
+                if d.this { "  (this device)" } else { "" },
+                if d.revoked { "  (removed)" } else { "" }
+            );
+        }
     }
 }
 
