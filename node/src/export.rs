@@ -145,8 +145,13 @@ impl Library {
             }
             None => {
                 let mut in_album = HashSet::new();
+                // Two albums can map to one folder (titles that differ only in characters a
+                // file name cannot hold): they share it rather than one hiding the other.
                 for (id, (_, photos)) in &state.albums {
-                    folders.insert(album_dir(id), photos.iter().copied().collect());
+                    folders
+                        .entry(album_dir(id))
+                        .or_default()
+                        .extend(photos.iter().copied());
                     in_album.extend(photos.iter().copied());
                 }
                 let loose: Vec<PhotoId> = state

@@ -120,3 +120,12 @@ fn people_lists_this_device_and_a_rename_persists() -> Result<()> {
     assert!(!empty.status.success());
     Ok(())
 }
+
+#[test]
+fn a_wrong_command_line_exits_1_not_the_skipped_status_2() -> Result<()> {
+    let node = TestNode::new();
+    let out = node.run(&["frobnicate"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(node.run(&["--help"])?.status.code(), Some(0));
+    Ok(())
+}

@@ -65,14 +65,14 @@ enum Command {
     Albums {
         #[command(subcommand)]
         action: Option<AlbumAction>,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// List the family's people and their devices, or rename yourself.
     People {
         #[command(subcommand)]
         action: Option<PeopleAction>,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Counts, store sizes, and whether the node runs.
@@ -222,7 +222,11 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                     if json {
                         render::print_json(&album)?;
                     } else {
-                        println!("Created album {} ({})", album.path, &album.id[..12]);
+                        println!(
+                            "Created album {} ({})",
+                            album.path,
+                            album.id.get(..12).unwrap_or(&album.id)
+                        );
                     }
                 }
                 Some(AlbumAction::Rename { album, new_name }) => {

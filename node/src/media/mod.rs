@@ -265,7 +265,8 @@ fn sniff(bytes: &[u8]) -> Result<Sniffed, MediaError> {
 /// ISO-BMFF `ftyp`: tell HEIC/HEIF from AVIF and video.
 fn sniff_ftyp(bytes: &[u8]) -> Result<Sniffed, MediaError> {
     let size = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    let end = size.clamp(16, bytes.len());
+    // max then min, never clamp: a 12..16-byte file has len < 16.
+    let end = size.max(16).min(bytes.len());
     let major = &bytes[8..12];
     let compatible: Vec<&[u8]> = bytes.get(16..end).unwrap_or(&[]).chunks_exact(4).collect();
     let has = |brand: &[u8]| major == brand || compatible.contains(&brand);
