@@ -383,11 +383,7 @@ impl Library {
     /// Adds photos (by id or unique id prefix) to an album; returns how many were new there.
     pub async fn add_to_album(&self, album: &str, photos: &[String]) -> Result<usize> {
         let mut state = self.state.lock().await;
-        let id = state.find_album(album)?;
-        let ids = photos
-            .iter()
-            .map(|p| state.resolve_photo(p))
-            .collect::<Result<Vec<_>>>()?;
+        let (id, ids) = state.resolve_album_photos(album, photos)?;
         let added = self.add_to_album_locked(&mut state, &id, &ids)?;
         Ok(added)
     }
@@ -421,11 +417,7 @@ impl Library {
 
     pub async fn remove_from_album(&self, album: &str, photos: &[String]) -> Result<usize> {
         let mut state = self.state.lock().await;
-        let id = state.find_album(album)?;
-        let ids = photos
-            .iter()
-            .map(|p| state.resolve_photo(p))
-            .collect::<Result<Vec<_>>>()?;
+        let (id, ids) = state.resolve_album_photos(album, photos)?;
         let doc = state.doc_mut(&id)?;
         let mut removed = 0;
         for photo in &ids {
@@ -743,6 +735,20 @@ impl State {
             }
         }
         Err(Error::NoSuchAlbum(name.to_owned()))
+    }
+
+    /// An album and photos named on a command line, all resolved or none.
+    fn resolve_album_photos(
+        &self,
+        album: &str,
+        photos: &[String],
+    ) -> Result<(DocId, Vec<PhotoId>)> {
+        let id = self.find_album(album)?;
+        let ids = photos
+            .iter()
+            .map(|p| self.resolve_photo(p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((id, ids))
     }
 
     /// Resolves a photo id or a unique prefix of one (at least 6 hex characters).
