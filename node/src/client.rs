@@ -81,6 +81,16 @@ impl ApiClient {
         ))
     }
 
+    /// The JSON answer of a request, or the node's error message.
+    fn read_json<T: DeserializeOwned>(
+        response: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T> {
+        Self::check(response.map_err(remote)?)?
+            .body_mut()
+            .read_json()
+            .map_err(remote)
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(ApiClient) -> Result<T> + Send + 'static,
@@ -98,12 +108,8 @@ impl ApiClient {
                 .agent
                 .get(format!("{}{path}", c.base))
                 .header("Authorization", &c.auth)
-                .call()
-                .map_err(remote)?;
-            Self::check(response)?
-                .body_mut()
-                .read_json()
-                .map_err(remote)
+                .call();
+            Self::read_json(response)
         })
         .await
     }
@@ -119,12 +125,8 @@ impl ApiClient {
                 .agent
                 .post(format!("{}{path}", c.base))
                 .header("Authorization", &c.auth)
-                .send_json(&body)
-                .map_err(remote)?;
-            Self::check(response)?
-                .body_mut()
-                .read_json()
-                .map_err(remote)
+                .send_json(&body);
+            Self::read_json(response)
         })
         .await
     }
