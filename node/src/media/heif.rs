@@ -123,19 +123,12 @@ pub(super) fn read_meta(format: ImageFormatKind, bytes: &[u8]) -> Result<PhotoMe
     let fields = exif_tiff(&handle)
         .map(|tiff| exif::parse(&tiff))
         .unwrap_or_default();
-    Ok(PhotoMeta {
+    Ok(PhotoMeta::new(
         format,
-        mime: format.mime(),
-        width,
-        height,
-        display_width,
-        display_height,
-        orientation: fields.orientation,
-        taken_at: fields.taken_at,
-        make: fields.make,
-        model: fields.model,
-        gps: fields.gps,
-    })
+        (width, height),
+        (display_width, display_height),
+        fields,
+    ))
 }
 
 /// Decodes the primary image upright (libheif applies `irot`/`imir`), as RGB8.

@@ -346,19 +346,36 @@ pub fn read_meta(bytes: &[u8]) -> Result<PhotoMeta, MediaError> {
     };
     let (display_width, display_height) =
         oriented_size(header.width, header.height, fields.orientation);
-    Ok(PhotoMeta {
+    Ok(PhotoMeta::new(
         format,
-        mime: format.mime(),
-        width: header.width,
-        height: header.height,
-        display_width,
-        display_height,
-        orientation: fields.orientation,
-        taken_at: fields.taken_at,
-        make: fields.make,
-        model: fields.model,
-        gps: fields.gps,
-    })
+        (header.width, header.height),
+        (display_width, display_height),
+        fields,
+    ))
+}
+
+impl PhotoMeta {
+    /// Stored size, displayed size and EXIF fields, whichever container they came from.
+    fn new(
+        format: ImageFormatKind,
+        (width, height): (u32, u32),
+        (display_width, display_height): (u32, u32),
+        fields: exif::ExifFields,
+    ) -> Self {
+        PhotoMeta {
+            format,
+            mime: format.mime(),
+            width,
+            height,
+            display_width,
+            display_height,
+            orientation: fields.orientation,
+            taken_at: fields.taken_at,
+            make: fields.make,
+            model: fields.model,
+            gps: fields.gps,
+        }
+    }
 }
 
 #[cfg(feature = "heif")]
