@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::export::ExportRequest;
 use crate::import::ImportRequest;
 use crate::library::Library;
+use crate::net::Network;
 use crate::views::{ExportEvent, ImportEvent};
 
 /// Written to `api.json` in the data dir while the node runs.
@@ -30,6 +31,7 @@ pub struct ApiInfo {
 #[derive(Clone)]
 struct AppState {
     library: Arc<Library>,
+    net: Arc<Network>,
     token: Arc<str>,
 }
 
@@ -79,6 +81,7 @@ impl IntoResponse for ApiError {
             Error::NoSuchAlbum(_) | Error::NoSuchPhoto(_) => StatusCode::NOT_FOUND,
             Error::AlbumExists(_) => StatusCode::CONFLICT,
             Error::Invalid(_)
+            | Error::Invite(_)
             | Error::AmbiguousAlbum { .. }
             | Error::AmbiguousPhoto { .. }
             | Error::AlbumCycle(_) => StatusCode::BAD_REQUEST,
@@ -133,9 +136,10 @@ async fn require_token(State(app): State<AppState>, request: Request, next: Next
 }
 
 /// The API routes plus the web app's static pages.
-pub fn router(library: Arc<Library>, token: String) -> Router {
+pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router {
     let app = AppState {
         library,
+        net,
         token: token.into(),
     };
     let api = Router::new()
@@ -147,6 +151,9 @@ pub fn router(library: Arc<Library>, token: String) -> Router {
         .route("/albums/remove", post(remove_from_album))
         .route("/people", get(people))
         .route("/people/rename", post(rename_me))
+        .route("/devices", get(devices))
+        .route("/invites", get(invites).post(create_invite))
+        .route("/invites/cancel", post(cancel_invite))
         .route("/import", post(import))
         .route("/export", post(export))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
@@ -156,7 +163,54 @@ pub fn router(library: Arc<Library>, token: String) -> Router {
 
 async fn status(State(app): State<AppState>) -> ApiResult<crate::views::StatusView> {
     let addr = crate::client::read_api_info(app.library.data_dir()).map(|i| i.addr);
-    Ok(Json(app.library.status(true, addr).await?))
+    let mut status = app.library.status(true, addr).await?;
+    status.sync = Some(app.net.sync_view().await?);
+    Ok(Json(status))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateInvite {
+    pub role: String,
+    pub valid_for_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InviteId {
+    pub id: String,
+}
+
+async fn devices(State(app): State<AppState>) -> ApiResult<Vec<crate::views::FamilyDeviceView>> {
+    Ok(Json(app.library.devices(Some(&app.net)).await?))
+}
+
+async fn invites(State(app): State<AppState>) -> ApiResult<Vec<crate::views::InviteView>> {
+    Ok(Json(app.library.invites().await?))
+}
+
+async fn create_invite(
+    State(app): State<AppState>,
+    Json(body): Json<CreateInvite>,
+) -> ApiResult<crate::views::InviteView> {
+    let role = body.role.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "unknown role {:?}: use member or relative",
+            body.role
+        ))
+    })?;
+    let addrs = app.net.ticket_addrs();
+    let (ticket, mut view) = app
+        .library
+        .create_invite(role, body.valid_for_ms, addrs)
+        .await?;
+    view.ticket = Some(ticket.encode());
+    Ok(Json(view))
+}
+
+async fn cancel_invite(
+    State(app): State<AppState>,
+    Json(body): Json<InviteId>,
+) -> ApiResult<crate::views::InviteView> {
+    Ok(Json(app.library.cancel_invite(&body.id).await?))
 }
 
 async fn photos(

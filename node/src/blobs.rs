@@ -101,6 +101,32 @@ impl Blobs {
         Ok(matches!(status, BlobStatus::Complete { .. }))
     }
 
+    /// The store as iroh-blobs' protocol handlers take it.
+    pub(crate) fn api_store(&self) -> iroh_blobs::api::Store {
+        (*self.store).clone()
+    }
+
+    /// Keeps a blob fetched from a peer: checks it is complete, tags it (so garbage collection
+    /// keeps it) and flushes its files.
+    pub async fn adopt(&self, blob: &BlobRef) -> Result<()> {
+        if !self.has(blob).await? {
+            return Err(Error::Blobs(format!(
+                "blob {} is not complete after its transfer",
+                Hash::from_bytes(blob.hash).to_hex()
+            )));
+        }
+        let hash = Hash::from_bytes(blob.hash);
+        self.store
+            .tags()
+            .set(
+                format!("kith/{}", hash.to_hex()),
+                iroh_blobs::HashAndFormat::raw(hash),
+            )
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot tag a fetched blob: {e}")))?;
+        self.flush_files(std::slice::from_ref(blob))
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.store.shutdown().await {
             tracing::warn!("blob store shutdown: {e}");

@@ -16,8 +16,8 @@ use crate::export::ExportRequest;
 use crate::import::ImportRequest;
 use crate::library::Library;
 use crate::views::{
-    AlbumView, ExportEvent, ExportSummary, ImportEvent, ImportSummary, PersonView, PhotoView,
-    StatusView,
+    AlbumView, ExportEvent, ExportSummary, FamilyDeviceView, ImportEvent, ImportSummary,
+    InviteView, PersonView, PhotoView, StatusView,
 };
 
 pub fn read_api_info(data_dir: &DataDir) -> Option<ApiInfo> {
@@ -227,6 +227,44 @@ impl Backend {
                 };
                 c.post("/people/rename", body).await
             }
+        }
+    }
+
+    /// A new invite with its ticket. Needs the running node: the ticket holds its addresses.
+    pub async fn create_invite(&self, role: &str, valid_for_ms: u64) -> Result<InviteView> {
+        match self {
+            Backend::Local(_) => Err(Error::NeedsNode),
+            Backend::Remote(c) => {
+                let body = crate::api::CreateInvite {
+                    role: role.to_owned(),
+                    valid_for_ms,
+                };
+                c.post("/invites", body).await
+            }
+        }
+    }
+
+    pub async fn invites(&self) -> Result<Vec<InviteView>> {
+        match self {
+            Backend::Local(l) => l.invites().await,
+            Backend::Remote(c) => c.get("/invites").await,
+        }
+    }
+
+    pub async fn cancel_invite(&self, id: &str) -> Result<InviteView> {
+        match self {
+            Backend::Local(l) => l.cancel_invite(id).await,
+            Backend::Remote(c) => {
+                let body = crate::api::InviteId { id: id.to_owned() };
+                c.post("/invites/cancel", body).await
+            }
+        }
+    }
+
+    pub async fn devices(&self) -> Result<Vec<FamilyDeviceView>> {
+        match self {
+            Backend::Local(l) => l.devices(None).await,
+            Backend::Remote(c) => c.get("/devices").await,
         }
     }
 

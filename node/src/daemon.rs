@@ -1,5 +1,5 @@
 //! `kith run`: the node daemon. Opens the stores, serves the local API, stops cleanly on
-//! SIGINT/SIGTERM. Networking with other devices comes with the sync protocols.
+//! SIGINT/SIGTERM, and joins the family's network (see [`crate::net`]).
 
 use std::net::SocketAddr;
 
@@ -7,6 +7,7 @@ use crate::api::{self, ApiInfo};
 use crate::datadir::{DataDir, write_private_file};
 use crate::error::{Error, Result};
 use crate::library::Library;
+use crate::net::{NetConfig, Network};
 
 /// The name of the person who runs this machine, for a first start without `kith init`.
 pub fn os_user_name() -> String {
@@ -28,7 +29,11 @@ pub fn host_name() -> String {
 }
 
 /// Runs the node until a shutdown signal arrives.
-pub async fn run(data_dir: &DataDir, api_addr: Option<SocketAddr>) -> Result<()> {
+pub async fn run(
+    data_dir: &DataDir,
+    api_addr: Option<SocketAddr>,
+    net_config: NetConfig,
+) -> Result<()> {
     if !data_dir.db_file().exists() {
         let name = os_user_name();
         let init = Library::init(data_dir, &name, &host_name()).await?;
@@ -43,6 +48,10 @@ pub async fn run(data_dir: &DataDir, api_addr: Option<SocketAddr>) -> Result<()>
         );
     }
     let library = Library::open(data_dir).await?;
+    let net = Network::start(library.clone(), net_config).await?;
+    for addr in net.listen_addrs() {
+        eprintln!("kith: listening for family devices on {addr}");
+    }
     let addr = api_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -61,7 +70,7 @@ pub async fn run(data_dir: &DataDir, api_addr: Option<SocketAddr>) -> Result<()>
     tracing::info!(api = %bound, data_dir = %data_dir.root().display(), "kith node running");
     eprintln!("kith: node running, local API on http://{bound} (Ctrl-C stops it)");
 
-    let app = api::router(library.clone(), token);
+    let app = api::router(library.clone(), net, token);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;

@@ -44,6 +44,14 @@ pub enum Error {
     AlbumCycle(String),
     #[error("invalid input: {0}")]
     Invalid(String),
+    #[error("networking: {0}")]
+    Net(String),
+    #[error("invite: {0}")]
+    Invite(String),
+    #[error(
+        "this needs the running node: start it with `kith run` (in another terminal or as a service), then try again"
+    )]
+    NeedsNode,
     #[error("the running node answered with an error: {0}")]
     Remote(String),
 }

@@ -19,8 +19,12 @@ pub mod datadir;
 pub mod error;
 pub mod export;
 pub mod import;
+pub mod invites;
 pub mod library;
 pub mod media;
+pub mod net;
+pub mod qr;
+pub mod replica;
 pub mod store;
 pub mod views;
 

@@ -13,7 +13,7 @@ use kith_protocol::keys::{
 };
 use kith_protocol::library::{AlbumMeta, DocKind, Document, PhotoEntry};
 use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody, OpId, SignedOp};
-use kith_protocol::seal::{self, ChangeHeader};
+use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
 use tokio::sync::Mutex;
 
 use crate::blobs::Blobs;
@@ -48,6 +48,18 @@ pub(crate) struct State {
     /// Album id → its metadata and photo ids.
     pub albums: BTreeMap<DocId, (AlbumMeta, BTreeSet<PhotoId>)>,
     pub damaged: Vec<String>,
+    /// The sealed changes held of each document, for set reconciliation with peers.
+    pub change_ids: HashMap<DocId, BTreeSet<ChangeId>>,
+    /// Blob hash → the photo that references it, so a peer's request is checked in O(1).
+    pub blob_owner: HashMap<[u8; 32], PhotoId>,
+}
+
+/// What a commit added, as other devices need it: pushed live to connected peers.
+#[derive(Clone, Debug)]
+pub enum Update {
+    Ops(Vec<SignedOp>),
+    Docs(Vec<(DocId, DocRecord)>),
+    Changes(Vec<SealedChange>),
 }
 
 /// An opened kith data dir.
@@ -57,6 +69,8 @@ pub struct Library {
     pub(crate) store: Store,
     pub(crate) blobs: Blobs,
     pub(crate) state: Mutex<State>,
+    /// Every committed op, document and change, for the sync sessions to push.
+    pub(crate) updates: tokio::sync::broadcast::Sender<Update>,
 }
 
 impl std::fmt::Debug for Library {
@@ -155,6 +169,7 @@ impl Library {
             store,
             blobs,
             state: Mutex::new(state),
+            updates: tokio::sync::broadcast::channel(1024).0,
         }))
     }
 
@@ -205,6 +220,7 @@ impl Library {
             blob_bytes: dir_size(&self.data_dir.blobs_dir()),
             damaged: state.damaged.clone(),
             api,
+            sync: None,
         })
     }
 
@@ -265,7 +281,7 @@ impl Library {
         ops.push(op.clone());
         let family = membership::evaluate_with_root(OpId(state.identity.root_op), &ops)
             .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
-        self.store.commit(&WriteBatch {
+        self.persist(WriteBatch {
             ops: vec![op],
             ..WriteBatch::default()
         })?;
@@ -489,7 +505,38 @@ impl Library {
                 batch.changes.push((*id, seal(id, &open.record, &change)));
             }
         }
-        self.store.commit(&batch)
+        let changes: Vec<(DocId, ChangeId)> =
+            batch.changes.iter().map(|(d, c)| (*d, c.id())).collect();
+        self.persist(batch)?;
+        for (doc, id) in changes {
+            state.change_ids.entry(doc).or_default().insert(id);
+        }
+        Ok(())
+    }
+
+    /// Commits a batch durably, then hands what other devices need to the sync sessions.
+    pub(crate) fn persist(&self, batch: WriteBatch) -> Result<()> {
+        self.store.commit(&batch)?;
+        // Nobody listening (no peers connected) is not an error.
+        if !batch.ops.is_empty() {
+            let _ = self.updates.send(Update::Ops(batch.ops));
+        }
+        if !batch.docs.is_empty() {
+            let _ = self.updates.send(Update::Docs(batch.docs));
+        }
+        if !batch.changes.is_empty() {
+            let changes = batch.changes.into_iter().map(|(_, c)| c).collect();
+            let _ = self.updates.send(Update::Changes(changes));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn reload_state(&self) -> Result<State> {
+        load_state(&self.store, &self.device, &self.data_dir)
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Update> {
+        self.updates.subscribe()
     }
 }
 
@@ -512,6 +559,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         tracing::error!("{d}");
     }
     let mut by_doc: HashMap<DocId, Vec<Vec<u8>>> = HashMap::new();
+    let mut change_ids: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
     for (doc_id, sealed) in loaded.changes {
         let Some(record) = records.get(&doc_id) else {
@@ -522,7 +570,10 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
             continue;
         };
         match open_sealed(&family, &doc_id, record, &sealed) {
-            Ok(bytes) => by_doc.entry(doc_id).or_default().push(bytes),
+            Ok(bytes) => {
+                change_ids.entry(doc_id).or_default().insert(sealed.id());
+                by_doc.entry(doc_id).or_default().push(bytes)
+            }
             Err(reason) => {
                 tracing::error!(change = %sealed.id(), doc = %doc_id, "{reason}");
                 damaged.push(format!("change {}: {reason}", sealed.id()));
@@ -552,6 +603,8 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         photos_by_doc: HashMap::new(),
         albums: BTreeMap::new(),
         damaged,
+        change_ids,
+        blob_owner: HashMap::new(),
     };
     state.reindex();
     Ok(state)
@@ -629,6 +682,7 @@ impl State {
         self.photos.clear();
         self.albums.clear();
         self.photos_by_doc.clear();
+        self.blob_owner.clear();
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         self.reindex_docs(&ids);
     }
@@ -645,10 +699,17 @@ impl State {
             let indexed = match open.record.kind {
                 DocKind::Library => open.doc.photos().map(|entries| {
                     for old in self.photos_by_doc.remove(id).unwrap_or_default() {
-                        self.photos.remove(&old);
+                        if let Some(entry) = self.photos.remove(&old) {
+                            for blob in entry.blobs() {
+                                self.blob_owner.remove(&blob.hash);
+                            }
+                        }
                     }
                     let ids = entries.iter().map(|e| e.id).collect();
                     for entry in entries {
+                        for blob in entry.blobs() {
+                            self.blob_owner.insert(blob.hash, entry.id);
+                        }
                         self.photos.insert(entry.id, entry);
                     }
                     self.photos_by_doc.insert(*id, ids);

@@ -6,11 +6,12 @@
 
 use std::path::Path;
 
-use kith_protocol::keys::{DocId, FamilyId, PersonId, SymmetricKey};
+use kith_protocol::keys::{DeviceId, DocId, FamilyId, PersonId, SymmetricKey};
 use kith_protocol::library::DocKind;
-use kith_protocol::membership::SignedOp;
+use kith_protocol::membership::{Role, SignedOp};
 use kith_protocol::record;
-use kith_protocol::seal::SealedChange;
+use kith_protocol::seal::{ChangeId, SealedChange};
+use kith_protocol::ticket::InviteId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,10 @@ const MEMBERSHIP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("membersh
 const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
 /// Key: doc id ‖ change id (64 bytes). Value: the sealed change as it travels.
 const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes");
+/// Key: invite id (16 bytes). Value: sealed [`InviteRecord`].
+const INVITES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invites");
+/// Key: device id. Value: sealed [`PeerRecord`].
+const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
 
 /// Version of this database's layout.
 const DB_FORMAT: u8 = 1;
@@ -48,6 +53,38 @@ pub struct DocRecord {
     pub shard: Option<String>,
 }
 
+/// An invite this device issued. The secret stays here; only a proof of it crosses the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InviteRecord {
+    pub secret: [u8; 32],
+    pub role: Role,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub state: InviteState,
+    /// Failed proofs so far; the invite is locked after a few.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InviteState {
+    Pending,
+    /// Used by this device, at this time.
+    Used {
+        device: DeviceId,
+        at_ms: u64,
+    },
+    Cancelled {
+        at_ms: u64,
+    },
+}
+
+/// What this device knows of another family device: where it was last reachable, and when.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub addrs: Vec<String>,
+    pub last_seen_ms: u64,
+}
+
 /// Everything read back when a node opens.
 pub struct Loaded {
     pub identity: Identity,
@@ -65,6 +102,18 @@ pub struct WriteBatch {
     pub ops: Vec<SignedOp>,
     pub docs: Vec<(DocId, DocRecord)>,
     pub changes: Vec<(DocId, SealedChange)>,
+    pub invites: Vec<(InviteId, InviteRecord)>,
+    pub peers: Vec<(DeviceId, PeerRecord)>,
+    /// Listen address as asked (port 0) → as bound, so a node keeps its ports across restarts.
+    pub listen_ports: Option<Vec<(String, String)>>,
+}
+
+/// Network bookkeeping, read when the swarm starts.
+#[derive(Default)]
+pub struct NetworkRecords {
+    pub invites: Vec<(InviteId, InviteRecord)>,
+    pub peers: Vec<(DeviceId, PeerRecord)>,
+    pub listen_ports: Vec<(String, String)>,
 }
 
 pub struct Store {
@@ -245,9 +294,81 @@ impl Store {
                 let key = [doc.0.as_slice(), change.id().0.as_slice()].concat();
                 changes.insert(key.as_slice(), change.as_bytes())?;
             }
+            if !batch.invites.is_empty() {
+                let mut invites = txn.open_table(INVITES)?;
+                for (id, rec) in &batch.invites {
+                    let ctx = [b"invites/".as_slice(), id.0.as_slice()].concat();
+                    invites.insert(id.0.as_slice(), self.seal(&ctx, rec)?.as_slice())?;
+                }
+            }
+            if !batch.peers.is_empty() {
+                let mut peers = txn.open_table(PEERS)?;
+                for (id, rec) in &batch.peers {
+                    let ctx = [b"peers/".as_slice(), id.0.as_slice()].concat();
+                    peers.insert(id.0.as_slice(), self.seal(&ctx, rec)?.as_slice())?;
+                }
+            }
+            if let Some(ports) = &batch.listen_ports {
+                let sealed = self.seal(b"meta/listen_ports", ports)?;
+                txn.open_table(META)?
+                    .insert("listen_ports", sealed.as_slice())?;
+            }
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Invites this device issued, and the devices it has met.
+    pub fn load_network(&self) -> Result<NetworkRecords> {
+        let txn = self.db.begin_read()?;
+        let mut out = NetworkRecords::default();
+        match txn.open_table(INVITES) {
+            Ok(table) => {
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let id = InviteId(<[u8; 16]>::try_from(k.value()).map_err(|_| {
+                        Error::Corrupt("an invite id in the database is not 16 bytes".into())
+                    })?);
+                    let ctx = [b"invites/".as_slice(), k.value()].concat();
+                    out.invites.push((id, self.open_sealed(&ctx, v.value())?));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match txn.open_table(PEERS) {
+            Ok(table) => {
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let id = DeviceId(<[u8; 32]>::try_from(k.value()).map_err(|_| {
+                        Error::Corrupt("a peer id in the database is not 32 bytes".into())
+                    })?);
+                    let ctx = [b"peers/".as_slice(), k.value()].concat();
+                    out.peers.push((id, self.open_sealed(&ctx, v.value())?));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let meta = txn.open_table(META)?;
+        if let Some(v) = meta.get("listen_ports")? {
+            out.listen_ports = self.open_sealed(b"meta/listen_ports", v.value())?;
+        }
+        Ok(out)
+    }
+
+    /// The stored bytes of these changes of `doc`; ids not held are skipped.
+    pub fn changes_by_id(&self, doc: &DocId, ids: &[ChangeId]) -> Result<Vec<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHANGES)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = [doc.0.as_slice(), id.0.as_slice()].concat();
+            if let Some(v) = table.get(key.as_slice())? {
+                out.push(v.value().to_vec());
+            }
+        }
+        Ok(out)
     }
 
     /// Number of sealed changes stored.

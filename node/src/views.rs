@@ -61,6 +61,9 @@ pub struct StatusView {
     /// Sealed changes or records that failed their checks when the node opened.
     pub damaged: Vec<String>,
     pub api: Option<String>,
+    /// Sync progress, when the node is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,4 +167,59 @@ pub struct PersonView {
     pub name: String,
     pub role: String,
     pub devices: Vec<DeviceView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InviteView {
+    pub id: String,
+    pub role: String,
+    /// `pending`, `used`, `cancelled` or `expired`.
+    pub state: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub used_by: Option<String>,
+    /// The ticket text, only in the answer that created the invite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+}
+
+/// One device of the family as `kith devices` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FamilyDeviceView {
+    pub id: String,
+    pub person: String,
+    pub name: String,
+    pub revoked: bool,
+    pub online: bool,
+    /// Unix ms; `None` when never seen (or for this device).
+    pub last_seen_ms: Option<u64>,
+    pub this: bool,
+}
+
+/// Sync progress with one peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerSyncView {
+    pub device: String,
+    pub name: String,
+    pub online: bool,
+    pub caught_up: bool,
+    pub changes_received: u64,
+    pub changes_rejected: u64,
+    pub blobs_fetched: u64,
+    pub bytes_fetched: u64,
+}
+
+/// Sync progress of this node: documents and blobs wanted and held, per peer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncView {
+    pub listen: Vec<String>,
+    /// Renditions this device may hold and lacks.
+    pub blobs_wanted: u64,
+    /// Renditions it holds.
+    pub blobs_have: u64,
+    pub blobs_fetched: u64,
+    pub blobs_failed: u64,
+    /// Digest over every document's change set: equal on two devices when their documents match.
+    pub docs_digest: String,
+    pub peers: Vec<PeerSyncView>,
 }

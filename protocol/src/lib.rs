@@ -20,3 +20,5 @@ pub mod membership;
 pub mod padding;
 pub mod record;
 pub mod seal;
+pub mod ticket;
+pub mod wire;

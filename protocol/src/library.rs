@@ -67,6 +67,13 @@ pub struct PhotoEntry {
     pub trashed_at_ms: Option<u64>,
 }
 
+impl PhotoEntry {
+    /// The photo's renditions in the order a new device wants them: thumbnail, preview, original.
+    pub fn blobs(&self) -> [BlobRef; 3] {
+        [self.thumbnail, self.preview, self.original]
+    }
+}
+
 /// An album's own fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlbumMeta {

@@ -1,6 +1,7 @@
 //! Test harness: real `kith` processes on temp data dirs, the photo corpus, and waiting on
 //! conditions with deadlines (never bare sleeps).
 
+pub mod cluster;
 pub mod corpus;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ pub fn wait_until(
 pub struct TestNode {
     _dir: tempfile::TempDir,
     pub data_dir: PathBuf,
+    /// The node's log (stderr of `kith run`), beside the data dir, not in it.
+    pub log_file: PathBuf,
     node: Option<Child>,
 }
 
@@ -68,9 +71,11 @@ impl TestNode {
     pub fn new() -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
+        let log_file = dir.path().join("node.log");
         TestNode {
             _dir: dir,
             data_dir,
+            log_file,
             node: None,
         }
     }
@@ -137,10 +142,22 @@ impl TestNode {
         assert!(self.node.is_none(), "node already started");
         let api_file = self.data_dir.join("api.json");
         let _ = std::fs::remove_file(&api_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .context("opening the node log")?;
         let child = self
-            .command(&["run", "--api", "127.0.0.1:0"])
+            .command(&[
+                "run",
+                "--api",
+                "127.0.0.1:0",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ])
+            .env("RUST_LOG", "warn,kith_node=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("spawning kith run")?;
         self.node = Some(child);
@@ -160,6 +177,11 @@ impl TestNode {
             let v: Value = serde_json::from_slice(&out.stdout)?;
             Ok(v["running"] == Value::Bool(true))
         })
+    }
+
+    /// The node's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -8,4 +8,5 @@ mod fixture;
 mod import;
 mod node;
 mod privacy;
+mod sync;
 mod tamper;

@@ -1,5 +1,6 @@
 //! Command-line arguments and what each command does with them.
 
+mod network;
 mod render;
 
 use std::net::SocketAddr;
@@ -41,6 +42,50 @@ enum Command {
         /// Address of the local HTTP API (default: 127.0.0.1 on a random port).
         #[arg(long, value_name = "ADDR")]
         api: Option<SocketAddr>,
+        /// Where to listen for other devices, as a multiaddr (repeatable), e.g.
+        /// /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1. Default: all interfaces, TCP
+        /// and QUIC, on ports picked at the first start and kept.
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<String>,
+    },
+    /// Invite a new person: prints a ticket and its QR code (needs the running node).
+    Invite {
+        /// The new person's role.
+        #[arg(long, default_value = "member", value_parser = ["member", "relative"])]
+        role: String,
+        /// How long the ticket stays valid (e.g. 24h, 7d, 30m).
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        expires: String,
+        /// Also write the QR code to this SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List invites this device made, or cancel one.
+    Invites {
+        #[command(subcommand)]
+        action: Option<InvitesAction>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Join a family with a ticket from `kith invite` (on a data dir without a library).
+    Join {
+        /// The ticket (kith1…), as printed or scanned.
+        ticket: String,
+        /// This device's name, as the family will see it (e.g. "Ana's laptop").
+        #[arg(long)]
+        name: String,
+        /// Your name, as the family will see it (default: your user name).
+        #[arg(long)]
+        person: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The family's devices: who owns them, whether they are online, when last seen.
+    Devices {
+        #[arg(long)]
+        json: bool,
     },
     /// Import photos from files and folders (recursively).
     Import {
@@ -79,6 +124,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Keep showing sync progress as a progress bar until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// Write every original back out, byte-identical, with a JSON sidecar each.
     Export {
@@ -90,6 +138,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum InvitesAction {
+    /// Cancel a pending invite (its id, or a unique prefix of it).
+    Cancel { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,9 +202,27 @@ pub async fn execute(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { api } => {
-            kith_node::daemon::run(&data_dir, api).await?;
+        Command::Run { api, listen } => {
+            let listen = listen
+                .iter()
+                .map(|a| {
+                    a.parse().with_context(|| {
+                        format!("--listen {a:?} is not a multiaddr (e.g. /ip4/0.0.0.0/tcp/4001)")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let config = kith_node::net::NetConfig { listen, mdns: true };
+            kith_node::daemon::run(&data_dir, api, config).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Join {
+            ticket,
+            name,
+            person,
+            json,
+        } => {
+            let person = person.unwrap_or_else(kith_node::daemon::os_user_name);
+            network::join(&data_dir, &ticket, &name, &person, json).await
         }
         command => {
             let backend = Backend::open(&data_dir).await?;
@@ -277,17 +349,63 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
+        Command::Status {
+            json: _,
+            watch: true,
+        } => network::watch(backend).await,
+        Command::Status { json, watch: false } => {
             let status = backend.status().await?;
             if json {
                 render::print_json(&status)?;
             } else {
                 render::status_text(&status);
+                if let Some(sync) = &status.sync {
+                    network::sync_text(sync);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Init { .. } | Command::Run { .. } => {
-            anyhow::bail!("init and run are not data commands")
+        Command::Invite {
+            role,
+            expires,
+            svg,
+            json,
+        } => {
+            let expires = network::parse_duration(&expires)?;
+            network::invite(backend, &role, expires, json, svg.as_deref()).await
+        }
+        Command::Invites { action, json } => {
+            match action {
+                None => {
+                    let invites = backend.invites().await?;
+                    if json {
+                        render::print_json(&invites)?;
+                    } else {
+                        network::invites_table(&invites);
+                    }
+                }
+                Some(InvitesAction::Cancel { id }) => {
+                    let view = backend.cancel_invite(&id).await?;
+                    if json {
+                        render::print_json(&view)?;
+                    } else {
+                        println!("Cancelled invite {}", view.id);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Devices { json } => {
+            let devices = backend.devices().await?;
+            if json {
+                render::print_json(&devices)?;
+            } else {
+                network::devices_table(&devices);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init { .. } | Command::Run { .. } | Command::Join { .. } => {
+            anyhow::bail!("init, run and join are not data commands")
         }
     }
 }

@@ -1,0 +1,284 @@
+//! Invites this device issues, and admitting the device that presents one.
+//!
+//! **Invariant:** an invite is consumed in the same redb transaction that records the new
+//! person and device in the membership log, so a ticket admits exactly one device even when
+//! the node dies mid-way.
+
+use kith_protocol::keys::{DeviceId, PersonId};
+use kith_protocol::membership::{self, MembershipOp, OpBody, OpId, Role, SignedOp};
+use kith_protocol::ticket::{InviteId, Ticket, verify_invite_proof};
+use kith_protocol::wire::{Refusal, Welcome};
+
+use crate::error::{Error, Result};
+use crate::library::{Library, now_ms};
+use crate::store::{InviteRecord, InviteState, WriteBatch};
+use crate::views::InviteView;
+
+/// Failed proofs after which an invite is locked.
+pub const MAX_FAILURES: u32 = 5;
+
+/// What a joining device sent, after Noise authenticated its device id.
+pub struct JoinRequest {
+    pub device: DeviceId,
+    pub invite: InviteId,
+    pub family: kith_protocol::keys::FamilyId,
+    pub x25519: [u8; 32],
+    pub person_name: String,
+    pub device_name: String,
+    pub proof: [u8; 32],
+}
+
+impl Library {
+    /// Creates an invite for a new person with `role`; the ticket carries `addrs`.
+    pub async fn create_invite(
+        &self,
+        role: Role,
+        valid_for_ms: u64,
+        addrs: Vec<Vec<u8>>,
+    ) -> Result<(Ticket, InviteView)> {
+        let state = self.state.lock().await;
+        let me = self.device_id();
+        if state.current_role(&me) != Some(Role::Admin) {
+            return Err(Error::Invite(
+                "only an admin can invite people; ask an admin of your family".into(),
+            ));
+        }
+        if role == Role::Admin {
+            return Err(Error::Invite(
+                "invite as member or relative; make someone admin later with `kith people set-role`"
+                    .into(),
+            ));
+        }
+        let now = now_ms();
+        let id = InviteId(rand::random());
+        let record = InviteRecord {
+            secret: rand::random(),
+            role,
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(valid_for_ms),
+            state: InviteState::Pending,
+            failures: 0,
+        };
+        let ticket = Ticket {
+            family: state.identity.family,
+            inviter: me,
+            addrs,
+            invite: id,
+            secret: record.secret,
+            role,
+            expires_at_ms: record.expires_at_ms,
+        };
+        self.persist(WriteBatch {
+            invites: vec![(id, record.clone())],
+            ..WriteBatch::default()
+        })?;
+        Ok((ticket, invite_view(&id, &record, now)))
+    }
+
+    pub async fn invites(&self) -> Result<Vec<InviteView>> {
+        let now = now_ms();
+        let mut out: Vec<InviteView> = self
+            .store
+            .load_network()?
+            .invites
+            .iter()
+            .map(|(id, r)| invite_view(id, r, now))
+            .collect();
+        out.sort_by_key(|v| std::cmp::Reverse(v.created_at_ms));
+        Ok(out)
+    }
+
+    pub async fn cancel_invite(&self, id_text: &str) -> Result<InviteView> {
+        let _state = self.state.lock().await;
+        let wanted = id_text.trim().to_ascii_lowercase();
+        let invites = self.store.load_network()?.invites;
+        let matches: Vec<_> = invites
+            .into_iter()
+            .filter(|(id, _)| !wanted.is_empty() && id.to_string().starts_with(&wanted))
+            .collect();
+        let (id, mut record) = match matches.len() {
+            1 => matches
+                .into_iter()
+                .next()
+                .ok_or(Error::Invite("no such invite".into()))?,
+            0 => {
+                return Err(Error::Invite(format!(
+                    "no invite matches {id_text:?}; `kith invites` lists them"
+                )));
+            }
+            n => {
+                return Err(Error::Invite(format!(
+                    "{id_text:?} matches {n} invites; give more characters of the id"
+                )));
+            }
+        };
+        if record.state != InviteState::Pending {
+            return Err(Error::Invite(format!(
+                "invite {id} is {} and cannot be cancelled",
+                state_name(&record, now_ms())
+            )));
+        }
+        record.state = InviteState::Cancelled { at_ms: now_ms() };
+        self.persist(WriteBatch {
+            invites: vec![(id, record.clone())],
+            ..WriteBatch::default()
+        })?;
+        Ok(invite_view(&id, &record, now_ms()))
+    }
+
+    /// Checks a join request against the invite and, if it holds, records the new person and
+    /// device and consumes the invite in one transaction.
+    pub(crate) async fn admit(&self, req: JoinRequest) -> Result<Welcome, Refusal> {
+        let mut state = self.state.lock().await;
+        let me = self.device_id();
+        if req.family != state.identity.family {
+            return Err(Refusal::WrongFamily);
+        }
+        let invites = self
+            .store
+            .load_network()
+            .map_err(|_| Refusal::Busy)?
+            .invites;
+        let Some((id, mut record)) = invites.into_iter().find(|(id, _)| *id == req.invite) else {
+            return Err(Refusal::UnknownInvite);
+        };
+        let now = now_ms();
+        match record.state {
+            InviteState::Used { device, .. } if device == req.device => {
+                // The joiner lost our answer and asks again: it is already in; answer again.
+            }
+            InviteState::Used { .. } => return Err(Refusal::AlreadyUsed),
+            InviteState::Cancelled { .. } => return Err(Refusal::Cancelled),
+            InviteState::Pending if now >= record.expires_at_ms => return Err(Refusal::Expired),
+            InviteState::Pending if record.failures >= MAX_FAILURES => {
+                return Err(Refusal::TooManyAttempts);
+            }
+            InviteState::Pending => {}
+        }
+        if !verify_invite_proof(
+            &record.secret,
+            &id,
+            &me,
+            &req.device,
+            &req.x25519,
+            &req.proof,
+        ) {
+            record.failures += 1;
+            let _ = self.persist(WriteBatch {
+                invites: vec![(id, record)],
+                ..WriteBatch::default()
+            });
+            return Err(Refusal::WrongSecret);
+        }
+        let already = state.family.device(&req.device).is_some();
+        if !already {
+            if state.current_role(&me) != Some(Role::Admin) {
+                return Err(Refusal::NotAllowed);
+            }
+            let person = PersonId(rand::random());
+            let add_person = SignedOp::sign(
+                MembershipOp {
+                    version: 1,
+                    parents: membership::heads(&state.ops),
+                    author: me,
+                    time_ms: now,
+                    body: OpBody::AddPerson {
+                        person,
+                        name: clean_name(&req.person_name, "new member"),
+                        role: record.role,
+                    },
+                },
+                &self.device,
+            );
+            let add_device = SignedOp::sign(
+                MembershipOp {
+                    version: 1,
+                    parents: vec![add_person.id()],
+                    author: me,
+                    time_ms: now,
+                    body: OpBody::AddDevice {
+                        person,
+                        device: req.device,
+                        device_x25519: req.x25519,
+                        device_name: clean_name(&req.device_name, "new device"),
+                    },
+                },
+                &self.device,
+            );
+            let mut ops = state.ops.clone();
+            ops.push(add_person.clone());
+            ops.push(add_device.clone());
+            let family = membership::evaluate_with_root(OpId(state.identity.root_op), &ops)
+                .map_err(|_| Refusal::Busy)?;
+            if family.device(&req.device).is_none() {
+                return Err(Refusal::NotAllowed);
+            }
+            record.state = InviteState::Used {
+                device: req.device,
+                at_ms: now,
+            };
+            self.persist(WriteBatch {
+                ops: vec![add_person, add_device],
+                invites: vec![(id, record)],
+                ..WriteBatch::default()
+            })
+            .map_err(|e| {
+                tracing::error!("cannot record a join: {e}");
+                Refusal::Busy
+            })?;
+            state.ops = ops;
+            state.family = family;
+            tracing::info!(device = %req.device, "admitted a new device with invite {id}");
+        }
+        let docs = {
+            drop(state);
+            self.offer_for(&req.device).await.0
+        };
+        let state = self.state.lock().await;
+        Ok(Welcome {
+            family: state.identity.family,
+            root_op: OpId(state.identity.root_op),
+            family_secret: state.identity.family_secret,
+            ops: state.ops.iter().map(|o| o.to_bytes()).collect(),
+            docs,
+        })
+    }
+}
+
+fn clean_name(name: &str, fallback: &str) -> String {
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    if name.is_empty() {
+        fallback.to_owned()
+    } else {
+        name
+    }
+}
+
+fn state_name(record: &InviteRecord, now: u64) -> &'static str {
+    match record.state {
+        InviteState::Pending if now >= record.expires_at_ms => "expired",
+        InviteState::Pending => "pending",
+        InviteState::Used { .. } => "used",
+        InviteState::Cancelled { .. } => "cancelled",
+    }
+}
+
+fn invite_view(id: &InviteId, record: &InviteRecord, now: u64) -> InviteView {
+    InviteView {
+        id: id.to_string(),
+        role: record.role.to_string(),
+        state: state_name(record, now).to_owned(),
+        created_at_ms: record.created_at_ms,
+        expires_at_ms: record.expires_at_ms,
+        used_by: match &record.state {
+            InviteState::Used { device, .. } => Some(device.to_string()),
+            _ => None,
+        },
+        ticket: None,
+    }
+}

@@ -1,0 +1,285 @@
+//! `/kith/blobs/1`: iroh-blobs' verified (BLAKE3/bao) get protocol over libp2p streams.
+//!
+//! iroh-blobs is generic over its `SendStream`/`RecvStream` traits; [`split`] implements them
+//! on the halves of a `libp2p::Stream`. Two rules learned in a trial: the send half must close
+//! (FIN) when iroh-blobs drops it, or every fetch waits forever; and the accept loop only
+//! spawns, or streams are dropped.
+//!
+//! Fetching: every rendition of every photo this device may hold and lacks, thumbnails first,
+//! then previews, then originals, spread over the connected family devices; a fetch that fails
+//! is retried from another device. iroh-blobs skips what is already verified locally, so a
+//! transfer cut by a disconnect resumes where it stopped.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::io::{ReadHalf, WriteHalf};
+use futures::stream::FuturesUnordered;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use iroh::endpoint::VarInt;
+use iroh_blobs::protocol::Request;
+use iroh_blobs::provider::events::EventSender;
+use iroh_blobs::{Hash, HashAndFormat};
+use kith_protocol::keys::DeviceId;
+use kith_protocol::library::BlobRef;
+use libp2p::{PeerId, Stream};
+
+use super::{BLOBS, Network, device_of, peer_id};
+
+/// Parallel fetches. Enough to keep a LAN busy with photo-sized blobs.
+const PARALLEL: usize = 8;
+
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+/// Blob transfer counters for `kith status`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub wanted: AtomicU64,
+    pub fetched: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+pub struct P2pRecv {
+    inner: ReadHalf<Stream>,
+    id: u64,
+}
+
+pub struct P2pSend {
+    inner: Option<WriteHalf<Stream>>,
+    id: u64,
+}
+
+pub fn split(stream: Stream) -> (P2pRecv, P2pSend) {
+    let id = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+    let (r, w) = stream.split();
+    (P2pRecv { inner: r, id }, P2pSend { inner: Some(w), id })
+}
+
+impl iroh_blobs::util::RecvStream for P2pRecv {
+    async fn recv_bytes(&mut self, len: usize) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; len];
+        let mut n = 0;
+        while n < len {
+            let k = self.inner.read(&mut buf[n..]).await?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        buf.truncate(n);
+        Ok(buf.into())
+    }
+
+    async fn recv_bytes_exact(&mut self, len: usize) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; len];
+        self.inner.read_exact(&mut buf).await?;
+        Ok(buf.into())
+    }
+
+    async fn recv_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_exact(buf).await
+    }
+
+    fn stop(&mut self, _code: VarInt) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl P2pSend {
+    fn half(&mut self) -> io::Result<&mut WriteHalf<Stream>> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "stream was reset"))
+    }
+}
+
+impl iroh_blobs::util::SendStream for P2pSend {
+    async fn send_bytes(&mut self, bytes: Bytes) -> io::Result<()> {
+        self.half()?.write_all(&bytes).await
+    }
+
+    async fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.half()?.write_all(buf).await
+    }
+
+    async fn sync(&mut self) -> io::Result<()> {
+        self.half()?.flush().await
+    }
+
+    fn reset(&mut self, _code: VarInt) -> io::Result<()> {
+        // libp2p streams have no reset with a code: drop without closing.
+        self.inner.take();
+        Ok(())
+    }
+
+    async fn stopped(&mut self) -> io::Result<Option<VarInt>> {
+        std::future::pending().await
+    }
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for P2pSend {
+    fn drop(&mut self) {
+        // iroh-blobs treats dropping the writer as finishing it (QUIC semantics).
+        if let Some(mut w) = self.inner.take() {
+            tokio::spawn(async move {
+                let _ = w.close().await;
+            });
+        }
+    }
+}
+
+pub(crate) async fn accept_loop(net: Arc<Network>, mut incoming: libp2p_stream::IncomingStreams) {
+    while let Some((peer, stream)) = incoming.next().await {
+        let net = net.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(&net, peer, stream).await {
+                tracing::warn!(%peer, "blob request refused: {e}");
+            }
+        });
+    }
+}
+
+async fn serve(net: &Network, peer: PeerId, stream: Stream) -> Result<(), String> {
+    let Some(device) = device_of(&peer) else {
+        return Err("its peer id is not an ed25519 key".into());
+    };
+    if net.lib.peer_role(&device).await.is_none() {
+        return Err("it is not a current device of this family".into());
+    }
+    let (recv, send) = split(stream);
+    let mut pair = iroh_blobs::provider::StreamPair::new(0, recv, send, EventSender::DEFAULT);
+    let request = pair
+        .read_request()
+        .await
+        .map_err(|e| format!("unreadable request: {e}"))?;
+    let Request::Get(get) = request else {
+        return Err("only single-blob get requests are served".into());
+    };
+    if !get.ranges.is_blob() {
+        return Err("only single-blob get requests are served".into());
+    }
+    if !net.lib.may_read_blob(&device, get.hash.as_bytes()).await {
+        return Err(format!(
+            "blob {} is not one this device may have",
+            get.hash.to_hex()
+        ));
+    }
+    let store = net.lib.blobs.api_store();
+    iroh_blobs::provider::handle_get(pair, store, get)
+        .await
+        .map_err(|e| format!("transfer failed: {e}"))
+}
+
+/// Fetches what this device lacks whenever something new is wanted, and every few seconds.
+pub(crate) async fn fetch_loop(net: Arc<Network>) {
+    let mut complete: HashSet<[u8; 32]> = HashSet::new();
+    loop {
+        let wait = tokio::time::timeout(Duration::from_secs(3), net.blobs_wanted.notified());
+        let _ = wait.await;
+        let sources = net.sources().await;
+        let wanted = net.lib.wanted_blobs(&mut complete).await;
+        net.transfer
+            .wanted
+            .store(wanted.len() as u64, Ordering::Relaxed);
+        if wanted.is_empty() || sources.is_empty() {
+            continue;
+        }
+        fetch_all(&net, &sources, wanted, &mut complete).await;
+        if let Err(e) = net.lib.blobs.sync().await {
+            tracing::error!("cannot make fetched blobs durable: {e}");
+        }
+    }
+}
+
+async fn fetch_all(
+    net: &Arc<Network>,
+    sources: &[DeviceId],
+    wanted: Vec<BlobRef>,
+    complete: &mut HashSet<[u8; 32]>,
+) {
+    let mut queue = wanted.into_iter().enumerate();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < PARALLEL {
+            let Some((i, blob)) = queue.next() else { break };
+            let net = net.clone();
+            // Round robin over the devices that are connected, starting at a different one
+            // for each blob; on failure the next one is tried.
+            let order: Vec<DeviceId> = (0..sources.len())
+                .map(|k| sources[(i + k) % sources.len()])
+                .collect();
+            running.push(async move {
+                for device in order {
+                    match fetch_one(&net, &device, &blob).await {
+                        Ok(bytes) => {
+                            net.with_peer(&device, |p| {
+                                p.blobs_fetched += 1;
+                                p.bytes_fetched += bytes;
+                            });
+                            return (blob, true);
+                        }
+                        Err(e) => tracing::debug!(peer = %device, blob = %Hash::from_bytes(blob.hash).to_hex(), "fetch failed: {e}"),
+                    }
+                }
+                (blob, false)
+            });
+        }
+        let Some((blob, ok)) = running.next().await else {
+            break;
+        };
+        if ok {
+            complete.insert(blob.hash);
+            net.transfer.fetched.fetch_add(1, Ordering::Relaxed);
+            net.transfer.wanted.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            net.transfer.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn fetch_one(net: &Network, device: &DeviceId, blob: &BlobRef) -> Result<u64, String> {
+    let peer = peer_id(device).ok_or("not a libp2p key")?;
+    let mut control = net.control.clone();
+    let stream = control
+        .open_stream(peer, BLOBS)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (recv, send) = split(stream);
+    let pair = iroh_blobs::get::StreamPair::new(0, recv, send);
+    let hash = Hash::from_bytes(blob.hash);
+    let stats = net
+        .lib
+        .blobs
+        .api_store()
+        .remote()
+        .fetch(pair, HashAndFormat::raw(hash))
+        .await
+        .map_err(|e| e.to_string())?;
+    net.lib.blobs.adopt(blob).await.map_err(|e| e.to_string())?;
+    Ok(stats.payload_bytes_read)
+}
+
+impl Network {
+    /// Connected family devices that may hold blobs.
+    async fn sources(&self) -> Vec<DeviceId> {
+        let mut out = Vec::new();
+        for (device, status) in self.peer_status() {
+            if status.connected && self.lib.peer_role(&device).await.is_some() {
+                out.push(device);
+            }
+        }
+        out
+    }
+}

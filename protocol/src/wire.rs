@@ -1,0 +1,277 @@
+//! Messages of kith's own libp2p protocols (`/kith/invite/1`, `/kith/sync/1`) and their framing.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of postcard; every frame
+//! is bounded by [`MAX_FRAME`] and every list in a message by the `MAX_*` constants, so a peer
+//! cannot make a node allocate more than a frame's worth by lying about sizes. Decoding never
+//! panics: a bad frame is an error the caller logs before dropping the stream.
+//!
+//! Document keys travel in [`SyncMessage::Docs`] only to authenticated, current family devices
+//! (the transport is Noise, the peer id is the device id). Sealed changes and signed ops are
+//! opaque bytes here; the node checks signatures and rights before it applies or forwards them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{DocId, FamilyId};
+use crate::library::DocKind;
+use crate::membership::OpId;
+use crate::seal::ChangeId;
+use crate::ticket::InviteId;
+
+/// Protocol names, versioned.
+pub const SYNC_PROTOCOL: &str = "/kith/sync/1";
+pub const INVITE_PROTOCOL: &str = "/kith/invite/1";
+pub const BLOBS_PROTOCOL: &str = "/kith/blobs/1";
+
+/// Largest frame either side sends or accepts.
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// Largest number of ids in one list message; longer lists are split over several frames.
+pub const MAX_IDS: usize = 16 * 1024;
+/// Target payload of one `Changes` or `Ops` frame; one item may exceed it up to [`MAX_FRAME`].
+pub const BATCH_BYTES: usize = 1024 * 1024;
+/// Version of the sync protocol's messages.
+pub const SYNC_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("frame of {0} bytes is larger than the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("frame is not a valid message: {0}")]
+    Malformed(String),
+    #[error("message holds {0} ids, more than the limit of {MAX_IDS}")]
+    TooManyIds(usize),
+}
+
+/// A document key handed to a device that may read the document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocGrant {
+    pub doc: DocId,
+    pub kind: DocKind,
+    pub epoch: u32,
+    pub key: [u8; 32],
+}
+
+/// A summary of the changes one side holds for a document: count and a digest of the sorted
+/// change ids, so equal sets are recognised without listing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocDigest {
+    pub doc: DocId,
+    pub count: u32,
+    pub digest: [u8; 32],
+}
+
+/// Digest of a set of change ids (order-independent: the ids are hashed in sorted order).
+pub fn digest_ids<'a>(ids: impl IntoIterator<Item = &'a ChangeId>) -> [u8; 32] {
+    let mut sorted: Vec<&ChangeId> = ids.into_iter().collect();
+    sorted.sort();
+    let mut hasher = blake3::Hasher::new_derive_key("kith change set digest v1");
+    for id in sorted {
+        hasher.update(&id.0);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// The pull side of a sync stream sends `Hello`, then asks; the serving side answers and, once
+/// the client has caught up, pushes what is new as it happens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncMessage {
+    /// Both sides, first: which family and protocol version they speak.
+    Hello { version: u8, family: FamilyId },
+    /// Server: the ids of every membership op it holds.
+    OpIds(Vec<OpId>),
+    /// Client: the ops it lacks.
+    WantOps(Vec<OpId>),
+    /// Server: signed ops, as their bytes.
+    Ops(Vec<Vec<u8>>),
+    /// Server: keys of documents the client may read.
+    Docs(Vec<DocGrant>),
+    /// Server: what it holds of each document the client may read.
+    Digests(Vec<DocDigest>),
+    /// Client: list the change ids of these documents.
+    WantIds(Vec<DocId>),
+    /// Server: change ids of one document (possibly one of several frames).
+    Ids { doc: DocId, ids: Vec<ChangeId> },
+    /// Client: send these changes of one document.
+    Want { doc: DocId, ids: Vec<ChangeId> },
+    /// Server: sealed changes, as their bytes (each names its document in its header).
+    Changes(Vec<Vec<u8>>),
+    /// Server: everything asked for so far has been sent.
+    CaughtUp,
+}
+
+/// Messages of `/kith/invite/1`: one request, one answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InviteMessage {
+    /// Joiner: proof of the ticket's secret (see [`crate::ticket::invite_proof`]), its X25519
+    /// key, and the names to record.
+    Join {
+        invite: InviteId,
+        family: FamilyId,
+        joiner_x25519: [u8; 32],
+        person_name: String,
+        device_name: String,
+        proof: [u8; 32],
+    },
+    /// Inviter: the joiner is recorded; here is what it needs to start.
+    Welcome(Box<Welcome>),
+    /// Inviter: refused, and why.
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub family: FamilyId,
+    pub root_op: OpId,
+    /// Keys photo ids with the family's secret, so one photo has one id on every device.
+    pub family_secret: [u8; 32],
+    /// The whole membership log, including the ops that added the joiner.
+    pub ops: Vec<Vec<u8>>,
+    pub docs: Vec<DocGrant>,
+}
+
+/// Why an invite was refused. The joiner shows [`Refusal::explain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    UnknownInvite,
+    AlreadyUsed,
+    Expired,
+    Cancelled,
+    WrongSecret,
+    WrongFamily,
+    TooManyAttempts,
+    /// The inviting device may no longer add people (its role changed or it was removed).
+    NotAllowed,
+    Busy,
+}
+
+impl Refusal {
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::UnknownInvite => {
+                "the inviting device does not know this invite: ask for a new one"
+            }
+            Self::AlreadyUsed => {
+                "this invite was already used: each invite admits one device; ask for a new one"
+            }
+            Self::Expired => "this invite has expired: ask for a new one",
+            Self::Cancelled => "this invite was cancelled by the person who made it",
+            Self::WrongSecret => {
+                "the ticket's secret does not match (was it altered?): copy the whole ticket again"
+            }
+            Self::WrongFamily => "this ticket belongs to another family than its inviting device",
+            Self::TooManyAttempts => {
+                "too many failed attempts with this invite or from this device: wait a minute and try again"
+            }
+            Self::NotAllowed => "the inviting device may no longer add people to the family",
+            Self::Busy => "the inviting device could not record the join: try again",
+        }
+    }
+}
+
+/// Encodes a message as one frame (length prefix included).
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![0u8; 4];
+    let body = postcard::to_extend(message, Vec::new())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if body.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(body.len()));
+    }
+    out[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads a frame's length prefix, refusing lengths over [`MAX_FRAME`] before anything is read.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a sync message body and checks its list limits.
+pub fn decode_sync(body: &[u8]) -> Result<SyncMessage, WireError> {
+    let message: SyncMessage =
+        postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let ids = match &message {
+        SyncMessage::OpIds(ids) | SyncMessage::WantOps(ids) => ids.len(),
+        SyncMessage::WantIds(docs) => docs.len(),
+        SyncMessage::Ids { ids, .. } | SyncMessage::Want { ids, .. } => ids.len(),
+        SyncMessage::Docs(docs) => docs.len(),
+        SyncMessage::Digests(d) => d.len(),
+        SyncMessage::Ops(items) | SyncMessage::Changes(items) => items.len(),
+        SyncMessage::Hello { .. } | SyncMessage::CaughtUp => 0,
+    };
+    if ids > MAX_IDS {
+        return Err(WireError::TooManyIds(ids));
+    }
+    Ok(message)
+}
+
+/// Decodes an invite message body.
+pub fn decode_invite(body: &[u8]) -> Result<InviteMessage, WireError> {
+    postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(m: SyncMessage) {
+        let frame = encode_frame(&m).unwrap();
+        let len = frame_len(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(decode_sync(&frame[4..]).unwrap(), m);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        roundtrip(SyncMessage::Hello {
+            version: SYNC_VERSION,
+            family: FamilyId([7; 32]),
+        });
+        roundtrip(SyncMessage::Want {
+            doc: DocId([1; 32]),
+            ids: vec![ChangeId([2; 32]), ChangeId([3; 32])],
+        });
+        roundtrip(SyncMessage::Changes(vec![vec![1, 2, 3], vec![]]));
+        roundtrip(SyncMessage::CaughtUp);
+    }
+
+    #[test]
+    fn oversized_lengths_are_refused_before_reading() {
+        assert_eq!(
+            frame_len(((MAX_FRAME + 1) as u32).to_be_bytes()),
+            Err(WireError::TooLarge(MAX_FRAME + 1))
+        );
+        assert!(frame_len((MAX_FRAME as u32).to_be_bytes()).is_ok());
+    }
+
+    #[test]
+    fn too_many_ids_are_refused() {
+        let m = SyncMessage::OpIds(vec![OpId([0; 32]); MAX_IDS + 1]);
+        let frame = encode_frame(&m).unwrap();
+        assert_eq!(
+            decode_sync(&frame[4..]),
+            Err(WireError::TooManyIds(MAX_IDS + 1))
+        );
+    }
+
+    #[test]
+    fn digest_ignores_order() {
+        let a = [ChangeId([1; 32]), ChangeId([2; 32])];
+        let b = [ChangeId([2; 32]), ChangeId([1; 32])];
+        assert_eq!(digest_ids(&a), digest_ids(&b));
+        assert_ne!(digest_ids(&a), digest_ids(&a[..1]));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for len in 0..64u8 {
+            let bytes: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37) ^ len).collect();
+            let _ = decode_sync(&bytes);
+            let _ = decode_invite(&bytes);
+        }
+    }
+}

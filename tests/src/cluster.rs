@@ -1,0 +1,104 @@
+//! A family of real `kith` processes on loopback: the first device founds the family and
+//! invites the others, which join and run. Every wait has a deadline.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{TestNode, wait_until};
+
+pub struct Cluster {
+    pub nodes: Vec<TestNode>,
+}
+
+/// Long enough for a slow CI machine; a healthy run takes a few seconds.
+pub const SYNC_DEADLINE: Duration = Duration::from_secs(120);
+
+impl Cluster {
+    /// `n` devices: node 0 is Ana's (admin), node i is a new member's. All running.
+    pub fn start(n: usize) -> Result<Cluster> {
+        let mut first = TestNode::initialised()?;
+        first.start()?;
+        let mut nodes = vec![first];
+        for i in 1..n {
+            let mut node = TestNode::new();
+            let ticket = nodes[0].invite()?;
+            node.ok(&[
+                "join",
+                &ticket,
+                "--name",
+                &format!("device {i}"),
+                "--person",
+                &format!("Person {i}"),
+            ])?;
+            node.start()?;
+            nodes.push(node);
+        }
+        Ok(Cluster { nodes })
+    }
+
+    /// Waits until every running node holds the same documents and lacks no rendition.
+    pub fn wait_converged(&self) -> Result<()> {
+        self.wait_converged_among(&(0..self.nodes.len()).collect::<Vec<_>>())
+    }
+
+    pub fn wait_converged_among(&self, which: &[usize]) -> Result<()> {
+        let mut last = Vec::new();
+        let result = wait_until(SYNC_DEADLINE, "the devices to converge", || {
+            last.clear();
+            for &i in which {
+                last.push(self.nodes[i].sync_state()?);
+            }
+            let first = &last[0];
+            Ok(last.iter().all(|s| {
+                s.docs_digest == first.docs_digest
+                    && s.blobs_wanted == 0
+                    && s.photos == first.photos
+            }))
+        });
+        if let Err(e) = result {
+            let logs: Vec<String> = which
+                .iter()
+                .map(|&i| format!("--- node {i} log:\n{}", tail(&self.nodes[i].log(), 40)))
+                .collect();
+            bail!("{e}\nlast states: {last:?}\n{}", logs.join("\n"));
+        }
+        Ok(())
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// What convergence is judged on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    pub docs_digest: String,
+    pub blobs_wanted: u64,
+    pub photos: u64,
+}
+
+impl TestNode {
+    /// A fresh member ticket from this (running) node.
+    pub fn invite(&self) -> Result<String> {
+        let v = self.json(&["invite", "--json"])?;
+        v["ticket"]
+            .as_str()
+            .map(str::to_owned)
+            .context("invite --json printed no ticket")
+    }
+
+    pub fn sync_state(&self) -> Result<SyncState> {
+        let s: Value = self.json(&["status", "--json"])?;
+        let sync = &s["sync"];
+        Ok(SyncState {
+            docs_digest: sync["docs_digest"].as_str().unwrap_or_default().to_owned(),
+            // Not yet computed counts as wanted: the fetcher has not looked.
+            blobs_wanted: sync["blobs_wanted"].as_u64().unwrap_or(u64::MAX),
+            photos: s["photos"].as_u64().unwrap_or_default(),
+        })
+    }
+}

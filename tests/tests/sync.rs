@@ -1,0 +1,110 @@
+//! Two devices: invite, join, and replication of documents and blobs over libp2p.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use kith_tests::cluster::Cluster;
+use kith_tests::corpus;
+use kith_tests::{TestNode, walk};
+
+/// A handful of corpus photos (camera JPEGs), to keep the test quick.
+fn some_photos(n: usize) -> Result<Vec<String>> {
+    Ok(corpus::manifest()?
+        .into_iter()
+        .filter(|r| r.expect == corpus::Expect::Ok && r.path.ends_with(".jpg"))
+        .take(n)
+        .map(|r| r.abs_path().display().to_string())
+        .collect())
+}
+
+fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
+    let mut args = vec!["import", "--album", album];
+    args.extend(files.iter().map(String::as_str));
+    node.ok(&args)?;
+    Ok(())
+}
+
+/// File name → bytes of every original in an export (sidecars left out).
+fn exported(node: &TestNode) -> Result<BTreeMap<String, Vec<u8>>> {
+    let out = tempfile::tempdir()?;
+    let dir = out.path().join("export");
+    node.ok(&["export", dir.to_str().context("utf-8 path")?])?;
+    let mut files = BTreeMap::new();
+    for path in walk(&dir) {
+        let name = path.strip_prefix(&dir)?.display().to_string();
+        if !name.ends_with(".kith.json") {
+            files.insert(name, std::fs::read(&path)?);
+        }
+    }
+    Ok(files)
+}
+
+#[test]
+fn invite_join_import_on_a_shows_on_b_with_identical_originals() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let files = some_photos(6)?;
+    import(a, &files, "Summer 2026")?;
+    cluster.wait_converged()?;
+
+    let on_a = a.json(&["photos", "--json"])?;
+    let on_b = b.json(&["photos", "--json"])?;
+    assert_eq!(on_a, on_b);
+    assert_eq!(on_b.as_array().map(Vec::len), Some(files.len()));
+    let albums = b.json(&["albums", "--json"])?;
+    assert_eq!(albums[0]["title"], "Summer 2026");
+
+    let from_a = exported(a)?;
+    let from_b = exported(b)?;
+    assert_eq!(from_a.len(), files.len());
+    assert_eq!(from_a, from_b, "B's export must equal A's byte for byte");
+
+    // Both devices know each other, and each marks itself.
+    let devices = b.json(&["devices", "--json"])?;
+    let devices = devices.as_array().context("devices is a list")?;
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices.iter().filter(|d| d["this"] == true).count(), 1);
+    assert!(devices.iter().all(|d| d["online"] == true), "{devices:?}");
+    Ok(())
+}
+
+#[test]
+fn edits_on_both_sides_converge_and_flow_both_ways() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let files = some_photos(4)?;
+    import(a, &files[..2], "Trip")?;
+    cluster.wait_converged()?;
+    // B imports its own photos into the same album, A renames it meanwhile.
+    import(b, &files[2..], "Trip")?;
+    a.ok(&["albums", "rename", "Trip", "Trip to the sea"])?;
+    cluster.wait_converged()?;
+    for node in [a, b] {
+        let albums = node.json(&["albums", "--json"])?;
+        let titles: Vec<&str> = albums
+            .as_array()
+            .context("list")?
+            .iter()
+            .filter_map(|x| x["title"].as_str())
+            .collect();
+        assert!(titles.contains(&"Trip to the sea"), "{titles:?}");
+        let photos = node.json(&["photos", "--album", "Trip to the sea", "--json"])?;
+        assert_eq!(photos.as_array().map(Vec::len), Some(4), "{photos}");
+    }
+    assert_eq!(exported(a)?, exported(b)?);
+    Ok(())
+}
+
+#[test]
+fn a_device_that_was_offline_catches_up() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    cluster.nodes[1].stop()?;
+    let files = some_photos(5)?;
+    import(&cluster.nodes[0], &files, "While away")?;
+    cluster.nodes[1].start()?;
+    cluster.wait_converged()?;
+    let photos = cluster.nodes[1].json(&["photos", "--json"])?;
+    assert_eq!(photos.as_array().map(Vec::len), Some(files.len()));
+    assert_eq!(exported(&cluster.nodes[0])?, exported(&cluster.nodes[1])?);
+    Ok(())
+}
