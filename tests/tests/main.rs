@@ -6,6 +6,7 @@ mod crash;
 mod export;
 mod fixture;
 mod import;
+mod invite;
 mod node;
 mod privacy;
 mod sync;
