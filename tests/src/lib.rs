@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod corpus;
+pub mod peer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -100,7 +100,10 @@ fn invite_prints_a_qr_code_and_writes_svg() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let svg = dir.path().join("invite.svg");
     let out = node.ok(&["invite", "--svg", svg.to_str().unwrap()])?;
-    assert!(out.contains('▀') || out.contains('▄'), "no QR drawing in: {out}");
+    assert!(
+        out.contains('▀') || out.contains('▄'),
+        "no QR drawing in: {out}"
+    );
     assert!(out.contains("kith1"));
     let svg = std::fs::read_to_string(&svg)?;
     assert!(svg.contains("<svg"));

@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod export;
+mod faults;
 mod fixture;
 mod import;
 mod invite;

@@ -1,0 +1,225 @@
+//! Peers that misbehave: outsiders asking for data, family devices sending garbage, oversized
+//! or forged frames. Each is refused and logged, and the node keeps serving its family.
+
+use anyhow::{Context, Result};
+use kith_node::DataDir;
+use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, FamilyId, SymmetricKey};
+use kith_protocol::seal::{ChangeHeader, seal_change};
+use kith_protocol::wire::{
+    self, BLOBS_PROTOCOL, INVITE_PROTOCOL, InviteMessage, MAX_FRAME, SYNC_PROTOCOL, SYNC_VERSION,
+    SyncMessage,
+};
+use kith_tests::cluster::Cluster;
+use kith_tests::peer::{RawPeer, frame};
+use libp2p::Multiaddr;
+use serde_json::Value;
+
+struct Target {
+    peer: libp2p::PeerId,
+    addr: Multiaddr,
+    family: FamilyId,
+}
+
+fn target(status: &Value) -> Result<Target> {
+    let device: DeviceId = status["device_id"].as_str().context("device id")?.parse()?;
+    Ok(Target {
+        peer: kith_node::net::peer_id(&device).context("peer id")?,
+        addr: status["sync"]["listen"][0]
+            .as_str()
+            .context("listen addr")?
+            .parse()?,
+        family: status["family_id"].as_str().context("family id")?.parse()?,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+#[test]
+fn an_outsider_gets_no_kith_protocol_and_no_invite_without_a_ticket() -> Result<()> {
+    let cluster = Cluster::start(1)?;
+    let a = &cluster.nodes[0];
+    a.ok(&[
+        "import",
+        "--album",
+        "Secret",
+        &kith_tests::corpus::dir()
+            .join("camera")
+            .display()
+            .to_string(),
+    ])
+    .ok();
+    let t = target(&a.json(&["status", "--json"])?)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let outsider = RawPeer::connect(
+            libp2p::identity::Keypair::generate_ed25519(),
+            t.peer,
+            t.addr.clone(),
+        )
+        .await?;
+        let hello = frame(&postcard_body(&SyncMessage::Hello {
+            version: SYNC_VERSION,
+            family: t.family,
+        })?);
+        let got = outsider
+            .exchange(SYNC_PROTOCOL, &hello)
+            .await
+            .unwrap_or_default();
+        assert!(
+            got.is_empty(),
+            "an outsider got {} bytes of sync",
+            got.len()
+        );
+        let got = outsider
+            .exchange(BLOBS_PROTOCOL, b"\x00garbage request")
+            .await
+            .unwrap_or_default();
+        assert!(
+            got.is_empty(),
+            "an outsider got {} bytes of blobs",
+            got.len()
+        );
+        // An invite request with a made-up invite is answered with a refusal, nothing more.
+        let join = InviteMessage::Join {
+            invite: kith_protocol::ticket::InviteId([9; 16]),
+            family: t.family,
+            joiner_x25519: [1; 32],
+            person_name: "Mallory".into(),
+            device_name: "evil".into(),
+            proof: [0; 32],
+        };
+        let got = outsider
+            .exchange(INVITE_PROTOCOL, &wire::encode_frame(&join)?)
+            .await?;
+        let answer = wire::decode_invite(got.get(4..).context("an answer frame")?)?;
+        assert!(matches!(answer, InviteMessage::Refused(_)), "{answer:?}");
+        anyhow::Ok(())
+    })?;
+    let devices = a.json(&["devices", "--json"])?;
+    assert_eq!(devices.as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+fn postcard_body(m: &SyncMessage) -> Result<Vec<u8>> {
+    Ok(wire::encode_frame(m)?[4..].to_vec())
+}
+
+#[test]
+fn garbage_oversized_and_forged_frames_from_a_device_are_rejected_and_the_node_keeps_serving()
+-> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let files: Vec<String> = kith_tests::corpus::manifest()?
+        .into_iter()
+        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
+        .take(3)
+        .map(|r| r.abs_path().display().to_string())
+        .collect();
+    let mut args = vec!["import", "--album", "Kept"];
+    args.extend(files.iter().map(String::as_str));
+    cluster.nodes[0].ok(&args)?;
+    cluster.wait_converged()?;
+    let album: DocId = cluster.nodes[0].json(&["albums", "--json"])?[0]["id"]
+        .as_str()
+        .context("album id")?
+        .parse()?;
+    let before = cluster.nodes[0].json(&["status", "--json"])?;
+    let t = target(&before)?;
+
+    // B goes away; a raw peer with B's own key (a compromised or buggy device) takes its place.
+    cluster.nodes[1].stop()?;
+    let b_secret = DataDir::new(&cluster.nodes[1].data_dir).read_device_secret()?;
+    let b_key = kith_node::net::keypair(&b_secret)?;
+    let outsider = DeviceSecret::from_seeds([5; 32], [6; 32]);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut fake_b = RawPeer::connect(b_key, t.peer, t.addr.clone()).await?;
+        // A pulls from "B": it is served a garbage frame, a forged change signed by a device
+        // outside the family, and one by B sealed under a key that is not the album's.
+        let forged_outsider = seal_change(
+            &SymmetricKey::from_bytes([1; 32]),
+            &ChangeHeader {
+                doc: album,
+                epoch: 0,
+                author: outsider.device_id(),
+            },
+            [2; 24],
+            b"not an automerge change",
+            &outsider,
+        );
+        let forged_b = seal_change(
+            &SymmetricKey::from_bytes([3; 32]),
+            &ChangeHeader {
+                doc: album,
+                epoch: 0,
+                author: b_secret.device_id(),
+            },
+            [4; 24],
+            b"not an automerge change either",
+            &b_secret,
+        );
+        let hello = wire::encode_frame(&SyncMessage::Hello {
+            version: SYNC_VERSION,
+            family: t.family,
+        })?;
+        let changes = wire::encode_frame(&SyncMessage::Changes(vec![
+            forged_outsider.into_bytes(),
+            forged_b.into_bytes(),
+            vec![0xff; 300],
+        ]))?;
+        fake_b
+            .serve_sync(&[hello, changes, frame(b"\x07garbage")])
+            .await?;
+
+        // As a puller, "B" sends garbage and an oversized length on its own sync streams.
+        let _ = fake_b
+            .exchange(SYNC_PROTOCOL, b"\x00\x00\x00\x05hello")
+            .await;
+        let _ = fake_b
+            .exchange(SYNC_PROTOCOL, &((MAX_FRAME as u32 + 1).to_be_bytes()))
+            .await;
+        let _ = fake_b
+            .exchange(BLOBS_PROTOCOL, &[0xde, 0xad, 0xbe, 0xef])
+            .await;
+        anyhow::Ok(())
+    })?;
+    drop(rt);
+
+    let a = &cluster.nodes[0];
+    let after = a.json(&["status", "--json"])?;
+    assert_eq!(
+        after["changes"], before["changes"],
+        "a rejected change was stored"
+    );
+    assert_eq!(after["damaged"], Value::Array(vec![]));
+    let log = a.log();
+    assert!(
+        log.contains("rejected a change"),
+        "no rejection logged:\n{log}"
+    );
+    assert!(
+        log.contains("sync stream ended"),
+        "bad frames not logged:\n{log}"
+    );
+
+    // A still serves its family: the real B comes back and catches up with a new import.
+    let more: Vec<String> = kith_tests::corpus::manifest()?
+        .into_iter()
+        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
+        .skip(3)
+        .take(2)
+        .map(|r| r.abs_path().display().to_string())
+        .collect();
+    let mut args = vec!["import"];
+    args.extend(more.iter().map(String::as_str));
+    a.ok(&args)?;
+    cluster.nodes[1].start()?;
+    cluster.wait_converged()?;
+    let photos = cluster.nodes[1].json(&["photos", "--json"])?;
+    assert_eq!(photos.as_array().map(Vec::len), Some(5));
+    Ok(())
+}
