@@ -114,7 +114,11 @@ impl Library {
 
     /// Renditions of readable photos this node lacks: every thumbnail, then every preview,
     /// then every original. `complete` caches what was already found local.
-    pub(crate) async fn wanted_blobs(&self, complete: &mut HashSet<[u8; 32]>) -> Vec<BlobRef> {
+    /// Also returns how many photos the answer covers.
+    pub(crate) async fn wanted_blobs(
+        &self,
+        complete: &mut HashSet<[u8; 32]>,
+    ) -> (Vec<BlobRef>, u64) {
         let candidates: Vec<[BlobRef; 3]> = {
             let state = self.state.lock().await;
             state.photos.values().map(|e| e.blobs()).collect()
@@ -135,7 +139,7 @@ impl Library {
                 }
             }
         }
-        out
+        (out, candidates.len() as u64)
     }
 
     /// Renditions of all readable photos (three per photo).

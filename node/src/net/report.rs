@@ -98,8 +98,12 @@ impl Network {
                 bytes_fetched: s.bytes_fetched,
             })
             .collect();
-        let wanted = self.transfer.wanted.load(Ordering::Relaxed);
+        // Photos that arrived after the fetcher last counted are assumed to lack all three
+        // renditions, so "nothing wanted" is never reported before the fetcher has looked.
         let total = self.lib.rendition_count().await;
+        let counted = 3 * self.transfer.counted_photos.load(Ordering::Relaxed);
+        let wanted = (self.transfer.wanted.load(Ordering::Relaxed) + total.saturating_sub(counted))
+            .min(total);
         Ok(SyncView {
             listen: self.listen_addrs().iter().map(|a| a.to_string()).collect(),
             blobs_wanted: wanted,

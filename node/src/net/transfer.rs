@@ -38,7 +38,10 @@ static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 /// Blob transfer counters for `kith status`.
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Renditions lacking when last counted, minus those fetched since.
     pub wanted: AtomicU64,
+    /// How many photos that count covered; photos that arrived since are not counted yet.
+    pub counted_photos: AtomicU64,
     pub fetched: AtomicU64,
     pub failed: AtomicU64,
 }
@@ -189,10 +192,11 @@ pub(crate) async fn fetch_loop(net: Arc<Network>) {
         let wait = tokio::time::timeout(Duration::from_secs(3), net.blobs_wanted.notified());
         let _ = wait.await;
         let sources = net.sources().await;
-        let wanted = net.lib.wanted_blobs(&mut complete).await;
+        let (wanted, photos) = net.lib.wanted_blobs(&mut complete).await;
         net.transfer
             .wanted
             .store(wanted.len() as u64, Ordering::Relaxed);
+        net.transfer.counted_photos.store(photos, Ordering::Relaxed);
         if wanted.is_empty() || sources.is_empty() {
             continue;
         }
