@@ -39,10 +39,17 @@ impl State {
     /// Documents `device` may read. Until sharing (albums for relatives) exists, members and
     /// admins read everything and relatives nothing.
     pub(crate) fn readable_by(&self, device: &DeviceId) -> Vec<DocId> {
-        match self.current_role(device) {
-            Some(Role::Admin | Role::Member) => self.docs.keys().copied().collect(),
-            _ => Vec::new(),
-        }
+        self.docs
+            .keys()
+            .filter(|doc| self.may_read(device, doc))
+            .copied()
+            .collect()
+    }
+
+    /// Whether `device` may read `doc` (checked per pushed change, so it allocates nothing).
+    fn may_read(&self, device: &DeviceId, doc: &DocId) -> bool {
+        self.docs.contains_key(doc)
+            && matches!(self.current_role(device), Some(Role::Admin | Role::Member))
     }
 
     fn may_write(&self, device: &DeviceId) -> bool {
@@ -102,8 +109,7 @@ impl Library {
     }
 
     pub(crate) async fn may_read(&self, peer: &DeviceId, doc: &DocId) -> bool {
-        let state = self.state.lock().await;
-        state.docs.contains_key(doc) && state.readable_by(peer).contains(doc)
+        self.state.lock().await.may_read(peer, doc)
     }
 
     pub(crate) async fn may_read_blob(&self, peer: &DeviceId, hash: &[u8; 32]) -> bool {
@@ -218,10 +224,18 @@ impl Library {
         if accepted.is_empty() {
             return Ok(out);
         }
-        let mut ops = state.ops.clone();
-        ops.extend(accepted.iter().cloned());
-        let family = membership::evaluate_with_root(OpId(state.identity.root_op), &ops)
-            .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
+        // Only when some ops were left out does the log need evaluating again.
+        let (ops, family) = if refused.is_empty() {
+            (ops, family)
+        } else {
+            let mut ops = state.ops.clone();
+            ops.extend(accepted.iter().cloned());
+            let family = membership::evaluate_with_root(OpId(state.identity.root_op), &ops)
+                .map_err(|e| {
+                    Error::Corrupt(format!("the membership log does not evaluate: {e}"))
+                })?;
+            (ops, family)
+        };
         out.applied = accepted.len();
         self.persist(WriteBatch {
             ops: accepted,
@@ -353,7 +367,7 @@ impl Library {
     }
 }
 
-fn grant(id: &DocId, record: &DocRecord) -> DocGrant {
+pub(crate) fn grant(id: &DocId, record: &DocRecord) -> DocGrant {
     DocGrant {
         doc: *id,
         kind: record.kind,

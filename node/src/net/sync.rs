@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
-use kith_protocol::keys::DeviceId;
+use kith_protocol::keys::{DeviceId, FamilyId};
 use kith_protocol::wire::{self, BATCH_BYTES, MAX_IDS, SYNC_VERSION, SyncMessage};
 use libp2p::{PeerId, Stream};
 use tokio::sync::broadcast::error::RecvError;
@@ -54,32 +54,10 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), Sy
         return refuse(stream, "it is not a current device of this family").await;
     }
     let family = net.lib.family_id().await;
-    match read_sync(&mut stream).await? {
-        Some(SyncMessage::Hello {
-            version,
-            family: theirs,
-        }) if theirs == family && version == SYNC_VERSION => {}
-        Some(SyncMessage::Hello { .. }) => {
-            return Err(SyncError::Protocol(
-                "another family or protocol version".into(),
-            ));
-        }
-        other => {
-            return Err(SyncError::Protocol(format!(
-                "expected Hello, got {other:?}"
-            )));
-        }
-    }
+    expect_hello(&mut stream, family).await?;
     // Subscribe before offering, so nothing committed in between is missed.
     let mut updates = net.lib.subscribe();
-    write_frame(
-        &mut stream,
-        &SyncMessage::Hello {
-            version: SYNC_VERSION,
-            family,
-        },
-    )
-    .await?;
+    send_hello(&mut stream, family).await?;
     offer(net, &device, &mut stream).await?;
     let (mut reader, mut writer) = futures::AsyncReadExt::split(stream);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<SyncMessage>(16);
@@ -223,11 +201,12 @@ async fn push<W: futures::AsyncWrite + Unpin>(
             send_batched(w, bytes, SyncMessage::Ops).await
         }
         Update::Docs(docs) => {
-            let (grants, _) = net.lib.offer_for(device).await;
-            let fresh: Vec<_> = grants
-                .into_iter()
-                .filter(|g| docs.iter().any(|(id, _)| *id == g.doc))
-                .collect();
+            let mut fresh = Vec::new();
+            for (id, record) in &docs {
+                if net.lib.may_read(device, id).await {
+                    fresh.push(crate::replica::grant(id, record));
+                }
+            }
             if fresh.is_empty() {
                 return Ok(());
             }
@@ -292,6 +271,27 @@ async fn read_sync<R: futures::AsyncRead + Unpin>(
     }
 }
 
+async fn send_hello(stream: &mut Stream, family: FamilyId) -> Result<(), SyncError> {
+    let hello = SyncMessage::Hello {
+        version: SYNC_VERSION,
+        family,
+    };
+    Ok(write_frame(stream, &hello).await?)
+}
+
+/// Reads the other side's first frame: a Hello for this family and protocol version.
+async fn expect_hello(stream: &mut Stream, family: FamilyId) -> Result<(), SyncError> {
+    match read_sync(stream).await? {
+        Some(SyncMessage::Hello {
+            version,
+            family: theirs,
+        }) if theirs == family && version == SYNC_VERSION => Ok(()),
+        other => Err(SyncError::Protocol(format!(
+            "expected a Hello of this family and sync version {SYNC_VERSION}, got {other:?}"
+        ))),
+    }
+}
+
 /// Keeps pulling from `device` while it stays connected, reopening the stream after errors.
 pub(crate) async fn pull_loop(net: Arc<Network>, device: DeviceId, peer: PeerId) {
     let mut pause = Duration::from_millis(200);
@@ -316,25 +316,8 @@ async fn pull(net: &Network, device: &DeviceId, peer: PeerId) -> Result<(), Sync
         .await
         .map_err(|e| SyncError::Open(e.to_string()))?;
     let family = net.lib.family_id().await;
-    write_frame(
-        &mut stream,
-        &SyncMessage::Hello {
-            version: SYNC_VERSION,
-            family,
-        },
-    )
-    .await?;
-    match read_sync(&mut stream).await? {
-        Some(SyncMessage::Hello {
-            version,
-            family: theirs,
-        }) if theirs == family && version == SYNC_VERSION => {}
-        other => {
-            return Err(SyncError::Protocol(format!(
-                "expected our family's Hello, got {other:?}"
-            )));
-        }
-    }
+    send_hello(&mut stream, family).await?;
+    expect_hello(&mut stream, family).await?;
     // 0: digests not seen yet; 1: waiting for the echo after WantIds; 2: after Wants.
     let mut barrier = 0u8;
     loop {
