@@ -46,23 +46,17 @@ impl Blobs {
     /// Flushes the files of these blobs to disk. iroh-blobs writes large blobs to files it
     /// never fsyncs; a change must not reference a blob that a power cut could empty.
     pub fn flush_files(&self, blobs: &[BlobRef]) -> Result<()> {
-        for blob in blobs {
-            let hex = Hash::from_bytes(blob.hash).to_hex();
-            for ext in ["data", "obao4"] {
-                let path = self.data_dir.join(format!("{hex}.{ext}"));
-                match std::fs::File::open(&path) {
-                    Ok(file) => file.sync_all().map_err(|e| {
-                        Error::Blobs(format!("cannot flush {}: {e}", path.display()))
-                    })?,
-                    // Small blobs live inline in the store's database, synced by `sync`.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(Error::Blobs(format!("cannot open {}: {e}", path.display())));
-                    }
-                }
-            }
-        }
-        Ok(())
+        flush_files_in(&self.data_dir, blobs)
+    }
+
+    /// Makes fetched blobs durable off the async threads: their files, then the store's
+    /// metadata. Batched, because one fsync per blob caps a transfer at the disk's fsync rate.
+    pub async fn make_durable(&self, blobs: Vec<BlobRef>) -> Result<()> {
+        let dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || flush_files_in(&dir, &blobs))
+            .await
+            .map_err(|e| Error::Blobs(format!("flushing blobs stopped: {e}")))??;
+        self.sync().await
     }
 
     /// Makes every blob added so far durable: the store's metadata (it batches its writes) and
@@ -106,8 +100,8 @@ impl Blobs {
         (*self.store).clone()
     }
 
-    /// Keeps a blob fetched from a peer: checks it is complete, tags it (so garbage collection
-    /// keeps it) and flushes its files.
+    /// Keeps a blob fetched from a peer: checks it is complete and tags it (so garbage
+    /// collection keeps it). [`Blobs::make_durable`] flushes it, in batches.
     pub async fn adopt(&self, blob: &BlobRef) -> Result<()> {
         if !self.has(blob).await? {
             return Err(Error::Blobs(format!(
@@ -124,7 +118,7 @@ impl Blobs {
             )
             .await
             .map_err(|e| Error::Blobs(format!("cannot tag a fetched blob: {e}")))?;
-        self.flush_files(std::slice::from_ref(blob))
+        Ok(())
     }
 
     pub async fn shutdown(&self) {
@@ -132,4 +126,24 @@ impl Blobs {
             tracing::warn!("blob store shutdown: {e}");
         }
     }
+}
+
+fn flush_files_in(data_dir: &Path, blobs: &[BlobRef]) -> Result<()> {
+    for blob in blobs {
+        let hex = Hash::from_bytes(blob.hash).to_hex();
+        for ext in ["data", "obao4"] {
+            let path = data_dir.join(format!("{hex}.{ext}"));
+            match std::fs::File::open(&path) {
+                Ok(file) => file
+                    .sync_all()
+                    .map_err(|e| Error::Blobs(format!("cannot flush {}: {e}", path.display())))?,
+                // Small blobs live inline in the store's database, synced by `sync`.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::Blobs(format!("cannot open {}: {e}", path.display())));
+                }
+            }
+        }
+    }
+    Ok(())
 }

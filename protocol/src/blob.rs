@@ -296,8 +296,9 @@ mod tests {
         for (n, chunks, stream) in [
             (0, 1, 4096),
             (4088, 1, 4096),
-            (4089, 1, 8192),
-            (70_000, 2, 131_072),
+            (4089, 1, 4608),
+            (70_000, 2, 73_728),
+            (600_000, 10, 655_360),
         ] {
             let blob = encrypt_blob(&key, Rendition::Preview, [1; 19], &vec![3; n]);
             assert_eq!(
@@ -347,7 +348,7 @@ mod tests {
     #[test]
     fn appended_chunk_is_trailing_data() {
         let key = FileKey::from_bytes([7; 32]);
-        let blob = encrypt_blob(&key, Rendition::Original, [1; 19], &vec![3; 200_000]);
+        let blob = encrypt_blob(&key, Rendition::Original, [1; 19], &vec![3; 250_000]); // a 256 KiB stream: 4 full chunks
         let mut longer = blob.clone();
         longer.extend_from_slice(&blob[HEADER_LEN..HEADER_LEN + SEALED_CHUNK_LEN]);
         assert_eq!(

@@ -39,8 +39,9 @@ pub const HEADER_LEN: usize = 3 + 1 + 32 + 4 + 32 + 24;
 pub const SIGNATURE_LEN: usize = 64;
 /// Largest sealed change accepted; bounds what a peer can make a node buffer.
 pub const MAX_SEALED_LEN: usize = 64 * 1024 * 1024;
-/// Largest change that seals within [`MAX_SEALED_LEN`] (its bucket is 63 MiB).
-pub const MAX_CHANGE_LEN: usize = 63 * 1024 * 1024 - LEN_PREFIX;
+/// Largest change that seals within [`MAX_SEALED_LEN`] (its bucket is 60 MiB; the next one,
+/// 64 MiB, would not fit with the header, tag and signature).
+pub const MAX_CHANGE_LEN: usize = 60 * 1024 * 1024 - LEN_PREFIX;
 
 const LEN_PREFIX: usize = 4;
 const MIN_SEALED_LEN: usize = HEADER_LEN + crate::padding::MIN_BUCKET + TAG_LEN + SIGNATURE_LEN;

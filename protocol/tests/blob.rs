@@ -114,8 +114,8 @@ proptest! {
 }
 
 #[test]
-fn largest_doubling_bucket_round_trips() {
-    // 8 + len = 1 MiB exactly: the last power-of-two bucket, 16 full chunks.
+fn power_of_two_bucket_round_trips() {
+    // 8 + len = 1 MiB exactly: a bucket, 16 full chunks.
     let plain = payload(7, (1 << 20) - 8);
     let blob = encrypt_blob(&key(1), Rendition::Original, [3; 19], &plain);
     assert_eq!(blob.len(), HEADER_LEN + 16 * SEALED_CHUNK_LEN);

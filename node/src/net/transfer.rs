@@ -30,8 +30,11 @@ use libp2p::{PeerId, Stream};
 
 use super::{BLOBS, Network, device_of, peer_id};
 
-/// Parallel fetches. Enough to keep a LAN busy with photo-sized blobs.
-const PARALLEL: usize = 8;
+/// Parallel fetches. Enough to keep a LAN busy with thumbnail-sized blobs, where each fetch
+/// is mostly a round trip.
+const PARALLEL: usize = 16;
+/// Fetched blobs are made durable (fsync) in batches of this many.
+const DURABLE_BATCH: usize = 64;
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
@@ -201,10 +204,17 @@ pub(crate) async fn fetch_loop(net: Arc<Network>) {
             continue;
         }
         fetch_all(&net, &sources, wanted, &mut complete).await;
-        if let Err(e) = net.lib.blobs.sync().await {
+    }
+}
+
+/// Flushes a batch of fetched blobs in the background.
+fn make_durable(net: &Arc<Network>, batch: Vec<BlobRef>) -> tokio::task::JoinHandle<()> {
+    let net = net.clone();
+    tokio::spawn(async move {
+        if let Err(e) = net.lib.blobs.make_durable(batch).await {
             tracing::error!("cannot make fetched blobs durable: {e}");
         }
-    }
+    })
 }
 
 async fn fetch_all(
@@ -215,6 +225,8 @@ async fn fetch_all(
 ) {
     let mut queue = wanted.into_iter().enumerate();
     let mut running = FuturesUnordered::new();
+    let mut unflushed = Vec::new();
+    let mut flushing = Vec::new();
     loop {
         while running.len() < PARALLEL {
             let Some((i, blob)) = queue.next() else { break };
@@ -245,11 +257,19 @@ async fn fetch_all(
         };
         if ok {
             complete.insert(blob.hash);
+            unflushed.push(blob);
+            if unflushed.len() >= DURABLE_BATCH {
+                flushing.push(make_durable(net, std::mem::take(&mut unflushed)));
+            }
             net.transfer.fetched.fetch_add(1, Ordering::Relaxed);
             net.transfer.wanted.fetch_sub(1, Ordering::Relaxed);
         } else {
             net.transfer.failed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    flushing.push(make_durable(net, unflushed));
+    for task in flushing {
+        let _ = task.await;
     }
 }
 
