@@ -241,6 +241,8 @@ impl Library {
             family_secret: state.identity.family_secret,
             ops: state.ops.iter().map(|o| o.to_bytes()).collect(),
             docs,
+            // Filled in by the network, which knows the addresses.
+            peers: Vec::new(),
         })
     }
 }

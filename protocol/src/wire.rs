@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{DocId, FamilyId};
+use crate::keys::{DeviceId, DocId, FamilyId};
 use crate::library::DocKind;
 use crate::membership::OpId;
 use crate::seal::ChangeId;
@@ -127,7 +127,19 @@ pub struct Welcome {
     /// The whole membership log, including the ops that added the joiner.
     pub ops: Vec<Vec<u8>>,
     pub docs: Vec<DocGrant>,
+    /// Where the inviter last reached the family's other devices, so the joiner can connect
+    /// to them too (at most [`MAX_WELCOME_PEERS`], each with at most 8 multiaddrs).
+    pub peers: Vec<DeviceAddrs>,
 }
+
+/// A device and the multiaddrs (binary form) it was reachable at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAddrs {
+    pub device: DeviceId,
+    pub addrs: Vec<Vec<u8>>,
+}
+
+pub const MAX_WELCOME_PEERS: usize = 64;
 
 /// Why an invite was refused. The joiner shows [`Refusal::explain`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

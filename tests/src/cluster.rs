@@ -31,7 +31,8 @@ impl Cluster {
                 &format!("device {i}"),
                 "--person",
                 &format!("Person {i}"),
-            ])?;
+            ])
+            .with_context(|| format!("--- inviter's log:\n{}", tail(&nodes[0].log(), 60)))?;
             node.start()?;
             nodes.push(node);
         }

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod corpus;
+pub mod in_process;
 pub mod peer;
 
 use std::path::{Path, PathBuf};

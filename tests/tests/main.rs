@@ -7,6 +7,7 @@ mod export;
 mod faults;
 mod fixture;
 mod import;
+mod in_process;
 mod invite;
 mod node;
 mod privacy;

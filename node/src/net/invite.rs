@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
-use kith_protocol::keys::{DeviceSecret, PersonId};
+use kith_protocol::keys::{DeviceId, DeviceSecret, PersonId};
 use kith_protocol::membership::{self, SignedOp};
 use kith_protocol::ticket::{Ticket, invite_proof};
-use kith_protocol::wire::{self, InviteMessage, Refusal, Welcome};
+use kith_protocol::wire::{self, DeviceAddrs, InviteMessage, Refusal, Welcome};
 use libp2p::{Multiaddr, PeerId, Stream};
 
 use super::frame::{read_frame, write_frame};
@@ -77,7 +77,10 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), St
         })
         .await;
     let reply = match answer {
-        Ok(welcome) => InviteMessage::Welcome(Box::new(welcome)),
+        Ok(mut welcome) => {
+            welcome.peers = net.addrs_for_joiner(&device);
+            InviteMessage::Welcome(Box::new(welcome))
+        }
         Err(refusal) => {
             net.note_failure(&peer);
             InviteMessage::Refused(refusal)
@@ -95,6 +98,26 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), St
 }
 
 impl Network {
+    /// The family's other devices and where this node last reached them.
+    fn addrs_for_joiner(&self, joiner: &DeviceId) -> Vec<DeviceAddrs> {
+        self.peer_status()
+            .into_iter()
+            .filter(|(device, _)| device != joiner)
+            .map(|(device, status)| DeviceAddrs {
+                device,
+                addrs: status
+                    .addrs
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .map(|a| a.to_vec())
+                    .take(8)
+                    .collect(),
+            })
+            .filter(|d| !d.addrs.is_empty())
+            .take(wire::MAX_WELCOME_PEERS)
+            .collect()
+    }
+
     fn peer_limited(&self, peer: &PeerId) -> bool {
         let now = now_ms();
         self.invite_failures
@@ -313,22 +336,31 @@ fn record_welcome(
             )
         })
         .collect();
+    let now = now_ms();
+    let record = |addrs: &[Vec<u8>]| PeerRecord {
+        addrs: addrs
+            .iter()
+            .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
+            .map(|a| a.to_string())
+            .take(8)
+            .collect(),
+        last_seen_ms: now,
+    };
+    // The other devices the inviter knows where to find; only devices of the family count.
+    let mut peers: Vec<(DeviceId, PeerRecord)> = welcome
+        .peers
+        .iter()
+        .take(wire::MAX_WELCOME_PEERS)
+        .filter(|p| p.device != me && p.device != ticket.inviter)
+        .filter(|p| family.active_person(&p.device).is_some())
+        .map(|p| (p.device, record(&p.addrs)))
+        .collect();
+    peers.push((ticket.inviter, record(&ticket.addrs)));
     store.commit(&WriteBatch {
         identity: Some(identity),
         ops,
         docs,
-        peers: vec![(
-            ticket.inviter,
-            PeerRecord {
-                addrs: ticket
-                    .addrs
-                    .iter()
-                    .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
-                    .map(|a| a.to_string())
-                    .collect(),
-                last_seen_ms: now_ms(),
-            },
-        )],
+        peers,
         ..WriteBatch::default()
     })?;
     Ok(InitView {

@@ -18,6 +18,7 @@ pub mod sync;
 pub mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,6 +157,8 @@ pub struct Network {
     pub(crate) peers: Mutex<BTreeMap<DeviceId, PeerStatus>>,
     listen_addrs: Mutex<Vec<Multiaddr>>,
     pub(crate) blobs_wanted: Notify,
+    /// Counts family devices connecting and disconnecting, so a running transfer notices.
+    pub(crate) connection_changes: AtomicU64,
     pub(crate) transfer: transfer::Progress,
     pub(crate) invite_failures: Mutex<HashMap<PeerId, (u32, u64)>>,
 }
@@ -224,6 +227,7 @@ impl Network {
             peers: Mutex::new(peers),
             listen_addrs: Mutex::new(Vec::new()),
             blobs_wanted: Notify::new(),
+            connection_changes: AtomicU64::new(0),
             transfer: transfer::Progress::default(),
             invite_failures: Mutex::new(HashMap::new()),
         });
@@ -409,6 +413,7 @@ impl Network {
         if count == 1 {
             tokio::spawn(sync::pull_loop(self.clone(), device, peer));
         }
+        self.connection_changes.fetch_add(1, Ordering::Relaxed);
         self.blobs_wanted.notify_one();
     }
 
@@ -430,6 +435,7 @@ impl Network {
             }
         });
         if let Some(record) = record {
+            self.connection_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(peer = %device, "family device disconnected");
             let batch = WriteBatch {
                 peers: vec![(device, record)],

@@ -203,7 +203,7 @@ pub(crate) async fn fetch_loop(net: Arc<Network>) {
         if wanted.is_empty() || sources.is_empty() {
             continue;
         }
-        fetch_all(&net, &sources, wanted, &mut complete).await;
+        fetch_all(&net, sources, wanted, &mut complete).await;
     }
 }
 
@@ -219,7 +219,7 @@ fn make_durable(net: &Arc<Network>, batch: Vec<BlobRef>) -> tokio::task::JoinHan
 
 async fn fetch_all(
     net: &Arc<Network>,
-    sources: &[DeviceId],
+    mut sources: Vec<DeviceId>,
     wanted: Vec<BlobRef>,
     complete: &mut HashSet<[u8; 32]>,
 ) {
@@ -227,8 +227,16 @@ async fn fetch_all(
     let mut running = FuturesUnordered::new();
     let mut unflushed = Vec::new();
     let mut flushing = Vec::new();
+    // Looked at again on the first round: a device may have connected since `sources`.
+    let mut seen = u64::MAX;
     loop {
-        while running.len() < PARALLEL {
+        // A device that connects during a transfer takes its share from then on.
+        let now = net.connection_changes.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            sources = net.sources().await;
+        }
+        while running.len() < PARALLEL && !sources.is_empty() {
             let Some((i, blob)) = queue.next() else { break };
             let net = net.clone();
             // Round robin over the devices that are connected, starting at a different one
