@@ -3,7 +3,9 @@
 
 pub mod cluster;
 pub mod corpus;
+pub mod leaks;
 pub mod peer;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
