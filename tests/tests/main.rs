@@ -13,3 +13,4 @@ mod node;
 mod privacy;
 mod sync;
 mod tamper;
+mod transfer;
