@@ -69,8 +69,24 @@ fn progress(status: &Value) -> (u64, u64, u64) {
     )
 }
 
-#[test]
-fn a_transfer_cut_mid_way_resumes_without_starting_over() -> Result<()> {
+/// A and B, with B fetching A's photos through `relay`, which now holds A's bytes back after
+/// every thumbnail and preview and about half the originals; B holds some originals, has
+/// others in part, and its transfer has stalled.
+struct MidWay {
+    a: TestNode,
+    b: TestNode,
+    relay: Relay,
+    /// Bytes of all of A's blobs.
+    total: u64,
+    /// B's counters once stalled: renditions held, bytes fetched (all of them in whole blobs,
+    /// fetched once each).
+    have: u64,
+    fetched: u64,
+    started: Instant,
+    _photos: tempfile::TempDir,
+}
+
+fn mid_way() -> Result<MidWay> {
     let started = Instant::now();
     let seed = 0x6b69_7468 ^ std::process::id() as u64;
     eprintln!("transfer: noise seed {seed}");
@@ -94,8 +110,7 @@ fn a_transfer_cut_mid_way_resumes_without_starting_over() -> Result<()> {
         started.elapsed()
     );
 
-    // B joins and fetches through the relay, which lets A's bytes through only up to a point:
-    // every thumbnail and preview and about half the originals.
+    // B joins and fetches through the relay, which lets A's bytes through only up to a point.
     let relay = Relay::new();
     relay.set_target(a.listen_addr()?);
     let front = relay.listen("127.0.0.1:0".parse()?)?;
@@ -117,23 +132,52 @@ fn a_transfer_cut_mid_way_resumes_without_starting_over() -> Result<()> {
         Ok(relay.holding() && have > 2 * PHOTOS as u64 && wanted > 0)
     })
     .with_context(|| format!("B's status: {last}\n{}", b.log()))?;
-    // B's counters settle once the relay holds A's bytes back: read them after a last fetch
-    // that may still complete from bytes already through.
-    let before = progress(&b.json(&["status", "--json"])?);
-    let passed = relay.from_target_total();
+    // Then until B's counters have not moved for a second: every fetch that could complete
+    // has, and its blob is committed (iroh-blobs commits its metadata within 500 ms).
+    let mut seen = progress(&last);
+    let mut since = Instant::now();
+    wait_until(Duration::from_secs(30), "B's transfer to stall", || {
+        let now = progress(&b.json(&["status", "--json"])?);
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        }
+        Ok(since.elapsed() >= Duration::from_secs(1))
+    })?;
+    let (have, _, fetched) = seen;
+    eprintln!(
+        "transfer: A's bytes held back after {} bytes; B holds {have} of {} renditions, {fetched} bytes fetched ({:?})",
+        relay.from_target_total(),
+        3 * PHOTOS,
+        started.elapsed()
+    );
+    Ok(MidWay {
+        a,
+        b,
+        relay,
+        total,
+        have,
+        fetched,
+        started,
+        _photos: photos_dir,
+    })
+}
+
+#[test]
+fn a_transfer_cut_mid_way_resumes_without_starting_over() -> Result<()> {
+    let MidWay {
+        a,
+        b,
+        relay,
+        total,
+        started,
+        ..
+    } = mid_way()?;
     assert_eq!(
         relay.cut(),
         1,
         "B fetched over one connection through the relay"
     );
     relay.hold_back_after(None);
-    eprintln!(
-        "transfer: cut after {passed} bytes from A; B held {} of {} renditions, {} bytes fetched ({:?})",
-        before.0,
-        3 * PHOTOS,
-        before.2,
-        started.elapsed()
-    );
 
     let cluster = Cluster { nodes: vec![a, b] };
     cluster.wait_converged()?;
@@ -168,6 +212,51 @@ fn a_transfer_cut_mid_way_resumes_without_starting_over() -> Result<()> {
         "transfer: B fetched {fetched} of {total} bytes ({} not fetched again), done after {:?}",
         total - fetched,
         started.elapsed()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_device_killed_mid_transfer_resumes_after_restart() -> Result<()> {
+    let MidWay {
+        a,
+        mut b,
+        relay,
+        total,
+        have,
+        fetched,
+        started,
+        ..
+    } = mid_way()?;
+    b.kill9()?;
+    relay.cut();
+    relay.hold_back_after(None);
+    b.start()?;
+
+    let cluster = Cluster { nodes: vec![a, b] };
+    cluster.wait_converged()?;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let from_a = a.exported()?;
+    assert_eq!(from_a.len(), PHOTOS);
+    assert!(
+        from_a == b.exported()?,
+        "B's export must equal A's byte for byte"
+    );
+    // The restarted process counts only what it fetched itself.
+    let status = b.json(&["status", "--json"])?;
+    let (_, _, fetched_after) = progress(&status);
+    let renditions_after = status["sync"]["blobs_fetched"].as_u64().unwrap_or(u64::MAX);
+    eprintln!(
+        "transfer: killed holding {have} renditions ({fetched} bytes); after the restart B fetched {renditions_after} renditions, {fetched_after} of {total} bytes; done after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        renditions_after <= 3 * PHOTOS as u64 - have,
+        "renditions held before the crash were fetched again: {status}"
+    );
+    assert!(
+        fetched_after + fetched < total,
+        "B fetched {fetched} + {fetched_after} bytes for {total} bytes of blobs: the cut transfers started over"
     );
     Ok(())
 }
