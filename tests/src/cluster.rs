@@ -1,12 +1,16 @@
 //! A family of real `kith` processes on loopback: the first device founds the family and
 //! invites the others, which join and run. Every wait has a deadline.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
 use serde_json::Value;
 
-use crate::{TestNode, wait_until};
+use crate::{TestNode, wait_until, walk};
 
 pub struct Cluster {
     pub nodes: Vec<TestNode>,
@@ -102,4 +106,53 @@ impl TestNode {
             photos: s["photos"].as_u64().unwrap_or_default(),
         })
     }
+
+    /// The (first) TCP address the running node listens on for other devices.
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        let status = self.json(&["status", "--json"])?;
+        let addr: Multiaddr = status["sync"]["listen"][0]
+            .as_str()
+            .context("the node listens nowhere")?
+            .parse()?;
+        socket_addr(&addr).with_context(|| format!("{addr} is not an IPv4 TCP address"))
+    }
+
+    /// File name → bytes of every original in an export (sidecars left out).
+    pub fn exported(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        let out = tempfile::tempdir()?;
+        let dir = out.path().join("export");
+        self.ok(&["export", dir.to_str().context("utf-8 path")?])?;
+        let mut files = BTreeMap::new();
+        for path in walk(&dir) {
+            let name = path.strip_prefix(&dir)?.display().to_string();
+            if !name.ends_with(".kith.json") {
+                files.insert(name, std::fs::read(&path)?);
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// `/ip4/A/tcp/P` as a socket address.
+pub fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(a),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    Some(SocketAddr::from((ip?, port?)))
+}
+
+/// A socket address as the multiaddr libp2p dials.
+pub fn multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::empty()
+        .with(match addr.ip() {
+            std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+            std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+        })
+        .with(Protocol::Tcp(addr.port()))
 }

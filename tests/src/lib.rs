@@ -4,7 +4,9 @@
 pub mod cluster;
 pub mod corpus;
 pub mod in_process;
+pub mod leaks;
 pub mod peer;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

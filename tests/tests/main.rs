@@ -1,6 +1,7 @@
 //! All integration tests in one binary (the ripgrep habit): real `kith` processes on temp data
 //! dirs, the shared photo corpus, waits with deadlines.
 
+mod capture;
 mod cli;
 mod crash;
 mod export;
@@ -13,3 +14,4 @@ mod node;
 mod privacy;
 mod sync;
 mod tamper;
+mod transfer;

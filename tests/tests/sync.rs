@@ -1,11 +1,9 @@
 //! Two devices: invite, join, and replication of documents and blobs over libp2p.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result};
+use kith_tests::TestNode;
 use kith_tests::cluster::Cluster;
 use kith_tests::corpus;
-use kith_tests::{TestNode, walk};
 
 /// A handful of corpus photos (camera JPEGs), to keep the test quick.
 fn some_photos(n: usize) -> Result<Vec<String>> {
@@ -24,21 +22,6 @@ fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
     Ok(())
 }
 
-/// File name → bytes of every original in an export (sidecars left out).
-fn exported(node: &TestNode) -> Result<BTreeMap<String, Vec<u8>>> {
-    let out = tempfile::tempdir()?;
-    let dir = out.path().join("export");
-    node.ok(&["export", dir.to_str().context("utf-8 path")?])?;
-    let mut files = BTreeMap::new();
-    for path in walk(&dir) {
-        let name = path.strip_prefix(&dir)?.display().to_string();
-        if !name.ends_with(".kith.json") {
-            files.insert(name, std::fs::read(&path)?);
-        }
-    }
-    Ok(files)
-}
-
 #[test]
 fn invite_join_import_on_a_shows_on_b_with_identical_originals() -> Result<()> {
     let cluster = Cluster::start(2)?;
@@ -54,8 +37,8 @@ fn invite_join_import_on_a_shows_on_b_with_identical_originals() -> Result<()> {
     let albums = b.json(&["albums", "--json"])?;
     assert_eq!(albums[0]["title"], "Summer 2026");
 
-    let from_a = exported(a)?;
-    let from_b = exported(b)?;
+    let from_a = a.exported()?;
+    let from_b = b.exported()?;
     assert_eq!(from_a.len(), files.len());
     assert_eq!(from_a, from_b, "B's export must equal A's byte for byte");
 
@@ -91,7 +74,7 @@ fn edits_on_both_sides_converge_and_flow_both_ways() -> Result<()> {
         let photos = node.json(&["photos", "--album", "Trip to the sea", "--json"])?;
         assert_eq!(photos.as_array().map(Vec::len), Some(4), "{photos}");
     }
-    assert_eq!(exported(a)?, exported(b)?);
+    assert_eq!(a.exported()?, b.exported()?);
     Ok(())
 }
 
@@ -105,6 +88,6 @@ fn a_device_that_was_offline_catches_up() -> Result<()> {
     cluster.wait_converged()?;
     let photos = cluster.nodes[1].json(&["photos", "--json"])?;
     assert_eq!(photos.as_array().map(Vec::len), Some(files.len()));
-    assert_eq!(exported(&cluster.nodes[0])?, exported(&cluster.nodes[1])?);
+    assert_eq!(cluster.nodes[0].exported()?, cluster.nodes[1].exported()?);
     Ok(())
 }
