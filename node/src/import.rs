@@ -440,7 +440,7 @@ impl Library {
         Ok((outcomes, waiting))
     }
 
-    fn commit_entries<'a>(
+    pub(crate) fn commit_entries<'a>(
         &self,
         state: &mut State,
         entries: impl Iterator<Item = &'a PhotoEntry>,

@@ -11,6 +11,7 @@
 //! - [`daemon`]: `kith run`.
 //! - [`views`]: the shapes printed by the CLI and returned by the API.
 
+pub mod adopt;
 pub mod api;
 pub mod blobs;
 pub mod client;

@@ -151,6 +151,7 @@ impl Library {
             device_id: device.device_id().to_string(),
             person: person_name.to_owned(),
             family_id: identity.family.to_string(),
+            kept: None,
         })
     }
 
@@ -338,8 +339,18 @@ impl Library {
         title: &str,
         parent: Option<&str>,
     ) -> Result<DocId> {
-        let title = validate_title(title)?;
         let parent = parent.map(|p| state.find_album(p)).transpose()?;
+        self.create_album_under(state, title, parent)
+    }
+
+    /// Creates an album under `parent` (an album id), refusing a title its siblings have.
+    pub(crate) fn create_album_under(
+        &self,
+        state: &mut State,
+        title: &str,
+        parent: Option<DocId>,
+    ) -> Result<DocId> {
+        let title = validate_title(title)?;
         if state
             .albums
             .values()

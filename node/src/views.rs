@@ -150,6 +150,22 @@ pub struct InitView {
     pub device_id: String,
     pub person: String,
     pub family_id: String,
+    /// When a device that had a library of its own joined a family: what it brought along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<KeptLibraryView>,
+}
+
+/// The library a device held before it joined a family, now part of that family.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeptLibraryView {
+    pub photos: usize,
+    /// Photos the family already had (the same original): kept once.
+    pub already_there: usize,
+    pub albums: usize,
+    /// Photos that could not be carried over (damaged on disk), with why.
+    pub skipped: Vec<String>,
+    /// Where the data dir as it was before the join is kept until the user deletes it.
+    pub previous_data_dir: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

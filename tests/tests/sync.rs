@@ -91,3 +91,70 @@ fn a_device_that_was_offline_catches_up() -> Result<()> {
     assert_eq!(cluster.nodes[0].exported()?, cluster.nodes[1].exported()?);
     Ok(())
 }
+
+/// A device that ran kith alone joins a family: its photos and albums (nesting included) become
+/// part of the family's library, re-keyed, with byte-identical originals on both devices, and
+/// its data dir as it was is kept beside the new one.
+#[test]
+fn joining_with_a_library_of_its_own_brings_it_into_the_family() -> Result<()> {
+    let files = some_photos(5)?;
+    let mut a = TestNode::initialised()?;
+    a.start()?;
+    import(&a, &files[..2], "Family")?;
+
+    let mut b = TestNode::initialised()?;
+    import(&b, &files[2..], "Mine")?;
+    b.ok(&["albums", "create", "Best", "--parent", "Mine"])?;
+    let before = b.json(&["photos", "--json"])?;
+    let before = before.as_array().context("photos is a list")?.clone();
+    let first = before[0]["id"].as_str().context("photo id")?.to_owned();
+    b.ok(&["albums", "add", "Mine/Best", &first])?;
+
+    let joined = b.json(&["join", &a.invite()?, "--name", "B", "--json"])?;
+    let kept = &joined["kept"];
+    assert_eq!(kept["photos"], 3, "{joined}");
+    assert_eq!(kept["albums"], 2, "{joined}");
+    assert_eq!(
+        kept["skipped"].as_array().map(Vec::len),
+        Some(0),
+        "{joined}"
+    );
+    let previous = std::path::PathBuf::from(kept["previous_data_dir"].as_str().context("path")?);
+    assert!(
+        previous.is_dir(),
+        "the data dir as it was is kept at {previous:?}"
+    );
+
+    b.start()?;
+    let cluster = Cluster { nodes: vec![a, b] };
+    cluster.wait_converged()?;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let on_a = a.json(&["photos", "--json"])?;
+    assert_eq!(on_a, b.json(&["photos", "--json"])?);
+    assert_eq!(on_a.as_array().map(Vec::len), Some(5));
+    // Re-keyed: the family's secret makes other ids than B's own family's did.
+    let ids: Vec<&str> = on_a
+        .as_array()
+        .context("photos is a list")?
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert!(
+        before
+            .iter()
+            .all(|p| !ids.contains(&p["id"].as_str().unwrap_or_default()))
+    );
+
+    let albums = a.json(&["albums", "--json"])?;
+    let paths: Vec<(&str, u64)> = albums
+        .as_array()
+        .context("albums is a list")?
+        .iter()
+        .filter_map(|x| Some((x["path"].as_str()?, x["photos"].as_u64()?)))
+        .collect();
+    for expected in [("Family", 2), ("Mine", 3), ("Mine/Best", 1)] {
+        assert!(paths.contains(&expected), "{expected:?} not in {paths:?}");
+    }
+    assert_eq!(a.exported()?, b.exported()?, "originals identical on both");
+    Ok(())
+}

@@ -116,9 +116,25 @@ pub async fn join(
         print_json(&view)?;
     } else {
         println!(
-            "Joined the family as {} with device {} in {}.\nStart the node with `kith run`: it finds the family's devices and syncs.",
+            "Joined the family as {} with device {} in {}.",
             view.person, view.device_id, view.data_dir
         );
+        if let Some(kept) = &view.kept {
+            println!(
+                "Your library came along: {} photo(s) ({} the family already had) and {} album(s) are now part of the family's library.",
+                kept.photos + kept.already_there,
+                kept.already_there,
+                kept.albums
+            );
+            for skipped in &kept.skipped {
+                println!("  not carried over (damaged): {skipped}");
+            }
+            println!(
+                "The data dir as it was is kept in {}; delete it once you have checked the photos.",
+                kept.previous_data_dir
+            );
+        }
+        println!("Start the node with `kith run`: it finds the family's devices and syncs.");
     }
     Ok(ExitCode::SUCCESS)
 }

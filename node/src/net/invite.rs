@@ -20,6 +20,7 @@ use super::{INVITE, Network, build_swarm, device_of, keypair, peer_id};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::invites::JoinRequest;
+use crate::library::Library;
 use crate::library::now_ms;
 use crate::store::{DocRecord, Identity, PeerRecord, Store, WriteBatch};
 use crate::views::InitView;
@@ -142,8 +143,9 @@ impl Network {
     }
 }
 
-/// `kith join`: joins the family of `ticket` from a data dir that holds no library yet.
-/// Nothing is written unless the inviter admits this device.
+/// `kith join`: joins the family of `ticket`. Nothing is written unless the inviter admits
+/// this device. A data dir that already holds a library of its own (the device ran kith alone)
+/// keeps it: its photos and albums become this person's in the family joined.
 pub async fn join(
     data_dir: &DataDir,
     ticket: &Ticket,
@@ -153,30 +155,92 @@ pub async fn join(
     if ticket.is_expired(now_ms()) {
         return Err(Error::Invite(Refusal::Expired.explain().into()));
     }
-    let existing_key = if data_dir.db_file().exists() {
-        if Store::peek_has_identity(&data_dir.db_file())? {
-            return Err(Error::Invite(format!(
-                "{} already holds a library; joining with an existing library is not supported yet: \
-                 export it (`kith export`), join from a new --data-dir, then import the export there",
-                data_dir.root().display()
-            )));
-        }
-        Some(data_dir.read_device_secret()?)
-    } else {
-        None
-    };
+    let has_key = data_dir.key_file().exists();
+    if data_dir.db_file().exists() && Store::peek_has_identity(&data_dir.db_file())? {
+        return join_with_library(data_dir, ticket, person_name, device_name).await;
+    }
+    let existing_key = has_key.then(|| data_dir.read_device_secret()).transpose()?;
     let device = existing_key
         .clone()
         .unwrap_or_else(|| DeviceSecret::from_seeds(rand::random(), rand::random()));
     let welcome = ask_to_join(&device, ticket, person_name, device_name).await?;
-    let view = record_welcome(
+    record_welcome(
         data_dir,
         &device,
         existing_key.is_none(),
         ticket,
         device_name,
         welcome,
-    )?;
+    )
+}
+
+/// Joins from a data dir that holds a library: the family's state is written to a new data dir
+/// beside it, the library is carried over into it, and then the two swap places; the data dir
+/// as it was stays beside the new one (`NAME.before-join`) until the user deletes it.
+async fn join_with_library(
+    data_dir: &DataDir,
+    ticket: &Ticket,
+    person_name: &str,
+    device_name: &str,
+) -> Result<InitView> {
+    let root = data_dir.root();
+    let sibling = |suffix: &str| {
+        let mut name = root.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        root.with_file_name(name)
+    };
+    let (staging, previous) = (sibling(".joining"), sibling(".before-join"));
+    if previous.exists() {
+        return Err(Error::Invite(format!(
+            "{} is in the way (a library kept from an earlier join): move or delete it, then join again",
+            previous.display()
+        )));
+    }
+    // Opening it first checks that it is readable and that no node runs on it.
+    let old = Library::open(data_dir).await?;
+    let device = data_dir.read_device_secret()?;
+    let welcome = ask_to_join(&device, ticket, person_name, device_name).await;
+    let welcome = match welcome {
+        Ok(w) => w,
+        Err(e) => {
+            old.close().await;
+            return Err(e);
+        }
+    };
+    if staging.exists() {
+        // Left by a join that stopped half way; the library it copied from is untouched.
+        std::fs::remove_dir_all(&staging)
+            .map_err(|e| Error::Invite(format!("cannot clear {}: {e}", staging.display())))?;
+    }
+    let new_dir = DataDir::new(&staging);
+    let mut view = record_welcome(&new_dir, &device, true, ticket, device_name, welcome)?;
+    let new = Library::open(&new_dir).await?;
+    let kept = new.take_in(&old).await;
+    new.close().await;
+    old.close().await;
+    let mut kept = kept.map_err(|e| {
+        Error::Invite(format!(
+            "this device joined the family, but carrying its library over failed: {e}. \
+             Your library is untouched in {}; the half-made new one is in {}. \
+             Delete the latter and join again with a new invite",
+            root.display(),
+            staging.display()
+        ))
+    })?;
+    let swap = std::fs::rename(root, &previous).and_then(|()| std::fs::rename(&staging, root));
+    swap.map_err(|e| {
+        Error::Invite(format!(
+            "joined and carried the library over into {}, but cannot put it in place of {}: {e}",
+            staging.display(),
+            root.display()
+        ))
+    })?;
+    if let Some(parent) = root.parent() {
+        crate::datadir::sync_dir(parent)?;
+    }
+    kept.previous_data_dir = previous.display().to_string();
+    view.data_dir = root.display().to_string();
+    view.kept = Some(kept);
     Ok(view)
 }
 
@@ -368,5 +432,6 @@ fn record_welcome(
         device_id: me.to_string(),
         person: person_state.name.clone(),
         family_id: welcome.family.to_string(),
+        kept: None,
     })
 }
