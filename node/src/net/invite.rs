@@ -230,9 +230,11 @@ async fn join_with_library(
     let swap = std::fs::rename(root, &previous).and_then(|()| std::fs::rename(&staging, root));
     swap.map_err(|e| {
         Error::Invite(format!(
-            "joined and carried the library over into {}, but cannot put it in place of {}: {e}",
+            "joined and carried the library over into {}, but cannot put it in place of {}: {e}. \
+             Move it there by hand; the data dir as it was is in {} if it was moved already",
             staging.display(),
-            root.display()
+            root.display(),
+            previous.display()
         ))
     })?;
     if let Some(parent) = root.parent() {
