@@ -27,6 +27,19 @@ pub struct Received {
     pub rejected: usize,
 }
 
+/// What this replica holds of what a newly joined device has to receive by sync: its
+/// documents, their sealed changes and the membership log, with sizes as they travel.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaSize {
+    pub documents: usize,
+    pub changes: usize,
+    /// Bytes of the sealed changes.
+    pub change_bytes: u64,
+    pub ops: usize,
+    /// Bytes of the signed membership ops.
+    pub op_bytes: u64,
+}
+
 impl State {
     /// The role of a current (not revoked) device of this family, or `None`.
     pub(crate) fn current_role(&self, device: &DeviceId) -> Option<Role> {
@@ -79,6 +92,25 @@ impl Library {
             .filter(|(id, d)| !d.revoked && **id != me)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// How many documents, changes and ops this replica holds, and their sizes.
+    pub async fn replica_size(&self) -> Result<ReplicaSize> {
+        let state = self.state.lock().await;
+        let mut size = ReplicaSize {
+            documents: state.docs.len(),
+            ops: state.ops.len(),
+            op_bytes: state.ops.iter().map(|o| o.to_bytes().len() as u64).sum(),
+            ..ReplicaSize::default()
+        };
+        for (doc, ids) in &state.change_ids {
+            let ids: Vec<ChangeId> = ids.iter().copied().collect();
+            for bytes in self.store.changes_by_id(doc, &ids)? {
+                size.changes += 1;
+                size.change_bytes += bytes.len() as u64;
+            }
+        }
+        Ok(size)
     }
 
     pub(crate) async fn op_ids(&self) -> Vec<OpId> {
