@@ -6,7 +6,9 @@
 //! document's key; a rejected one is logged and dropped. Everything taken in is committed to
 //! redb before it is applied in memory or pushed on.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use rayon::prelude::*;
 
 use kith_protocol::keys::{DeviceId, DocId, FamilyId};
 use kith_protocol::membership::{self, OpId, Role, SignedOp};
@@ -329,7 +331,7 @@ impl Library {
     ) -> Result<Received> {
         let mut state = self.state.lock().await;
         let mut out = Received::default();
-        let mut accepted: Vec<(DocId, SealedChange, Vec<u8>)> = Vec::new();
+        let mut fresh: Vec<SealedChange> = Vec::new();
         let mut seen = BTreeSet::new();
         for bytes in items {
             let sealed = match SealedChange::from_bytes(bytes) {
@@ -351,31 +353,57 @@ impl Library {
                 out.known += 1;
                 continue;
             }
-            match check_change(&state, &sealed) {
-                Ok(plain) => accepted.push((header.doc, sealed, plain)),
+            fresh.push(sealed);
+        }
+        // Signatures and decryption are independent per change: checked on every core.
+        let checked: Vec<std::result::Result<Vec<u8>, String>> = {
+            let state: &State = &state;
+            fresh.par_iter().map(|s| check_change(state, s)).collect()
+        };
+        // The accepted changes of each document, in the order they came.
+        let mut by_doc: BTreeMap<DocId, Vec<Opened>> = BTreeMap::new();
+        for (sealed, check) in fresh.into_iter().zip(checked) {
+            let header = sealed.header();
+            match check {
+                Ok(plain) => by_doc.entry(header.doc).or_default().push((sealed, plain)),
                 Err(reason) => {
-                    tracing::warn!(peer = %from, change = %id, doc = %header.doc, "rejected a change: {reason}");
+                    tracing::warn!(peer = %from, change = %sealed.id(), doc = %header.doc, "rejected a change: {reason}");
                     out.rejected += 1;
                 }
             }
         }
-        if accepted.is_empty() {
+        if by_doc.is_empty() {
             return Ok(out);
         }
         // Apply in memory first so a change automerge refuses is never stored; if the commit
-        // then fails, memory is rebuilt from disk.
+        // then fails, memory is rebuilt from disk. Documents are independent, so they are
+        // applied in parallel, each one's changes in order.
+        let jobs: Vec<(DocId, &mut OpenDoc, Vec<Opened>)> = state
+            .docs
+            .iter_mut()
+            .filter_map(|(id, open)| by_doc.remove(id).map(|changes| (*id, open, changes)))
+            .collect();
+        let applied: Vec<(DocId, SealedChange, Option<String>)> = jobs
+            .into_par_iter()
+            .flat_map_iter(|(id, open, changes)| {
+                changes
+                    .into_iter()
+                    .map(|(sealed, plain)| {
+                        let refused = open.doc.apply_change(plain).err().map(|e| e.to_string());
+                        (id, sealed, refused)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let mut batch = WriteBatch::default();
         let mut touched = BTreeSet::new();
-        for (doc, sealed, plain) in accepted {
-            let Some(open) = state.docs.get_mut(&doc) else {
-                continue;
-            };
-            match open.doc.apply_change(plain) {
-                Ok(()) => {
+        for (doc, sealed, refused) in applied {
+            match refused {
+                None => {
                     touched.insert(doc);
                     batch.changes.push((doc, sealed));
                 }
-                Err(e) => {
+                Some(e) => {
                     tracing::warn!(peer = %from, change = %sealed.id(), "rejected a change automerge refuses: {e}");
                     out.rejected += 1;
                 }
@@ -398,6 +426,9 @@ impl Library {
         Ok(out)
     }
 }
+
+/// A received change that passed its checks, with its automerge bytes.
+type Opened = (SealedChange, Vec<u8>);
 
 pub(crate) fn grant(id: &DocId, record: &DocRecord) -> DocGrant {
     DocGrant {
