@@ -229,11 +229,7 @@ async fn device_b(dir: &Path, digest: &str, photos: usize) -> Result<()> {
         }
         if last_report.elapsed() > Duration::from_secs(5) {
             last_report = Instant::now();
-            let received: u64 = net
-                .peer_status()
-                .values()
-                .map(|p| p.changes_received)
-                .sum();
+            let received: u64 = net.peer_status().values().map(|p| p.changes_received).sum();
             println!(
                 "{:>5.1} s: {received} changes received",
                 start.elapsed().as_secs_f64()
