@@ -11,9 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kith_protocol::keys::{
     DeviceId, DeviceSecret, DocId, FamilyId, FamilySecret, PersonId, PhotoId, SymmetricKey,
 };
-use kith_protocol::library::{AlbumMeta, DocKind, Document, PhotoEntry};
+use kith_protocol::library::{AlbumMeta, DocKind, Document, LibraryError, PhotoEntry};
 use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody, OpId, SignedOp};
 use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
+use rayon::prelude::*;
 use tokio::sync::Mutex;
 
 use crate::blobs::Blobs;
@@ -703,13 +704,28 @@ impl State {
     /// document that does not read as what its record says is reported in `damaged` and left
     /// out of the index.
     pub(crate) fn reindex_docs(&mut self, docs: &[DocId]) {
-        for id in docs {
-            let Some(open) = self.docs.get(id) else {
-                continue;
-            };
-            let indexed = match open.record.kind {
-                DocKind::Library => open.doc.photos().map(|entries| {
-                    for old in self.photos_by_doc.remove(id).unwrap_or_default() {
+        // Reading the entries out of automerge is what costs; documents are independent, so
+        // they are read on every core, then merged into the index in the order given.
+        let read: Vec<(DocId, std::result::Result<Indexed, LibraryError>)> = {
+            let open_docs = &self.docs;
+            docs.par_iter()
+                .filter_map(|id| {
+                    let open = open_docs.get(id)?;
+                    let read = match open.record.kind {
+                        DocKind::Library => open.doc.photos().map(Indexed::Library),
+                        DocKind::Album => open.doc.album().and_then(|meta| {
+                            let ids = open.doc.photos()?.into_iter().map(|e| e.id).collect();
+                            Ok(Indexed::Album(meta, ids))
+                        }),
+                    };
+                    Some((*id, read))
+                })
+                .collect()
+        };
+        for (id, read) in read {
+            match read {
+                Ok(Indexed::Library(entries)) => {
+                    for old in self.photos_by_doc.remove(&id).unwrap_or_default() {
                         if let Some(entry) = self.photos.remove(&old) {
                             for blob in entry.blobs() {
                                 self.blob_owner.remove(&blob.hash);
@@ -723,19 +739,17 @@ impl State {
                         }
                         self.photos.insert(entry.id, entry);
                     }
-                    self.photos_by_doc.insert(*id, ids);
-                }),
-                DocKind::Album => open.doc.album().and_then(|meta| {
-                    let ids = open.doc.photos()?.into_iter().map(|e| e.id).collect();
-                    self.albums.insert(*id, (meta, ids));
-                    Ok(())
-                }),
-            };
-            if let Err(e) = indexed {
-                let note = format!("document {id}: {e}");
-                if !self.damaged.contains(&note) {
-                    tracing::error!("{note}");
-                    self.damaged.push(note);
+                    self.photos_by_doc.insert(id, ids);
+                }
+                Ok(Indexed::Album(meta, ids)) => {
+                    self.albums.insert(id, (meta, ids));
+                }
+                Err(e) => {
+                    let note = format!("document {id}: {e}");
+                    if !self.damaged.contains(&note) {
+                        tracing::error!("{note}");
+                        self.damaged.push(note);
+                    }
                 }
             }
         }
@@ -894,6 +908,12 @@ impl State {
             created_at_ms: meta.created_at_ms,
         }
     }
+}
+
+/// What one document contributes to the index.
+enum Indexed {
+    Library(Vec<PhotoEntry>),
+    Album(AlbumMeta, BTreeSet<PhotoId>),
 }
 
 /// The library shard a photo belongs to: its month of taken-at, else `undated`.

@@ -6,7 +6,9 @@
 //! document's key; a rejected one is logged and dropped. Everything taken in is committed to
 //! redb before it is applied in memory or pushed on.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use rayon::prelude::*;
 
 use kith_protocol::keys::{DeviceId, DocId, FamilyId};
 use kith_protocol::membership::{self, OpId, Role, SignedOp};
@@ -25,6 +27,19 @@ pub struct Received {
     pub applied: usize,
     pub known: usize,
     pub rejected: usize,
+}
+
+/// What this replica holds of what a newly joined device has to receive by sync: its
+/// documents, their sealed changes and the membership log, with sizes as they travel.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaSize {
+    pub documents: usize,
+    pub changes: usize,
+    /// Bytes of the sealed changes.
+    pub change_bytes: u64,
+    pub ops: usize,
+    /// Bytes of the signed membership ops.
+    pub op_bytes: u64,
 }
 
 impl State {
@@ -79,6 +94,25 @@ impl Library {
             .filter(|(id, d)| !d.revoked && **id != me)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// How many documents, changes and ops this replica holds, and their sizes.
+    pub async fn replica_size(&self) -> Result<ReplicaSize> {
+        let state = self.state.lock().await;
+        let mut size = ReplicaSize {
+            documents: state.docs.len(),
+            ops: state.ops.len(),
+            op_bytes: state.ops.iter().map(|o| o.to_bytes().len() as u64).sum(),
+            ..ReplicaSize::default()
+        };
+        for (doc, ids) in &state.change_ids {
+            let ids: Vec<ChangeId> = ids.iter().copied().collect();
+            for bytes in self.store.changes_by_id(doc, &ids)? {
+                size.changes += 1;
+                size.change_bytes += bytes.len() as u64;
+            }
+        }
+        Ok(size)
     }
 
     pub(crate) async fn op_ids(&self) -> Vec<OpId> {
@@ -297,7 +331,7 @@ impl Library {
     ) -> Result<Received> {
         let mut state = self.state.lock().await;
         let mut out = Received::default();
-        let mut accepted: Vec<(DocId, SealedChange, Vec<u8>)> = Vec::new();
+        let mut fresh: Vec<SealedChange> = Vec::new();
         let mut seen = BTreeSet::new();
         for bytes in items {
             let sealed = match SealedChange::from_bytes(bytes) {
@@ -319,31 +353,57 @@ impl Library {
                 out.known += 1;
                 continue;
             }
-            match check_change(&state, &sealed) {
-                Ok(plain) => accepted.push((header.doc, sealed, plain)),
+            fresh.push(sealed);
+        }
+        // Signatures and decryption are independent per change: checked on every core.
+        let checked: Vec<std::result::Result<Vec<u8>, String>> = {
+            let state: &State = &state;
+            fresh.par_iter().map(|s| check_change(state, s)).collect()
+        };
+        // The accepted changes of each document, in the order they came.
+        let mut by_doc: BTreeMap<DocId, Vec<Opened>> = BTreeMap::new();
+        for (sealed, check) in fresh.into_iter().zip(checked) {
+            let header = sealed.header();
+            match check {
+                Ok(plain) => by_doc.entry(header.doc).or_default().push((sealed, plain)),
                 Err(reason) => {
-                    tracing::warn!(peer = %from, change = %id, doc = %header.doc, "rejected a change: {reason}");
+                    tracing::warn!(peer = %from, change = %sealed.id(), doc = %header.doc, "rejected a change: {reason}");
                     out.rejected += 1;
                 }
             }
         }
-        if accepted.is_empty() {
+        if by_doc.is_empty() {
             return Ok(out);
         }
         // Apply in memory first so a change automerge refuses is never stored; if the commit
-        // then fails, memory is rebuilt from disk.
+        // then fails, memory is rebuilt from disk. Documents are independent, so they are
+        // applied in parallel, each one's changes in order.
+        let jobs: Vec<(DocId, &mut OpenDoc, Vec<Opened>)> = state
+            .docs
+            .iter_mut()
+            .filter_map(|(id, open)| by_doc.remove(id).map(|changes| (*id, open, changes)))
+            .collect();
+        let applied: Vec<(DocId, SealedChange, Option<String>)> = jobs
+            .into_par_iter()
+            .flat_map_iter(|(id, open, changes)| {
+                changes
+                    .into_iter()
+                    .map(|(sealed, plain)| {
+                        let refused = open.doc.apply_change(plain).err().map(|e| e.to_string());
+                        (id, sealed, refused)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let mut batch = WriteBatch::default();
         let mut touched = BTreeSet::new();
-        for (doc, sealed, plain) in accepted {
-            let Some(open) = state.docs.get_mut(&doc) else {
-                continue;
-            };
-            match open.doc.apply_change(plain) {
-                Ok(()) => {
+        for (doc, sealed, refused) in applied {
+            match refused {
+                None => {
                     touched.insert(doc);
                     batch.changes.push((doc, sealed));
                 }
-                Err(e) => {
+                Some(e) => {
                     tracing::warn!(peer = %from, change = %sealed.id(), "rejected a change automerge refuses: {e}");
                     out.rejected += 1;
                 }
@@ -366,6 +426,9 @@ impl Library {
         Ok(out)
     }
 }
+
+/// A received change that passed its checks, with its automerge bytes.
+type Opened = (SealedChange, Vec<u8>);
 
 pub(crate) fn grant(id: &DocId, record: &DocRecord) -> DocGrant {
     DocGrant {

@@ -34,6 +34,12 @@ pub enum SyncError {
     Node(#[from] crate::error::Error),
 }
 
+/// Frames read ahead of the one being handled.
+const READ_AHEAD: usize = 16;
+/// Most bytes of sealed changes a puller takes in with one commit. Bounded because the library
+/// stays locked while they are checked, applied and indexed.
+const GATHER_BYTES: usize = 4 * BATCH_BYTES;
+
 /// Serves every incoming sync stream on its own task (the accept loop only spawns).
 pub(crate) async fn accept_loop(net: Arc<Network>, mut incoming: libp2p_stream::IncomingStreams) {
     while let Some((peer, stream)) = incoming.next().await {
@@ -318,18 +324,53 @@ async fn pull(net: &Network, device: &DeviceId, peer: PeerId) -> Result<(), Sync
     let family = net.lib.family_id().await;
     send_hello(&mut stream, family).await?;
     expect_hello(&mut stream, family).await?;
+    let (mut reader, mut stream) = futures::AsyncReadExt::split(stream);
+    // Frames are read and decoded on their own task, so the next ones arrive while changes
+    // are being applied, and changes already waiting can be taken in together.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SyncMessage, SyncError>>(READ_AHEAD);
+    let read_task = tokio::spawn(async move {
+        loop {
+            let message = read_sync(&mut reader).await.transpose();
+            let end = !matches!(message, Some(Ok(_)));
+            if let Some(message) = message
+                && tx.send(message).await.is_err()
+            {
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    let result = pull_frames(net, device, &mut rx, &mut stream).await;
+    read_task.abort();
+    result
+}
+
+async fn pull_frames<W: futures::AsyncWrite + Unpin>(
+    net: &Network,
+    device: &DeviceId,
+    rx: &mut tokio::sync::mpsc::Receiver<Result<SyncMessage, SyncError>>,
+    stream: &mut W,
+) -> Result<(), SyncError> {
     // 0: digests not seen yet; 1: waiting for the echo after WantIds; 2: after Wants.
     let mut barrier = 0u8;
+    // A frame read while gathering changes that is not one of them: handled next.
+    let mut next: Option<Result<SyncMessage, SyncError>> = None;
     loop {
-        let Some(message) = read_sync(&mut stream).await? else {
-            return Ok(());
+        let message = match next.take() {
+            Some(m) => m?,
+            None => match rx.recv().await {
+                Some(m) => m?,
+                None => return Ok(()),
+            },
         };
         match message {
             SyncMessage::OpIds(ids) => {
                 let have = net.lib.op_ids().await;
                 let missing: Vec<_> = ids.into_iter().filter(|id| !have.contains(id)).collect();
                 if !missing.is_empty() {
-                    write_frame(&mut stream, &SyncMessage::WantOps(missing)).await?;
+                    write_frame(stream, &SyncMessage::WantOps(missing)).await?;
                 }
             }
             SyncMessage::Ops(items) => {
@@ -352,18 +393,34 @@ async fn pull(net: &Network, device: &DeviceId, peer: PeerId) -> Result<(), Sync
                     }
                 }
                 for chunk in differ.chunks(MAX_IDS) {
-                    write_frame(&mut stream, &SyncMessage::WantIds(chunk.to_vec())).await?;
+                    write_frame(stream, &SyncMessage::WantIds(chunk.to_vec())).await?;
                 }
                 barrier = 1;
-                write_frame(&mut stream, &SyncMessage::CaughtUp).await?;
+                write_frame(stream, &SyncMessage::CaughtUp).await?;
             }
             SyncMessage::Ids { doc, ids } => {
                 let missing = net.lib.missing_changes(&doc, &ids).await;
                 if !missing.is_empty() {
-                    write_frame(&mut stream, &SyncMessage::Want { doc, ids: missing }).await?;
+                    write_frame(stream, &SyncMessage::Want { doc, ids: missing }).await?;
                 }
             }
-            SyncMessage::Changes(items) => {
+            SyncMessage::Changes(mut items) => {
+                // Changes frames already read are taken in with this one: one commit and one
+                // re-index of each document for all of them.
+                let mut size: usize = items.iter().map(Vec::len).sum();
+                while size < GATHER_BYTES {
+                    match rx.try_recv() {
+                        Ok(Ok(SyncMessage::Changes(more))) => {
+                            size += more.iter().map(Vec::len).sum::<usize>();
+                            items.extend(more);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let got = net.lib.receive_changes(device, items).await?;
                 net.with_peer(device, |p| {
                     p.changes_received += got.applied as u64;
@@ -376,7 +433,7 @@ async fn pull(net: &Network, device: &DeviceId, peer: PeerId) -> Result<(), Sync
             SyncMessage::CaughtUp => match barrier {
                 1 => {
                     barrier = 2;
-                    write_frame(&mut stream, &SyncMessage::CaughtUp).await?;
+                    write_frame(stream, &SyncMessage::CaughtUp).await?;
                 }
                 2 => {
                     barrier = 0;
