@@ -19,7 +19,7 @@ use kith_node::{DataDir, ImportRequest, Library};
 use kith_protocol::membership::Role;
 
 fn main() -> Result<()> {
-    let mb = parse_mb()?;
+    let (mb, listen) = parse_args()?;
     let tmp = tempfile::tempdir()?;
 
     let t = Instant::now();
@@ -33,9 +33,9 @@ fn main() -> Result<()> {
     );
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let (kith, wire_bytes) = runtime.block_on(kith_transfer(&set, tmp.path()))?;
+    let (kith, wire_bytes) = runtime.block_on(kith_transfer(&set, tmp.path(), &listen))?;
     report(
-        "kith (loopback, A -> B, libp2p TCP+Noise+Yamux)",
+        &format!("kith (loopback, A -> B, libp2p on {listen})"),
         set.bytes,
         kith,
     );
@@ -70,9 +70,13 @@ fn main() -> Result<()> {
 
 /// Imports the set on A (not timed), then times B from starting its node until it holds every
 /// photo and rendition. Returns that time and the bytes B fetched.
-async fn kith_transfer(set: &PhotoSet, tmp: &std::path::Path) -> Result<(Duration, u64)> {
+async fn kith_transfer(
+    set: &PhotoSet,
+    tmp: &std::path::Path,
+    listen: &str,
+) -> Result<(Duration, u64)> {
     let loopback = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        listen: vec![listen.parse()?],
         mdns: false,
     };
     let dir_a = DataDir::new(tmp.join("kith-a"));
@@ -132,8 +136,10 @@ fn report(what: &str, bytes: u64, elapsed: Duration) {
     );
 }
 
-fn parse_mb() -> Result<u64> {
+/// `--mb N` and `--listen MULTIADDR` (the transport both devices use; TCP by default).
+fn parse_args() -> Result<(u64, String)> {
     let mut mb = 200;
+    let mut listen = "/ip4/127.0.0.1/tcp/0".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -143,15 +149,21 @@ fn parse_mb() -> Result<u64> {
                     .parse()
                     .with_context(|| format!("--mb {v}: not a number"))?;
             }
+            "--listen" => listen = args.next().context("--listen needs a multiaddr")?,
             "-h" | "--help" => {
-                println!("usage: bench_transfer [--mb N]   (N decimal MB of photos, default 200)");
+                println!(
+                    "usage: bench_transfer [--mb N] [--listen MULTIADDR]   (N decimal MB of photos, default 200; \
+                     e.g. --listen /ip4/127.0.0.1/udp/0/quic-v1 for QUIC)"
+                );
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?} (usage: bench_transfer [--mb N])"),
+            other => bail!(
+                "unknown argument {other:?} (usage: bench_transfer [--mb N] [--listen MULTIADDR])"
+            ),
         }
     }
     if mb == 0 {
         bail!("--mb must be at least 1");
     }
-    Ok(mb)
+    Ok((mb, listen))
 }
