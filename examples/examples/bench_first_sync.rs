@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use kith_node::net::{NetConfig, Network};
 use kith_node::replica::ReplicaSize;
-use kith_node::{DataDir, ImportRequest, Library};
+use kith_node::{DataDir, Library};
 use kith_protocol::membership::Role;
 use rayon::prelude::*;
 
@@ -131,17 +131,7 @@ async fn first_sync(tmp: &Path, folder: &Path, photos: usize) -> Result<Run> {
     let lib_a = Library::open(&dir_a).await?;
 
     let t = Instant::now();
-    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let request = ImportRequest {
-        paths: vec![folder.to_path_buf()],
-        album: None,
-    };
-    let import = tokio::spawn({
-        let lib_a = lib_a.clone();
-        async move { lib_a.import(request, events).await }
-    });
-    while rx.recv().await.is_some() {}
-    let summary = import.await??;
+    let summary = kith_examples::import(&lib_a, vec![folder.to_path_buf()], None).await?;
     let import_time = t.elapsed();
     ensure!(
         summary.imported == photos,

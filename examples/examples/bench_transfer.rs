@@ -15,7 +15,7 @@ use kith_examples::transfer_anchors::{
     PhotoSet, make_photo_set, mb_per_s, raw_tcp_copy, syncthing_available, syncthing_sync,
 };
 use kith_node::net::{NetConfig, Network};
-use kith_node::{DataDir, ImportRequest, Library};
+use kith_node::{DataDir, Library};
 use kith_protocol::membership::Role;
 
 fn main() -> Result<()> {
@@ -84,17 +84,7 @@ async fn kith_transfer(
     let lib_a = Library::open(&dir_a).await?;
     let net_a = Network::start(lib_a.clone(), loopback.clone()).await?;
     let t = Instant::now();
-    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let request = ImportRequest {
-        paths: set.files.clone(),
-        album: None,
-    };
-    let import = tokio::spawn({
-        let lib_a = lib_a.clone();
-        async move { lib_a.import(request, events).await }
-    });
-    while rx.recv().await.is_some() {}
-    let summary = import.await??;
+    let summary = kith_examples::import(&lib_a, set.files.clone(), None).await?;
     println!(
         "kith import on A: {} photos in {:.1} s (not part of the transfer time)",
         summary.imported,

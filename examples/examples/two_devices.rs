@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kith_node::net::{NetConfig, Network};
-use kith_node::{DataDir, ImportRequest, Library};
+use kith_node::{DataDir, Library};
 use kith_protocol::membership::Role;
 
 #[tokio::main]
@@ -46,17 +46,8 @@ async fn main() -> Result<()> {
     let net_b = Network::start(lib_b.clone(), loopback).await?;
 
     // A imports; B receives.
-    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let request = ImportRequest {
-        paths: vec![std::path::absolute(&folder)?],
-        album: Some("From A".into()),
-    };
-    let import = tokio::spawn({
-        let lib_a = lib_a.clone();
-        async move { lib_a.import(request, events).await }
-    });
-    while rx.recv().await.is_some() {}
-    let summary = import.await??;
+    let summary =
+        kith_examples::import(&lib_a, vec![std::path::absolute(&folder)?], Some("From A")).await?;
     println!("A imported {} photo(s)", summary.imported);
 
     let start = Instant::now();

@@ -182,15 +182,8 @@ fn a_transfer_cut_mid_way_resumes_without_starting_over() -> Result<()> {
     );
     relay.hold_back_after(None);
 
-    let cluster = Cluster { nodes: vec![a, b] };
-    cluster.wait_converged()?;
-    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let from_a = a.exported()?;
-    assert_eq!(from_a.len(), PHOTOS);
-    assert!(
-        from_a == b.exported()?,
-        "B's export must equal A's byte for byte"
-    );
+    let cluster = converged_with_equal_exports(a, b)?;
+    let b = &cluster.nodes[1];
 
     let status = b.json(&["status", "--json"])?;
     let (have, _, fetched) = progress(&status);
@@ -236,15 +229,8 @@ fn a_device_killed_mid_transfer_resumes_after_restart() -> Result<()> {
     relay.hold_back_after(None);
     b.start()?;
 
-    let cluster = Cluster { nodes: vec![a, b] };
-    cluster.wait_converged()?;
-    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let from_a = a.exported()?;
-    assert_eq!(from_a.len(), PHOTOS);
-    assert!(
-        from_a == b.exported()?,
-        "B's export must equal A's byte for byte"
-    );
+    let cluster = converged_with_equal_exports(a, b)?;
+    let b = &cluster.nodes[1];
     // The restarted process counts only what it fetched itself.
     let status = b.json(&["status", "--json"])?;
     let (_, _, fetched_after) = progress(&status);
@@ -262,4 +248,17 @@ fn a_device_killed_mid_transfer_resumes_after_restart() -> Result<()> {
         "B fetched {fetched} + {fetched_after} bytes for {total} bytes of blobs: the cut transfers started over"
     );
     Ok(())
+}
+
+/// Waits until A and B converge, and checks that B's export equals A's byte for byte.
+fn converged_with_equal_exports(a: TestNode, b: TestNode) -> Result<Cluster> {
+    let cluster = Cluster { nodes: vec![a, b] };
+    cluster.wait_converged()?;
+    let from_a = cluster.nodes[0].exported()?;
+    assert_eq!(from_a.len(), PHOTOS);
+    assert!(
+        from_a == cluster.nodes[1].exported()?,
+        "B's export must equal A's byte for byte"
+    );
+    Ok(cluster)
 }
