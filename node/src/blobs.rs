@@ -100,6 +100,25 @@ impl Blobs {
         (*self.store).clone()
     }
 
+    /// Keeps a blob fetched whole from a peer (verified on the way in), tagged. Checked against
+    /// its reference once more as it is stored. [`Blobs::make_durable`] flushes it, in batches.
+    pub async fn put_fetched(&self, blob: &BlobRef, data: Vec<u8>) -> Result<()> {
+        let hash = Hash::from_bytes(blob.hash);
+        let stored = self
+            .store
+            .add_bytes(data)
+            .with_named_tag(tag_name(&hash))
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot store a fetched blob: {e}")))?;
+        if stored.hash != hash {
+            return Err(Error::Corrupt(format!(
+                "fetched blob {} does not match its hash",
+                hash.to_hex()
+            )));
+        }
+        Ok(())
+    }
+
     /// Keeps a blob fetched from a peer: checks it is complete and tags it (so garbage
     /// collection keeps it). [`Blobs::make_durable`] flushes it, in batches.
     pub async fn adopt(&self, blob: &BlobRef) -> Result<()> {
@@ -112,10 +131,7 @@ impl Blobs {
         let hash = Hash::from_bytes(blob.hash);
         self.store
             .tags()
-            .set(
-                format!("kith/{}", hash.to_hex()),
-                iroh_blobs::HashAndFormat::raw(hash),
-            )
+            .set(tag_name(&hash), iroh_blobs::HashAndFormat::raw(hash))
             .await
             .map_err(|e| Error::Blobs(format!("cannot tag a fetched blob: {e}")))?;
         Ok(())
@@ -126,6 +142,11 @@ impl Blobs {
             tracing::warn!("blob store shutdown: {e}");
         }
     }
+}
+
+/// The tag that keeps a fetched blob from garbage collection.
+fn tag_name(hash: &Hash) -> String {
+    format!("kith/{}", hash.to_hex())
 }
 
 fn flush_files_in(data_dir: &Path, blobs: &[BlobRef]) -> Result<()> {
