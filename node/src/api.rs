@@ -69,6 +69,19 @@ pub struct RenameMe {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+pub struct SetRole {
+    /// A person's name or id prefix.
+    pub person: String,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoveDevice {
+    /// A device's name or id prefix.
+    pub device: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Count {
     pub count: usize,
 }
@@ -78,7 +91,11 @@ struct ApiError(Error);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self.0 {
-            Error::NoSuchAlbum(_) | Error::NoSuchPhoto(_) => StatusCode::NOT_FOUND,
+            Error::NoSuchAlbum(_)
+            | Error::NoSuchPhoto(_)
+            | Error::NoSuchPerson(_)
+            | Error::NoSuchDevice(_) => StatusCode::NOT_FOUND,
+            Error::NotAllowed(_) => StatusCode::FORBIDDEN,
             Error::AlbumExists(_) => StatusCode::CONFLICT,
             Error::Invalid(_)
             | Error::Invite(_)
@@ -151,6 +168,8 @@ pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router
         .route("/albums/remove", post(remove_from_album))
         .route("/people", get(people))
         .route("/people/rename", post(rename_me))
+        .route("/people/set-role", post(set_role))
+        .route("/devices/remove", post(remove_device))
         .route("/devices", get(devices))
         .route("/invites", get(invites).post(create_invite))
         .route("/invites/cancel", post(cancel_invite))
@@ -229,6 +248,35 @@ async fn rename_me(
     Json(body): Json<RenameMe>,
 ) -> ApiResult<crate::views::PersonView> {
     Ok(Json(app.library.rename_me(&body.name).await?))
+}
+
+async fn set_role(
+    State(app): State<AppState>,
+    Json(body): Json<SetRole>,
+) -> ApiResult<crate::views::PersonView> {
+    let role = body.role.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "{:?} is not a role (admin, member, relative)",
+            body.role
+        ))
+    })?;
+    Ok(Json(app.library.set_role(&body.person, role).await?))
+}
+
+async fn remove_device(
+    State(app): State<AppState>,
+    Json(body): Json<RemoveDevice>,
+) -> ApiResult<crate::views::FamilyDeviceView> {
+    // The network disconnects the device when the op is committed (see `Network::start`).
+    let device = app.library.remove_device(&body.device).await?;
+    let view = app
+        .library
+        .devices(Some(&app.net))
+        .await?
+        .into_iter()
+        .find(|d| d.id == device.to_string())
+        .ok_or_else(|| Error::Corrupt("the removed device is gone from the log".into()))?;
+    Ok(Json(view))
 }
 
 async fn albums(State(app): State<AppState>) -> ApiResult<Vec<crate::views::AlbumView>> {

@@ -261,6 +261,44 @@ impl Backend {
         }
     }
 
+    pub async fn set_role(&self, person: &str, role: &str) -> Result<PersonView> {
+        match self {
+            Backend::Local(l) => {
+                let role = role.parse().map_err(|_| {
+                    Error::Invalid(format!("{role:?} is not a role (admin, member, relative)"))
+                })?;
+                l.set_role(person, role).await
+            }
+            Backend::Remote(c) => {
+                let body = crate::api::SetRole {
+                    person: person.to_owned(),
+                    role: role.to_owned(),
+                };
+                c.post("/people/set-role", body).await
+            }
+        }
+    }
+
+    /// Removes a device from the family; returns it as `kith devices` now shows it.
+    pub async fn remove_device(&self, device: &str) -> Result<FamilyDeviceView> {
+        match self {
+            Backend::Local(l) => {
+                let id = l.remove_device(device).await?.to_string();
+                l.devices(None)
+                    .await?
+                    .into_iter()
+                    .find(|d| d.id == id)
+                    .ok_or_else(|| Error::Corrupt("the removed device is gone from the log".into()))
+            }
+            Backend::Remote(c) => {
+                let body = crate::api::RemoveDevice {
+                    device: device.to_owned(),
+                };
+                c.post("/devices/remove", body).await
+            }
+        }
+    }
+
     pub async fn devices(&self) -> Result<Vec<FamilyDeviceView>> {
         match self {
             Backend::Local(l) => l.devices(None).await,

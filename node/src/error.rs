@@ -44,6 +44,12 @@ pub enum Error {
     AlbumCycle(String),
     #[error("invalid input: {0}")]
     Invalid(String),
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    #[error("no person matches {0:?}; `kith people` lists them")]
+    NoSuchPerson(String),
+    #[error("no current device matches {0:?}; `kith devices` lists them")]
+    NoSuchDevice(String),
     #[error("networking: {0}")]
     Net(String),
     #[error("invite: {0}")]

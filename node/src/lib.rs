@@ -24,6 +24,7 @@ pub mod invites;
 pub mod library;
 pub mod media;
 pub mod net;
+pub mod people;
 pub mod qr;
 pub mod replica;
 pub mod store;

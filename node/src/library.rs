@@ -21,7 +21,7 @@ use crate::blobs::Blobs;
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::store::{DocRecord, Identity, Store, WriteBatch};
-use crate::views::{AlbumView, DeviceView, Gps, InitView, PersonView, PhotoView, StatusView};
+use crate::views::{AlbumView, Gps, InitView, PhotoView, StatusView};
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -224,77 +224,6 @@ impl Library {
             api,
             sync: None,
         })
-    }
-
-    /// The family's people with their roles and devices.
-    pub async fn people(&self) -> Result<Vec<PersonView>> {
-        let state = self.state.lock().await;
-        let me = self.device.device_id();
-        let mut people: Vec<PersonView> = state
-            .family
-            .persons
-            .iter()
-            .map(|(id, p)| PersonView {
-                id: id.to_string(),
-                name: p.name.clone(),
-                role: p.role.to_string(),
-                devices: p
-                    .devices
-                    .iter()
-                    .map(|(d, dev)| DeviceView {
-                        id: d.to_string(),
-                        name: dev.name.clone(),
-                        revoked: dev.revoked,
-                        this: *d == me,
-                    })
-                    .collect(),
-            })
-            .collect();
-        people.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        Ok(people)
-    }
-
-    /// Renames the person this device belongs to: a signed op in the membership log.
-    pub async fn rename_me(&self, new_name: &str) -> Result<PersonView> {
-        let name = new_name.trim();
-        if name.is_empty() {
-            return Err(Error::Invalid("a name must not be empty".into()));
-        }
-        let mut state = self.state.lock().await;
-        let me = self.device.device_id();
-        let (person, _) = state
-            .family
-            .active_person(&me)
-            .ok_or_else(|| Error::Corrupt("this device is not in its family's log".into()))?;
-        let op = SignedOp::sign(
-            MembershipOp {
-                version: 1,
-                parents: membership::heads(&state.ops),
-                author: me,
-                time_ms: now_ms(),
-                body: OpBody::RenamePerson {
-                    person,
-                    name: name.to_owned(),
-                },
-            },
-            &self.device,
-        );
-        let mut ops = state.ops.clone();
-        ops.push(op.clone());
-        let family = membership::evaluate_with_root(OpId(state.identity.root_op), &ops)
-            .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
-        self.persist(WriteBatch {
-            ops: vec![op],
-            ..WriteBatch::default()
-        })?;
-        state.ops = ops;
-        state.family = family;
-        drop(state);
-        self.people()
-            .await?
-            .into_iter()
-            .find(|p| p.id == person.to_string())
-            .ok_or_else(|| Error::Corrupt("the renamed person is gone".into()))
     }
 
     /// Photos, newest first; only those of `album` when given.

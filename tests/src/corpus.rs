@@ -132,3 +132,13 @@ pub fn manifest() -> Result<Vec<Row>> {
     }
     Ok(rows)
 }
+
+/// Paths of the first `n` camera JPEGs that import must accept, to keep tests quick.
+pub fn some_photos(n: usize) -> Result<Vec<String>> {
+    Ok(manifest()?
+        .into_iter()
+        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
+        .take(n)
+        .map(|r| r.abs_path().display().to_string())
+        .collect())
+}

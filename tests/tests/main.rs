@@ -11,6 +11,7 @@ mod import;
 mod in_process;
 mod invite;
 mod node;
+mod people;
 mod privacy;
 mod sync;
 mod tamper;

@@ -6,15 +6,6 @@ use kith_tests::cluster::Cluster;
 use kith_tests::corpus;
 
 /// A handful of corpus photos (camera JPEGs), to keep the test quick.
-fn some_photos(n: usize) -> Result<Vec<String>> {
-    Ok(corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == corpus::Expect::Ok && r.path.ends_with(".jpg"))
-        .take(n)
-        .map(|r| r.abs_path().display().to_string())
-        .collect())
-}
-
 fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
     let mut args = vec!["import", "--album", album];
     args.extend(files.iter().map(String::as_str));
@@ -26,7 +17,7 @@ fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
 fn invite_join_import_on_a_shows_on_b_with_identical_originals() -> Result<()> {
     let cluster = Cluster::start(2)?;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let files = some_photos(6)?;
+    let files = corpus::some_photos(6)?;
     import(a, &files, "Summer 2026")?;
     cluster.wait_converged()?;
 
@@ -55,7 +46,7 @@ fn invite_join_import_on_a_shows_on_b_with_identical_originals() -> Result<()> {
 fn edits_on_both_sides_converge_and_flow_both_ways() -> Result<()> {
     let cluster = Cluster::start(2)?;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let files = some_photos(4)?;
+    let files = corpus::some_photos(4)?;
     import(a, &files[..2], "Trip")?;
     cluster.wait_converged()?;
     // B imports its own photos into the same album, A renames it meanwhile.
@@ -82,7 +73,7 @@ fn edits_on_both_sides_converge_and_flow_both_ways() -> Result<()> {
 fn a_device_that_was_offline_catches_up() -> Result<()> {
     let mut cluster = Cluster::start(2)?;
     cluster.nodes[1].stop()?;
-    let files = some_photos(5)?;
+    let files = corpus::some_photos(5)?;
     import(&cluster.nodes[0], &files, "While away")?;
     cluster.nodes[1].start()?;
     cluster.wait_converged()?;
@@ -97,7 +88,7 @@ fn a_device_that_was_offline_catches_up() -> Result<()> {
 /// its data dir as it was is kept beside the new one.
 #[test]
 fn joining_with_a_library_of_its_own_brings_it_into_the_family() -> Result<()> {
-    let files = some_photos(5)?;
+    let files = corpus::some_photos(5)?;
     let mut a = TestNode::initialised()?;
     a.start()?;
     import(&a, &files[..2], "Family")?;

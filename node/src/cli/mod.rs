@@ -82,9 +82,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The family's devices: who owns them, whether they are online, when last seen.
+    /// The family's devices: who owns them, whether they are online, when last seen; or remove
+    /// one.
     Devices {
-        #[arg(long)]
+        #[command(subcommand)]
+        action: Option<DevicesAction>,
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Import photos from files and folders (recursively).
@@ -150,6 +153,23 @@ enum InvitesAction {
 enum PeopleAction {
     /// Change your own name, as your family sees it.
     Rename { new_name: String },
+    /// Give a person another role (admin only).
+    SetRole {
+        /// The person's name, or a prefix of their id.
+        person: String,
+        #[arg(value_parser = ["admin", "member", "relative"])]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesAction {
+    /// Remove a device from the family (admin, or the device's own person): it is refused and
+    /// disconnected from then on. What it already holds, it keeps.
+    Remove {
+        /// The device's name, or a prefix of its id.
+        device: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +358,14 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                         render::people_table(&people);
                     }
                 }
+                Some(PeopleAction::SetRole { person, role }) => {
+                    let person = backend.set_role(&person, &role).await?;
+                    if json {
+                        render::print_json(&person)?;
+                    } else {
+                        println!("{} is now {}", person.name, person.role);
+                    }
+                }
                 Some(PeopleAction::Rename { new_name }) => {
                     let person = backend.rename_me(&new_name).await?;
                     if json {
@@ -395,7 +423,23 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Devices { json } => {
+        Command::Devices {
+            action: Some(DevicesAction::Remove { device }),
+            json,
+        } => {
+            let removed = backend.remove_device(&device).await?;
+            if json {
+                render::print_json(&removed)?;
+            } else {
+                println!(
+                    "Removed {:?} ({}'s device {}) from the family. It is refused from now on; \
+                     what it already holds, it keeps.",
+                    removed.name, removed.person, removed.id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Devices { action: None, json } => {
             let devices = backend.devices().await?;
             if json {
                 render::print_json(&devices)?;

@@ -243,8 +243,24 @@ impl Network {
         tokio::spawn(async move {
             let net = task_net;
             let mut redial = tokio::time::interval(REDIAL_EVERY);
+            let mut updates = net.lib.subscribe();
             loop {
                 tokio::select! {
+                    // A device removed from the family, here or on another device, is cut off
+                    // as soon as the op is committed.
+                    Ok(update) = updates.recv() => {
+                        if matches!(update, crate::library::Update::Ops(_)) {
+                            let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+                            for peer in peers {
+                                if let Some(device) = device_of(&peer)
+                                    && net.lib.was_removed(&device).await
+                                {
+                                    tracing::info!(peer = %device, "disconnecting a device removed from the family");
+                                    let _ = swarm.disconnect_peer_id(peer);
+                                }
+                            }
+                        }
+                    }
                     event = swarm.select_next_some() => {
                         match event {
                             SwarmEvent::NewListenAddr { listener_id, address } => {
@@ -268,6 +284,13 @@ impl Network {
                                 }
                             }
                             SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                                if let Some(device) = device_of(&peer_id)
+                                    && net.lib.was_removed(&device).await
+                                {
+                                    tracing::info!(peer = %device, "refused a connection from a device removed from the family");
+                                    let _ = swarm.disconnect_peer_id(peer_id);
+                                    continue;
+                                }
                                 net.on_connected(peer_id, endpoint.get_remote_address(), endpoint.is_dialer(), num_established.get()).await;
                             }
                             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {

@@ -1,0 +1,236 @@
+//! People and devices: listing them, and the membership ops an admin (or a person for
+//! themselves) makes — renaming, roles, removing a device.
+//!
+//! Every change here is a signed op appended to the membership log. It is evaluated with the
+//! rest of the log before it is committed, and refused when the evaluation would not apply it,
+//! so the command never reports a change the family will ignore.
+
+use kith_protocol::keys::{DeviceId, PersonId};
+use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody, OpId, Role, SignedOp};
+
+use crate::error::{Error, Result};
+use crate::library::{Library, State, now_ms};
+use crate::store::WriteBatch;
+use crate::views::{DeviceView, PersonView};
+
+impl Library {
+    /// The family's people with their roles and devices.
+    pub async fn people(&self) -> Result<Vec<PersonView>> {
+        let state = self.state.lock().await;
+        Ok(people_of(&state.family, &self.device_id()))
+    }
+
+    /// Whether `device` was a device of this family and has been removed.
+    pub(crate) async fn was_removed(&self, device: &DeviceId) -> bool {
+        let state = self.state.lock().await;
+        state
+            .family
+            .device(device)
+            .is_some_and(|_| state.family.active_person(device).is_none())
+    }
+
+    /// Renames the person this device belongs to.
+    pub async fn rename_me(&self, new_name: &str) -> Result<PersonView> {
+        let name = new_name.trim();
+        if name.is_empty() {
+            return Err(Error::Invalid("a name must not be empty".into()));
+        }
+        let mut state = self.state.lock().await;
+        let me = self.device_id();
+        let (person, _) = state
+            .family
+            .active_person(&me)
+            .ok_or_else(|| Error::Corrupt("this device is not in its family's log".into()))?;
+        if state
+            .family
+            .persons
+            .get(&person)
+            .is_some_and(|p| p.name == name)
+        {
+            return person_view(&state.family, &person, &me);
+        }
+        let body = OpBody::RenamePerson {
+            person,
+            name: name.to_owned(),
+        };
+        self.append_op(&mut state, body)?;
+        person_view(&state.family, &person, &me)
+    }
+
+    /// Gives a person another role (admins only). `who` is a name or an id prefix.
+    pub async fn set_role(&self, who: &str, role: Role) -> Result<PersonView> {
+        let mut state = self.state.lock().await;
+        let me = self.device_id();
+        if state.current_role(&me) != Some(Role::Admin) {
+            return Err(Error::NotAllowed(
+                "only an admin can change roles; ask an admin of your family".into(),
+            ));
+        }
+        let person = find_person(&state.family, who)?;
+        let current = state.family.persons.get(&person).map(|p| p.role);
+        if current == Some(role) {
+            return Err(Error::Invalid(format!("{who:?} is already {role}")));
+        }
+        let applied = self.append_op(&mut state, OpBody::SetRole { person, role });
+        match applied {
+            Err(Error::NotAllowed(_)) => Err(Error::NotAllowed(format!(
+                "{who:?} is the family's last admin; make someone else admin first"
+            ))),
+            other => other,
+        }?;
+        person_view(&state.family, &person, &me)
+    }
+
+    /// Removes a device from the family (admins for any device, anyone for their own other
+    /// devices). `which` is a device name or an id prefix. The removed device is refused from
+    /// then on by every device that has the op; what it already holds, it keeps.
+    pub async fn remove_device(&self, which: &str) -> Result<DeviceId> {
+        let mut state = self.state.lock().await;
+        let me = self.device_id();
+        let device = find_device(&state.family, which)?;
+        if device == me {
+            return Err(Error::Invalid(format!(
+                "{which:?} is this device; remove it from another device of the family"
+            )));
+        }
+        let is_admin = state.current_role(&me) == Some(Role::Admin);
+        let owner = state.family.device(&device).map(|(p, _)| p);
+        let mine = state.family.active_person(&me).map(|(p, _)| p);
+        if !is_admin && owner != mine {
+            return Err(Error::NotAllowed(
+                "only an admin can remove another person's device".into(),
+            ));
+        }
+        self.append_op(&mut state, OpBody::RevokeDevice { device })?;
+        Ok(device)
+    }
+
+    /// Signs `body` as this device, evaluates the log with it, and commits it only if the
+    /// evaluation applied it. Returns `Error::NotAllowed` when the rules skip it.
+    fn append_op(&self, state: &mut State, body: OpBody) -> Result<()> {
+        let op = SignedOp::sign(
+            MembershipOp {
+                version: membership::VERSION,
+                parents: membership::heads(&state.ops),
+                author: self.device_id(),
+                time_ms: now_ms(),
+                body,
+            },
+            &self.device,
+        );
+        let mut ops = state.ops.clone();
+        ops.push(op.clone());
+        let family = membership::evaluate_with_root(OpId(state.identity.root_op), &ops)
+            .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
+        if family == state.family {
+            return Err(Error::NotAllowed(
+                "the family's rules do not allow this change".into(),
+            ));
+        }
+        self.persist(WriteBatch {
+            ops: vec![op],
+            ..WriteBatch::default()
+        })?;
+        state.ops = ops;
+        state.family = family;
+        Ok(())
+    }
+}
+
+fn people_of(family: &FamilyState, me: &DeviceId) -> Vec<PersonView> {
+    let mut people: Vec<PersonView> = family
+        .persons
+        .keys()
+        .filter_map(|id| person_view(family, id, me).ok())
+        .collect();
+    people.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    people
+}
+
+fn person_view(family: &FamilyState, id: &PersonId, me: &DeviceId) -> Result<PersonView> {
+    let p = family
+        .persons
+        .get(id)
+        .ok_or_else(|| Error::Corrupt(format!("person {id} is not in the family's log")))?;
+    Ok(PersonView {
+        id: id.to_string(),
+        name: p.name.clone(),
+        role: p.role.to_string(),
+        devices: p
+            .devices
+            .iter()
+            .map(|(d, dev)| DeviceView {
+                id: d.to_string(),
+                name: dev.name.clone(),
+                revoked: dev.revoked,
+                this: d == me,
+            })
+            .collect(),
+    })
+}
+
+/// A person by exact name (case-insensitive) or by a unique prefix of their id.
+fn find_person(family: &FamilyState, who: &str) -> Result<PersonId> {
+    let wanted = who.trim();
+    let by_name: Vec<PersonId> = family
+        .persons
+        .iter()
+        .filter(|(_, p)| p.name.eq_ignore_ascii_case(wanted))
+        .map(|(id, _)| *id)
+        .collect();
+    let lower = wanted.to_ascii_lowercase();
+    let found: Vec<PersonId> = if by_name.is_empty() && !lower.is_empty() {
+        family
+            .persons
+            .keys()
+            .filter(|id| id.to_string().starts_with(&lower))
+            .copied()
+            .collect()
+    } else {
+        by_name
+    };
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Error::NoSuchPerson(who.to_owned())),
+        more => Err(Error::Invalid(format!(
+            "{who:?} names {} people; give their id from `kith people --json`",
+            more.len()
+        ))),
+    }
+}
+
+/// A device by exact name (case-insensitive) or by a unique prefix of its id; revoked devices
+/// are not candidates.
+fn find_device(family: &FamilyState, which: &str) -> Result<DeviceId> {
+    let wanted = which.trim();
+    let lower = wanted.to_ascii_lowercase();
+    let devices: Vec<(DeviceId, &str)> = family
+        .persons
+        .values()
+        .flat_map(|p| p.devices.iter())
+        .filter(|(_, d)| !d.revoked)
+        .map(|(id, d)| (*id, d.name.as_str()))
+        .collect();
+    let by_name: Vec<DeviceId> = devices
+        .iter()
+        .filter(|(_, name)| name.eq_ignore_ascii_case(wanted))
+        .map(|(id, _)| *id)
+        .collect();
+    let found: Vec<DeviceId> = if by_name.is_empty() && !lower.is_empty() {
+        devices
+            .iter()
+            .filter(|(id, _)| id.to_string().starts_with(&lower))
+            .map(|(id, _)| *id)
+            .collect()
+    } else {
+        by_name
+    };
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Error::NoSuchDevice(which.to_owned())),
+        more => Err(Error::Invalid(format!(
+            "{which:?} names {} devices; give its id from `kith devices --json`",
+            more.len()
+        ))),
+    }
+}
