@@ -191,6 +191,9 @@ async fn status(State(app): State<AppState>) -> ApiResult<crate::views::StatusVi
 pub struct CreateInvite {
     pub role: String,
     pub valid_for_ms: u64,
+    /// An existing person to add a device to, instead of a new person with `role`.
+    #[serde(default)]
+    pub person: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -210,17 +213,25 @@ async fn create_invite(
     State(app): State<AppState>,
     Json(body): Json<CreateInvite>,
 ) -> ApiResult<crate::views::InviteView> {
-    let role = body.role.parse().map_err(|_| {
-        Error::Invalid(format!(
-            "unknown role {:?}: use member or relative",
-            body.role
-        ))
-    })?;
     let addrs = app.net.ticket_addrs();
-    let (ticket, mut view) = app
-        .library
-        .create_invite(role, body.valid_for_ms, addrs)
-        .await?;
+    let (ticket, mut view) = match &body.person {
+        Some(person) => {
+            app.library
+                .create_device_invite(person, body.valid_for_ms, addrs)
+                .await?
+        }
+        None => {
+            let role = body.role.parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "unknown role {:?}: use member or relative",
+                    body.role
+                ))
+            })?;
+            app.library
+                .create_invite(role, body.valid_for_ms, addrs)
+                .await?
+        }
+    };
     view.ticket = Some(ticket.encode());
     Ok(Json(view))
 }

@@ -231,13 +231,20 @@ impl Backend {
     }
 
     /// A new invite with its ticket. Needs the running node: the ticket holds its addresses.
-    pub async fn create_invite(&self, role: &str, valid_for_ms: u64) -> Result<InviteView> {
+    /// `person`: an existing person to add a device to, instead of a new person with `role`.
+    pub async fn create_invite(
+        &self,
+        role: &str,
+        person: Option<&str>,
+        valid_for_ms: u64,
+    ) -> Result<InviteView> {
         match self {
             Backend::Local(_) => Err(Error::NeedsNode),
             Backend::Remote(c) => {
                 let body = crate::api::CreateInvite {
                     role: role.to_owned(),
                     valid_for_ms,
+                    person: person.map(str::to_owned),
                 };
                 c.post("/invites", body).await
             }

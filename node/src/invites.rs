@@ -10,7 +10,7 @@ use kith_protocol::ticket::{InviteId, Ticket, verify_invite_proof};
 use kith_protocol::wire::{Refusal, Welcome};
 
 use crate::error::{Error, Result};
-use crate::library::{Library, now_ms};
+use crate::library::{Library, State, now_ms};
 use crate::store::{InviteRecord, InviteState, WriteBatch};
 use crate::views::InviteView;
 
@@ -37,8 +37,7 @@ impl Library {
         addrs: Vec<Vec<u8>>,
     ) -> Result<(Ticket, InviteView)> {
         let state = self.state.lock().await;
-        let me = self.device_id();
-        if state.current_role(&me) != Some(Role::Admin) {
+        if state.current_role(&self.device_id()) != Some(Role::Admin) {
             return Err(Error::Invite(
                 "only an admin can invite people; ask an admin of your family".into(),
             ));
@@ -49,6 +48,43 @@ impl Library {
                     .into(),
             ));
         }
+        self.issue_invite(&state, role, None, valid_for_ms, addrs)
+    }
+
+    /// Creates an invite that adds a device to an existing person (`who`: a name or an id
+    /// prefix). Admins may invite a device for anyone, everyone for themselves.
+    pub async fn create_device_invite(
+        &self,
+        who: &str,
+        valid_for_ms: u64,
+        addrs: Vec<Vec<u8>>,
+    ) -> Result<(Ticket, InviteView)> {
+        let state = self.state.lock().await;
+        let me = self.device_id();
+        let person = crate::people::find_person(&state.family, who)?;
+        let mine = state.family.active_person(&me).map(|(p, _)| p);
+        if state.current_role(&me) != Some(Role::Admin) && mine != Some(person) {
+            return Err(Error::Invite(
+                "only an admin can add a device to someone else; invite a device for yourself with `kith invite --person` and your own name".into(),
+            ));
+        }
+        let role = state
+            .family
+            .persons
+            .get(&person)
+            .map(|p| p.role)
+            .ok_or_else(|| Error::NoSuchPerson(who.to_owned()))?;
+        self.issue_invite(&state, role, Some(person), valid_for_ms, addrs)
+    }
+
+    fn issue_invite(
+        &self,
+        state: &State,
+        role: Role,
+        person: Option<PersonId>,
+        valid_for_ms: u64,
+        addrs: Vec<Vec<u8>>,
+    ) -> Result<(Ticket, InviteView)> {
         let now = now_ms();
         let id = InviteId(rand::random());
         let record = InviteRecord {
@@ -58,10 +94,11 @@ impl Library {
             expires_at_ms: now.saturating_add(valid_for_ms),
             state: InviteState::Pending,
             failures: 0,
+            person,
         };
         let ticket = Ticket {
             family: state.identity.family,
-            inviter: me,
+            inviter: self.device_id(),
             addrs,
             invite: id,
             secret: record.secret,
@@ -72,24 +109,25 @@ impl Library {
             invites: vec![(id, record.clone())],
             ..WriteBatch::default()
         })?;
-        Ok((ticket, invite_view(&id, &record, now)))
+        Ok((ticket, invite_view(&id, &record, now, &state.family)))
     }
 
     pub async fn invites(&self) -> Result<Vec<InviteView>> {
         let now = now_ms();
+        let state = self.state.lock().await;
         let mut out: Vec<InviteView> = self
             .store
             .load_network()?
             .invites
             .iter()
-            .map(|(id, r)| invite_view(id, r, now))
+            .map(|(id, r)| invite_view(id, r, now, &state.family))
             .collect();
         out.sort_by_key(|v| std::cmp::Reverse(v.created_at_ms));
         Ok(out)
     }
 
     pub async fn cancel_invite(&self, id_text: &str) -> Result<InviteView> {
-        let _state = self.state.lock().await;
+        let state = self.state.lock().await;
         let wanted = id_text.trim().to_ascii_lowercase();
         let invites = self.store.load_network()?.invites;
         let matches: Vec<_> = invites
@@ -123,7 +161,7 @@ impl Library {
             invites: vec![(id, record.clone())],
             ..WriteBatch::default()
         })?;
-        Ok(invite_view(&id, &record, now_ms()))
+        Ok(invite_view(&id, &record, now_ms(), &state.family))
     }
 
     /// Checks a join request against the invite and, if it holds, records the new person and
@@ -172,28 +210,40 @@ impl Library {
         }
         let already = state.family.device(&req.device).is_some();
         if !already {
-            if state.current_role(&me) != Some(Role::Admin) {
+            // Only admins admit new people; the evaluation below checks a device for an
+            // existing person (admins for anyone, everyone for themselves).
+            if record.person.is_none() && state.current_role(&me) != Some(Role::Admin) {
                 return Err(Refusal::NotAllowed);
             }
-            let person = PersonId(rand::random());
-            let add_person = SignedOp::sign(
-                MembershipOp {
-                    version: 1,
-                    parents: membership::heads(&state.ops),
-                    author: me,
-                    time_ms: now,
-                    body: OpBody::AddPerson {
-                        person,
-                        name: clean_name(&req.person_name, "new member"),
-                        role: record.role,
-                    },
-                },
-                &self.device,
-            );
+            // A new person, or another device of the person the invite names.
+            let (person, add_person) = match record.person {
+                Some(person) => (person, None),
+                None => {
+                    let person = PersonId(rand::random());
+                    let op = SignedOp::sign(
+                        MembershipOp {
+                            version: 1,
+                            parents: membership::heads(&state.ops),
+                            author: me,
+                            time_ms: now,
+                            body: OpBody::AddPerson {
+                                person,
+                                name: clean_name(&req.person_name, "new member"),
+                                role: record.role,
+                            },
+                        },
+                        &self.device,
+                    );
+                    (person, Some(op))
+                }
+            };
             let add_device = SignedOp::sign(
                 MembershipOp {
                     version: 1,
-                    parents: vec![add_person.id()],
+                    parents: match &add_person {
+                        Some(op) => vec![op.id()],
+                        None => membership::heads(&state.ops),
+                    },
                     author: me,
                     time_ms: now,
                     body: OpBody::AddDevice {
@@ -205,9 +255,9 @@ impl Library {
                 },
                 &self.device,
             );
+            let new_ops: Vec<SignedOp> = add_person.into_iter().chain([add_device]).collect();
             let mut ops = state.ops.clone();
-            ops.push(add_person.clone());
-            ops.push(add_device.clone());
+            ops.extend(new_ops.iter().cloned());
             let family = membership::evaluate_with_root(OpId(state.identity.root_op), &ops)
                 .map_err(|_| Refusal::Busy)?;
             if family.device(&req.device).is_none() {
@@ -218,7 +268,7 @@ impl Library {
                 at_ms: now,
             };
             self.persist(WriteBatch {
-                ops: vec![add_person, add_device],
+                ops: new_ops,
                 invites: vec![(id, record)],
                 ..WriteBatch::default()
             })
@@ -270,10 +320,19 @@ fn state_name(record: &InviteRecord, now: u64) -> &'static str {
     }
 }
 
-fn invite_view(id: &InviteId, record: &InviteRecord, now: u64) -> InviteView {
+fn invite_view(
+    id: &InviteId,
+    record: &InviteRecord,
+    now: u64,
+    family: &membership::FamilyState,
+) -> InviteView {
     InviteView {
         id: id.to_string(),
         role: record.role.to_string(),
+        person: record
+            .person
+            .and_then(|p| family.persons.get(&p))
+            .map(|p| p.name.clone()),
         state: state_name(record, now).to_owned(),
         created_at_ms: record.created_at_ms,
         expires_at_ms: record.expires_at_ms,

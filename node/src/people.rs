@@ -170,7 +170,7 @@ fn person_view(family: &FamilyState, id: &PersonId, me: &DeviceId) -> Result<Per
 }
 
 /// A person by exact name (case-insensitive) or by a unique prefix of their id.
-fn find_person(family: &FamilyState, who: &str) -> Result<PersonId> {
+pub(crate) fn find_person(family: &FamilyState, who: &str) -> Result<PersonId> {
     let wanted = who.trim();
     let by_name: Vec<PersonId> = family
         .persons

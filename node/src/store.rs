@@ -63,6 +63,33 @@ pub struct InviteRecord {
     pub state: InviteState,
     /// Failed proofs so far; the invite is locked after a few.
     pub failures: u32,
+    /// The existing person the invite adds a device to; `None` for a new person.
+    pub person: Option<PersonId>,
+}
+
+/// [`InviteRecord`] as written before invites could name a person; read, never written.
+#[derive(Deserialize)]
+struct InviteRecordV1 {
+    secret: [u8; 32],
+    role: Role,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+    state: InviteState,
+    failures: u32,
+}
+
+impl From<InviteRecordV1> for InviteRecord {
+    fn from(v1: InviteRecordV1) -> Self {
+        InviteRecord {
+            secret: v1.secret,
+            role: v1.role,
+            created_at_ms: v1.created_at_ms,
+            expires_at_ms: v1.expires_at_ms,
+            state: v1.state,
+            failures: v1.failures,
+            person: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,7 +357,14 @@ impl Store {
                         Error::Corrupt("an invite id in the database is not 16 bytes".into())
                     })?);
                     let ctx = [b"invites/".as_slice(), k.value()].concat();
-                    out.invites.push((id, self.open_sealed(&ctx, v.value())?));
+                    let record = match self.open_sealed::<InviteRecord>(&ctx, v.value()) {
+                        Ok(record) => record,
+                        Err(e) => self
+                            .open_sealed::<InviteRecordV1>(&ctx, v.value())
+                            .map(InviteRecord::from)
+                            .map_err(|_| e)?,
+                    };
+                    out.invites.push((id, record));
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}

@@ -189,6 +189,8 @@ pub struct PersonView {
 pub struct InviteView {
     pub id: String,
     pub role: String,
+    /// The existing person this invite adds a device to; `None` when it invites a new person.
+    pub person: Option<String>,
     /// `pending`, `used`, `cancelled` or `expired`.
     pub state: String,
     pub created_at_ms: u64,

@@ -88,3 +88,37 @@ fn a_removed_device_is_disconnected_refused_and_gets_nothing_new() -> Result<()>
     })?;
     Ok(())
 }
+
+#[test]
+fn a_person_invites_another_device_of_their_own() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+
+    // A member may add devices to themselves only.
+    let refused = stderr_of(b, &["invite", "--person", "Ana"])?;
+    assert!(refused.contains("only an admin"), "{refused}");
+    let invite = b.json(&["invite", "--person", "Person 1", "--json"])?;
+    assert_eq!(invite["person"], "Person 1");
+    let ticket = invite["ticket"].as_str().context("a ticket")?;
+
+    let mut c = TestNode::new();
+    c.ok(&["join", ticket, "--name", "Bo's tablet"])?;
+    c.start()?;
+    let mut last = Value::Null;
+    wait_until(SYNC_DEADLINE, "A to list the tablet under Person 1", || {
+        last = a.json(&["people", "--json"])?;
+        Ok(last.as_array().is_some_and(|people| {
+            people.len() == 2
+                && people.iter().any(|p| {
+                    p["name"] == "Person 1"
+                        && p["devices"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().any(|d| d["name"] == "Bo's tablet"))
+                })
+        }))
+    })
+    .with_context(|| format!("A's people: {last}"))?;
+    let on_c = c.json(&["status", "--json"])?;
+    assert_eq!(on_c["person"], "Person 1", "{on_c}");
+    Ok(())
+}

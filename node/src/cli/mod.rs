@@ -48,11 +48,16 @@ enum Command {
         #[arg(long, value_name = "MULTIADDR")]
         listen: Vec<String>,
     },
-    /// Invite a new person: prints a ticket and its QR code (needs the running node).
+    /// Invite a new person, or a new device of someone already in the family: prints a ticket
+    /// and its QR code (needs the running node).
     Invite {
         /// The new person's role.
         #[arg(long, default_value = "member", value_parser = ["member", "relative"])]
         role: String,
+        /// Add a device to this person (a name or an id prefix) instead of inviting a new
+        /// person. Admins may do it for anyone, everyone for themselves.
+        #[arg(long, value_name = "NAME", conflicts_with = "role")]
+        person: Option<String>,
         /// How long the ticket stays valid (e.g. 24h, 7d, 30m).
         #[arg(long, default_value = "24h", value_name = "DURATION")]
         expires: String,
@@ -395,12 +400,21 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
         }
         Command::Invite {
             role,
+            person,
             expires,
             svg,
             json,
         } => {
             let expires = network::parse_duration(&expires)?;
-            network::invite(backend, &role, expires, json, svg.as_deref()).await
+            network::invite(
+                backend,
+                &role,
+                person.as_deref(),
+                expires,
+                json,
+                svg.as_deref(),
+            )
+            .await
         }
         Command::Invites { action, json } => {
             match action {

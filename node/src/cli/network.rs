@@ -38,12 +38,13 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 pub async fn invite(
     backend: &Backend,
     role: &str,
+    person: Option<&str>,
     expires: Duration,
     json: bool,
     svg: Option<&Path>,
 ) -> Result<ExitCode> {
     let view = backend
-        .create_invite(role, expires.as_millis() as u64)
+        .create_invite(role, person, expires.as_millis() as u64)
         .await?;
     let text = view
         .ticket
@@ -59,6 +60,7 @@ pub async fn invite(
             "ticket": text,
             "id": view.id,
             "role": view.role,
+            "person": view.person,
             "expires_at": view.expires_at_ms,
         }))?;
         return Ok(ExitCode::SUCCESS);
@@ -66,10 +68,13 @@ pub async fn invite(
     println!("{}", kith_node::qr::terminal(&ticket.encode_for_qr())?);
     println!("{text}");
     println!();
+    let whom = match &view.person {
+        Some(name) => format!("a new device of {name}"),
+        None => format!("a new {}", view.role),
+    };
     println!(
-        "Invite {} for a new {} — valid until {} (single use).",
+        "Invite {} for {whom} — valid until {} (single use).",
         view.id,
-        view.role,
         super::render::utc_time(view.expires_at_ms)
     );
     println!("On the new device: kith join <ticket> --name \"Its name\"");
