@@ -175,6 +175,7 @@ pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router
         .route("/invites/cancel", post(cancel_invite))
         .route("/import", post(import))
         .route("/export", post(export))
+        .route("/free-space", post(free_space))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
         .with_state(app);
     Router::new().nest("/api", api).merge(kith_gui::router())
@@ -360,9 +361,25 @@ async fn import(State(app): State<AppState>, Json(request): Json<ImportRequest>)
     ndjson(rx)
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FreeSpace {
+    pub album: Option<String>,
+}
+
+async fn free_space(
+    State(app): State<AppState>,
+    Json(body): Json<FreeSpace>,
+) -> ApiResult<crate::free_space::FreeSpaceView> {
+    Ok(Json(app.net.free_space(body.album.as_deref()).await?))
+}
+
 async fn export(State(app): State<AppState>, Json(request): Json<ExportRequest>) -> Response {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        // Originals set aside by `kith free-space` come back first.
+        if let Err(e) = app.net.bring_back(request.album.as_deref()).await {
+            tracing::warn!("export: {e}");
+        }
         if let Err(e) = app.library.export(request, tx.clone()).await {
             tracing::error!("export failed: {e}");
             let _ = tx.send(ExportEvent::Failed {

@@ -1,10 +1,16 @@
 //! The encrypted blob store: iroh-blobs' file store holding ciphertext only.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures::StreamExt;
 use iroh_blobs::Hash;
 use iroh_blobs::api::proto::BlobStatus;
 use iroh_blobs::store::fs::FsStore;
+use iroh_blobs::store::fs::options::Options;
+use iroh_blobs::store::{GcConfig, ProtectOutcome};
 use kith_protocol::library::BlobRef;
 
 use crate::error::{Error, Result};
@@ -13,20 +19,88 @@ pub struct Blobs {
     store: FsStore,
     /// Where the store keeps blobs too large to inline in its database.
     data_dir: PathBuf,
+    /// Armed with the blobs to keep when something should be deleted; see [`Blobs::release`].
+    sweep: SweepGate,
 }
+
+/// iroh-blobs collects garbage on a timer. It deletes what no tag and no protected hash keeps,
+/// so a run is only let through once kith has said what to keep: the gate holds that set.
+type SweepGate = Arc<Mutex<Option<HashSet<Hash>>>>;
+
+/// How often the store looks at the gate.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 impl Blobs {
     pub async fn open(dir: &Path) -> Result<Blobs> {
-        let store = FsStore::load(dir).await.map_err(|e| {
-            Error::Blobs(format!(
-                "cannot open the blob store at {}: {e}",
-                dir.display()
-            ))
-        })?;
+        let sweep: SweepGate = Arc::default();
+        let gate = sweep.clone();
+        let mut options = Options::new(dir);
+        options.gc = Some(GcConfig {
+            interval: SWEEP_EVERY,
+            add_protected: Some(Arc::new(move |live| {
+                let keep = gate.lock().ok().and_then(|mut g| g.take());
+                Box::pin(async move {
+                    match keep {
+                        Some(keep) => {
+                            live.extend(keep);
+                            ProtectOutcome::Continue
+                        }
+                        None => ProtectOutcome::Abort,
+                    }
+                })
+            })),
+        });
+        let store = FsStore::load_with_opts(dir.join("blobs.db"), options)
+            .await
+            .map_err(|e| {
+                Error::Blobs(format!(
+                    "cannot open the blob store at {}: {e}",
+                    dir.display()
+                ))
+            })?;
         Ok(Blobs {
             store,
             data_dir: dir.join("data"),
+            sweep,
         })
+    }
+
+    /// Lets go of `released`: their tags are deleted and the next garbage collection (within
+    /// seconds) deletes them, keeping every blob in `keep` and every blob a tag still names.
+    pub async fn release(
+        &self,
+        released: &HashSet<[u8; 32]>,
+        keep: HashSet<[u8; 32]>,
+    ) -> Result<()> {
+        let mut tags = self
+            .store
+            .tags()
+            .list()
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot list tags: {e}")))?;
+        let mut doomed = Vec::new();
+        while let Some(tag) = tags.next().await {
+            let tag = tag.map_err(|e| Error::Blobs(format!("cannot list tags: {e}")))?;
+            if released.contains(tag.hash.as_bytes()) {
+                doomed.push(tag.name);
+            }
+        }
+        for name in doomed {
+            self.store
+                .tags()
+                .delete(name)
+                .await
+                .map_err(|e| Error::Blobs(format!("cannot delete a tag: {e}")))?;
+        }
+        let keep = keep
+            .into_iter()
+            .filter(|h| !released.contains(h))
+            .map(Hash::from_bytes)
+            .collect();
+        if let Ok(mut gate) = self.sweep.lock() {
+            *gate = Some(keep);
+        }
+        Ok(())
     }
 
     /// Adds ciphertext; returns its BLAKE3 reference. Tagged, so garbage collection keeps it.

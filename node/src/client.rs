@@ -306,6 +306,22 @@ impl Backend {
         }
     }
 
+    /// Sets aside local originals other devices hold. Needs the running node: it asks them.
+    pub async fn free_space(
+        &self,
+        album: Option<&str>,
+    ) -> Result<crate::free_space::FreeSpaceView> {
+        match self {
+            Backend::Local(_) => Err(Error::NeedsNode),
+            Backend::Remote(c) => {
+                let body = crate::api::FreeSpace {
+                    album: album.map(str::to_owned),
+                };
+                c.post("/free-space", body).await
+            }
+        }
+    }
+
     pub async fn devices(&self) -> Result<Vec<FamilyDeviceView>> {
         match self {
             Backend::Local(l) => l.devices(None).await,

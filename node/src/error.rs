@@ -46,6 +46,11 @@ pub enum Error {
     Invalid(String),
     #[error("not allowed: {0}")]
     NotAllowed(String),
+    #[error(
+        "the original of photo {0} was set aside by `kith free-space` and is on another device; \
+         start the node (`kith run`) so it can fetch it back, and try again"
+    )]
+    SetAside(String),
     #[error("no person matches {0:?}; `kith people` lists them")]
     NoSuchPerson(String),
     #[error("no current device matches {0:?}; `kith devices` lists them")]

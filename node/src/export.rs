@@ -199,6 +199,15 @@ impl Library {
 
     /// Decrypts a photo's original after checking the blob against its hash.
     pub async fn read_original(&self, entry: &PhotoEntry) -> Result<Vec<u8>> {
+        if self
+            .state
+            .lock()
+            .await
+            .set_aside
+            .contains(&entry.original.hash)
+        {
+            return Err(Error::SetAside(entry.id.to_string()));
+        }
         let sealed = self.blobs.get(&entry.original).await?;
         blob::decrypt_blob(&entry.file_key, Rendition::Original, &sealed)
             .map_err(|e| Error::Corrupt(format!("original of photo {}: {e}", entry.id)))

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod datadir;
 pub mod error;
 pub mod export;
+pub mod free_space;
 pub mod import;
 pub mod invites;
 pub mod library;

@@ -4,7 +4,7 @@
 //! when the library opens and kept current as changes are committed; nothing of it is written
 //! to disk in plaintext.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,9 @@ pub(crate) struct State {
     pub change_ids: HashMap<DocId, BTreeSet<ChangeId>>,
     /// Blob hash → the photo that references it, so a peer's request is checked in O(1).
     pub blob_owner: HashMap<[u8; 32], PhotoId>,
+    /// Originals this device set aside because another device holds them (`kith free-space`):
+    /// not fetched, not counted as wanted, fetched again on demand.
+    pub set_aside: HashSet<[u8; 32]>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
@@ -546,6 +549,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         damaged,
         change_ids,
         blob_owner: HashMap::new(),
+        set_aside: store.load_set_aside()?,
     };
     state.reindex();
     Ok(state)

@@ -159,15 +159,16 @@ impl Library {
         &self,
         complete: &mut HashSet<[u8; 32]>,
     ) -> (Vec<BlobRef>, u64) {
-        let candidates: Vec<[BlobRef; 3]> = {
+        let (candidates, set_aside): (Vec<[BlobRef; 3]>, HashSet<[u8; 32]>) = {
             let state = self.state.lock().await;
-            state.photos.values().map(|e| e.blobs()).collect()
+            let blobs = state.photos.values().map(|e| e.blobs()).collect();
+            (blobs, state.set_aside.clone())
         };
         let mut out = Vec::new();
         for rank in 0..3 {
             for blobs in &candidates {
                 let blob = blobs[rank];
-                if complete.contains(&blob.hash) {
+                if complete.contains(&blob.hash) || set_aside.contains(&blob.hash) {
                     continue;
                 }
                 match self.blobs.has(&blob).await {
@@ -182,9 +183,16 @@ impl Library {
         (out, candidates.len() as u64)
     }
 
-    /// Renditions of all readable photos (three per photo).
+    /// Renditions of all readable photos this device keeps (three per photo, less the
+    /// originals set aside).
     pub(crate) async fn rendition_count(&self) -> u64 {
-        self.state.lock().await.photos.len() as u64 * 3
+        let state = self.state.lock().await;
+        let set_aside = state
+            .photos
+            .values()
+            .filter(|e| state.set_aside.contains(&e.original.hash))
+            .count();
+        (state.photos.len() * 3 - set_aside) as u64
     }
 
     pub(crate) async fn digest(&self, doc: &DocId) -> DocDigest {

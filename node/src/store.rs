@@ -26,6 +26,9 @@ const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes");
 const INVITES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invites");
 /// Key: device id. Value: sealed [`PeerRecord`].
 const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
+/// Key: hash of an original's ciphertext this device set aside (`kith free-space`) because
+/// another device holds it. Value: empty. Blob hashes are not secret (they name blob files).
+const SET_ASIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("set_aside");
 
 /// Version of this database's layout.
 const DB_FORMAT: u8 = 1;
@@ -133,6 +136,9 @@ pub struct WriteBatch {
     pub peers: Vec<(DeviceId, PeerRecord)>,
     /// Listen address as asked (port 0) → as bound, so a node keeps its ports across restarts.
     pub listen_ports: Option<Vec<(String, String)>>,
+    /// Originals set aside here, and originals held here again.
+    pub set_aside: Vec<[u8; 32]>,
+    pub brought_back: Vec<[u8; 32]>,
 }
 
 /// Network bookkeeping, read when the swarm starts.
@@ -340,9 +346,40 @@ impl Store {
                 txn.open_table(META)?
                     .insert("listen_ports", sealed.as_slice())?;
             }
+            if !batch.set_aside.is_empty() || !batch.brought_back.is_empty() {
+                let mut table = txn.open_table(SET_ASIDE)?;
+                for hash in &batch.set_aside {
+                    table.insert(hash.as_slice(), [].as_slice())?;
+                }
+                for hash in &batch.brought_back {
+                    table.remove(hash.as_slice())?;
+                }
+            }
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Originals this device set aside.
+    pub fn load_set_aside(&self) -> Result<std::collections::HashSet<[u8; 32]>> {
+        let txn = self.db.begin_read()?;
+        let mut out = std::collections::HashSet::new();
+        match txn.open_table(SET_ASIDE) {
+            Ok(table) => {
+                for row in table.iter()? {
+                    let (k, _) = row?;
+                    let hash = <[u8; 32]>::try_from(k.value()).map_err(|_| {
+                        Error::Corrupt(
+                            "a set-aside blob hash in the database is not 32 bytes".into(),
+                        )
+                    })?;
+                    out.insert(hash);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(out)
     }
 
     /// Invites this device issued, and the devices it has met.

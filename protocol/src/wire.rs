@@ -1,4 +1,5 @@
-//! Messages of kith's own libp2p protocols (`/kith/invite/1`, `/kith/sync/1`) and their framing.
+//! Messages of kith's own libp2p protocols (`/kith/invite/1`, `/kith/sync/1`, `/kith/have/1`)
+//! and their framing.
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of postcard; every frame
 //! is bounded by [`MAX_FRAME`] and every list in a message by the `MAX_*` constants, so a peer
@@ -21,6 +22,7 @@ use crate::ticket::InviteId;
 pub const SYNC_PROTOCOL: &str = "/kith/sync/1";
 pub const INVITE_PROTOCOL: &str = "/kith/invite/1";
 pub const BLOBS_PROTOCOL: &str = "/kith/blobs/1";
+pub const HAVE_PROTOCOL: &str = "/kith/have/1";
 
 /// Largest frame either side sends or accepts.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
@@ -97,6 +99,29 @@ pub enum SyncMessage {
     Changes(Vec<Vec<u8>>),
     /// Server: everything asked for so far has been sent.
     CaughtUp,
+}
+
+/// Messages of `/kith/have/1`: which blobs the other device holds in full. One question (at
+/// most [`MAX_IDS`] blob hashes), one answer (a flag per hash, in the same order). Asked before
+/// a device sets its own copy of an original aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaveMessage {
+    Ask(Vec<[u8; 32]>),
+    Held(Vec<bool>),
+}
+
+/// Decodes a have message body and checks its list limit.
+pub fn decode_have(body: &[u8]) -> Result<HaveMessage, WireError> {
+    let message: HaveMessage =
+        postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let n = match &message {
+        HaveMessage::Ask(hashes) => hashes.len(),
+        HaveMessage::Held(flags) => flags.len(),
+    };
+    if n > MAX_IDS {
+        return Err(WireError::TooManyIds(n));
+    }
+    Ok(message)
 }
 
 /// Messages of `/kith/invite/1`: one request, one answer.
@@ -285,5 +310,23 @@ mod tests {
             let _ = decode_sync(&bytes);
             let _ = decode_invite(&bytes);
         }
+    }
+
+    #[test]
+    fn have_messages_round_trip_and_are_bounded() {
+        for m in [
+            HaveMessage::Ask(vec![[7; 32], [9; 32]]),
+            HaveMessage::Held(vec![true, false]),
+        ] {
+            let frame = encode_frame(&m).unwrap();
+            assert_eq!(decode_have(&frame[4..]).unwrap(), m);
+        }
+        let too_many = HaveMessage::Held(vec![true; MAX_IDS + 1]);
+        let frame = encode_frame(&too_many).unwrap();
+        assert_eq!(
+            decode_have(&frame[4..]),
+            Err(WireError::TooManyIds(MAX_IDS + 1))
+        );
+        assert!(decode_have(&[0xff, 0xff, 0xff]).is_err());
     }
 }

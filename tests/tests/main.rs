@@ -7,6 +7,7 @@ mod crash;
 mod export;
 mod faults;
 mod fixture;
+mod free_space;
 mod import;
 mod in_process;
 mod invite;

@@ -136,6 +136,16 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         watch: bool,
     },
+    /// Free disk space: set aside this device's copies of originals that another connected
+    /// device holds in full. Thumbnails and previews stay; an original comes back when needed
+    /// (e.g. by `kith export`). Not the trash: the photos stay everywhere. Needs the running node.
+    FreeSpace {
+        /// Only the originals of this album's photos.
+        #[arg(long, value_name = "ALBUM")]
+        album: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write every original back out, byte-identical, with a JSON sidecar each.
     Export {
         #[arg(value_name = "DIR")]
@@ -434,6 +444,21 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                         println!("Cancelled invite {}", view.id);
                     }
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::FreeSpace { album, json } => {
+            let view = backend.free_space(album.as_deref()).await?;
+            if json {
+                render::print_json(&view)?;
+            } else {
+                println!(
+                    "Set aside {} originals ({:.1} MB) that other devices hold; thumbnails and \
+                     previews stay. {} originals no connected device holds stayed here.",
+                    view.originals,
+                    view.bytes as f64 / 1e6,
+                    view.kept
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -12,6 +12,7 @@
 //! Noise authenticated against the membership log before it reads a byte.
 
 pub mod frame;
+mod have;
 pub mod invite;
 pub mod report;
 pub mod sync;
@@ -35,6 +36,7 @@ use crate::store::{PeerRecord, WriteBatch};
 pub const SYNC: StreamProtocol = StreamProtocol::new(kith_protocol::wire::SYNC_PROTOCOL);
 pub const INVITE: StreamProtocol = StreamProtocol::new(kith_protocol::wire::INVITE_PROTOCOL);
 pub const BLOBS: StreamProtocol = StreamProtocol::new(kith_protocol::wire::BLOBS_PROTOCOL);
+pub const HAVE: StreamProtocol = StreamProtocol::new(kith_protocol::wire::HAVE_PROTOCOL);
 
 /// How long a connection with nothing open stays up. Sync streams stay open, so family
 /// connections live as long as both nodes do.
@@ -220,6 +222,9 @@ impl Network {
         let invite_in = control
             .accept(INVITE)
             .map_err(|e| Error::Net(e.to_string()))?;
+        let have_in = control
+            .accept(HAVE)
+            .map_err(|e| Error::Net(e.to_string()))?;
         let net = Arc::new(Network {
             lib,
             control,
@@ -235,6 +240,7 @@ impl Network {
         tokio::spawn(transfer::accept_loop(net.clone(), blobs_in));
         tokio::spawn(invite::accept_loop(net.clone(), invite_in));
         tokio::spawn(transfer::fetch_loop(net.clone()));
+        tokio::spawn(have::accept_loop(net.clone(), have_in));
 
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let mut ready_tx = Some(ready_tx);

@@ -302,7 +302,11 @@ async fn fetch_all(
     }
 }
 
-async fn fetch_one(net: &Network, device: &DeviceId, blob: &BlobRef) -> Result<u64, String> {
+pub(crate) async fn fetch_one(
+    net: &Network,
+    device: &DeviceId,
+    blob: &BlobRef,
+) -> Result<u64, String> {
     let peer = peer_id(device).ok_or("not a libp2p key")?;
     let mut control = net.control.clone();
     let stream = control
@@ -436,7 +440,7 @@ async fn keep_partial(
 
 impl Network {
     /// Connected family devices that may hold blobs.
-    async fn sources(&self) -> Vec<DeviceId> {
+    pub(crate) async fn sources(&self) -> Vec<DeviceId> {
         let mut out = Vec::new();
         for (device, status) in self.peer_status() {
             if status.connected && self.lib.peer_role(&device).await.is_some() {
