@@ -1,65 +1,14 @@
 //! The membership log: op encoding, signatures, authorization rules and order independence.
 
-use kith_protocol::keys::{DeviceId, DeviceSecret, FamilyId, PersonId};
+mod support;
+
+use kith_protocol::keys::{DeviceId, DeviceSecret, FamilyId};
 use kith_protocol::membership::{
-    FamilyState, MembershipError, MembershipOp, OpBody, OpId, Role, SignedOp, evaluate,
-    evaluate_with_root, heads,
+    MembershipError, MembershipOp, OpBody, OpId, Role, SignedOp, evaluate, evaluate_with_root,
+    heads,
 };
 use proptest::prelude::*;
-
-fn device(n: u8) -> DeviceSecret {
-    DeviceSecret::from_seeds([n; 32], [n.wrapping_add(100); 32])
-}
-
-fn person(n: u8) -> PersonId {
-    PersonId([n; 32])
-}
-
-fn op(author: &DeviceSecret, parents: &[&SignedOp], body: OpBody) -> SignedOp {
-    let op = MembershipOp {
-        version: 1,
-        parents: parents.iter().map(|p| p.id()).collect(),
-        author: author.device_id(),
-        time_ms: 1_700_000_000_000,
-        body,
-    };
-    SignedOp::sign(op, author)
-}
-
-fn create(founder: &DeviceSecret) -> SignedOp {
-    op(
-        founder,
-        &[],
-        OpBody::CreateFamily {
-            family: FamilyId([9; 32]),
-            person: person(0),
-            name: "Ada".into(),
-            device_x25519: founder.x25519_public(),
-            device_name: "laptop".into(),
-        },
-    )
-}
-
-fn add_person(n: u8, role: Role) -> OpBody {
-    OpBody::AddPerson {
-        person: person(n),
-        name: format!("p{n}"),
-        role,
-    }
-}
-
-fn add_device(p: u8, d: &DeviceSecret) -> OpBody {
-    OpBody::AddDevice {
-        person: person(p),
-        device: d.device_id(),
-        device_x25519: d.x25519_public(),
-        device_name: "phone".into(),
-    }
-}
-
-fn active(state: &FamilyState, d: &DeviceSecret) -> bool {
-    state.active_person(&d.device_id()).is_some()
-}
+use support::*;
 
 #[test]
 fn encoding_round_trips_and_starts_with_the_version() {
