@@ -36,7 +36,8 @@
 //!      makes its author's person the owner); relatives never. A grant goes to a person who has
 //!      not been removed. A `RotateKey` has `epoch` exactly one more than the document's current
 //!      epoch (0 before its first rotation: the creator makes the first key without the log) and
-//!      at most one envelope per device, each to a device the log knows.
+//!      at most one envelope per device, each to a device the log knows (revoked ones too: rule 5
+//!      then asks for another rotation).
 //!    - `RemovePerson`: admins, not for the last admin. It revokes all the person's devices and
 //!      drops their grants; a removed person never gets a device, a role or a grant again.
 //!
@@ -50,8 +51,9 @@
 //!    and refused if ordered after. Other concurrent ops (e.g. two admins demoting each other, or
 //!    two rotations to the same epoch) are decided by the order of rule 2, i.e. by op id.
 //! 5. Keys follow access: [`FamilyState::needs_rotation`] is true when a document's current epoch
-//!    was wrapped to a device that may no longer hold its key (see [`sharing`]), e.g. a rotation
-//!    that raced with a removal; a new `RotateKey` supersedes it.
+//!    key reached a device (by envelope, or as the rotating device) that may no longer hold it
+//!    (see [`sharing`]), e.g. a rotation that raced with a removal; a new `RotateKey` supersedes
+//!    it. Nothing is applied or refused because of this: it tells the node what to do next.
 //!
 //! Authorization is judged against the state in that order, not against each op's own causal
 //! past; the two differ only for concurrent ops, and the result is deterministic either way.

@@ -379,3 +379,49 @@ fn new_op_kinds_keep_old_encodings() {
     assert_eq!(body_index(rotate(ALBUM, 1, &[])), 8);
     assert_eq!(body_index(remove(1)), 9);
 }
+
+#[test]
+fn the_rotating_device_counts_as_a_key_holder() {
+    let mut f = Family::new();
+    // Ada's device rotates Bob's album to Bob alone, then is revoked: it still knows the key.
+    f.by(1, grant(ALBUM, 2, Access::View));
+    let to_bob = rotate(ALBUM, 1, &[&f.d[1]]);
+    f.by(0, to_bob);
+    assert!(!f.state().needs_rotation(&ALBUM));
+    f.by(
+        0,
+        OpBody::SetRole {
+            person: person(1),
+            role: Role::Admin,
+        },
+    );
+    f.by(
+        1,
+        OpBody::RevokeDevice {
+            device: f.d[0].device_id(),
+        },
+    );
+    assert!(f.state().needs_rotation(&ALBUM));
+}
+
+#[test]
+fn new_grantees_and_devices_lack_the_key_until_a_rotation() {
+    let mut f = Family::new();
+    assert!(f.state().devices_lacking_key(&ALBUM).is_empty());
+    f.by(1, grant(ALBUM, 2, Access::View));
+    let lacking = |f: &Family| {
+        let mut v = f.state().devices_lacking_key(&ALBUM);
+        v.sort();
+        v
+    };
+    let mut expected: Vec<_> = [0, 1, 2, 3].iter().map(|&n| f.d[n].device_id()).collect();
+    expected.sort();
+    assert_eq!(lacking(&f), expected, "admin, owner and grantee devices");
+    let to_all = rotate(ALBUM, 1, &[&f.d[0], &f.d[1], &f.d[2], &f.d[3]]);
+    f.by(1, to_all);
+    assert!(lacking(&f).is_empty());
+    let phone = device(30);
+    f.by(0, add_device(2, &phone));
+    assert_eq!(lacking(&f), vec![phone.device_id()]);
+    assert!(!f.state().needs_rotation(&ALBUM));
+}

@@ -110,12 +110,31 @@ impl FamilyState {
                     .is_some_and(|d| d.owner == person_id || d.grants.contains_key(&person_id)))
     }
 
-    /// Whether the current epoch's key went to a device that may no longer hold it, so a new
-    /// `RotateKey` is due (e.g. a rotation that raced with a removal and still wrapped to the
-    /// removed device).
+    /// Whether the current epoch's key reached a device that may no longer hold it (an envelope
+    /// went to it, or it made the rotation), so a new `RotateKey` is due: e.g. a rotation that
+    /// raced with a removal and still wrapped to the removed device.
     pub fn needs_rotation(&self, doc: &DocId) -> bool {
-        self.current_keys(doc)
-            .is_some_and(|k| k.envelopes.keys().any(|d| !self.may_hold_key(doc, d)))
+        self.current_keys(doc).is_some_and(|k| {
+            k.envelopes
+                .keys()
+                .chain([&k.rotated_by])
+                .any(|d| !self.may_hold_key(doc, d))
+        })
+    }
+
+    /// Unrevoked devices that may hold `doc`'s key but have no envelope for its current epoch
+    /// (a new grant or a new device): a `RotateKey` gives them one, and the history with it.
+    /// Empty for documents no grant or rotation has named.
+    pub fn devices_lacking_key(&self, doc: &DocId) -> Vec<DeviceId> {
+        if !self.docs.contains_key(doc) {
+            return Vec::new();
+        }
+        self.persons
+            .values()
+            .flat_map(|p| p.devices.keys())
+            .filter(|d| self.may_hold_key(doc, d) && self.envelope_for(doc, d).is_none())
+            .copied()
+            .collect()
     }
 
     /// Every document [`FamilyState::needs_rotation`] is true for.
