@@ -30,7 +30,6 @@
 //!      revoked device comes back only by an admin's `AddDevice` for the same person.
 //!    - `RenamePerson`: admins for anyone, anyone for themselves.
 //!    - `RevokeDevice`: admins for any device, anyone for their own devices.
-//!
 //!    - `GrantAlbum`, `RevokeAlbum`, `RotateKey`: admins for any document; members for documents
 //!      they own or nobody owns yet (the first applied `GrantAlbum` or `RotateKey` for a document
 //!      makes its author's person the owner); relatives never. A grant goes to a person who has
