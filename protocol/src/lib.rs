@@ -6,6 +6,8 @@
 //! - [`blob`]: chunked XChaCha20-Poly1305 encryption of photo renditions (originals, previews,
 //!   thumbnails), padded to size buckets.
 //! - [`record`]: small encrypted records a node keeps at rest (sealed with the device's storage key).
+//! - [`envelope`]: document keys wrapped to one device's X25519 key, and the history of a
+//!   document's earlier keys sealed under its newest one.
 //! - [`seal`]: sealed changes, the signed and encrypted unit of document replication.
 //! - [`membership`]: the signed operations of the family's membership log and their evaluation.
 //! - [`library`]: the photo and album schema stored in automerge documents.
@@ -14,6 +16,7 @@
 //! is deterministic and testable without a disk or a network.
 
 pub mod blob;
+pub mod envelope;
 pub mod keys;
 pub mod library;
 pub mod membership;

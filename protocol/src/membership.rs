@@ -30,14 +30,29 @@
 //!      revoked device comes back only by an admin's `AddDevice` for the same person.
 //!    - `RenamePerson`: admins for anyone, anyone for themselves.
 //!    - `RevokeDevice`: admins for any device, anyone for their own devices.
+//!    - `GrantAlbum`, `RevokeAlbum`, `RotateKey`: admins for any document; members for documents
+//!      they own or nobody owns yet (the first applied `GrantAlbum` or `RotateKey` for a document
+//!      makes its author's person the owner); relatives never. A grant goes to a person who has
+//!      not been removed. A `RotateKey` has `epoch` exactly one more than the document's current
+//!      epoch (0 before its first rotation: the creator makes the first key without the log) and
+//!      at most one envelope per device, each to a device the log knows (revoked ones too: rule 5
+//!      then asks for another rotation).
+//!    - `RemovePerson`: admins, not for the last admin. It revokes all the person's devices and
+//!      drops their grants; a removed person never gets a device, a role or a grant again.
 //!
 //!    Ops that are not allowed are skipped but stay in the DAG, so ops built on them still count.
 //! 4. A revocation wins over what its target did concurrently or after: when `RevokeDevice(d)`
 //!    is applied, every op by `d` applied so far that is not a causal ancestor of the revocation
 //!    is excluded and evaluation starts again without it (exclusions are permanent for the rest
 //!    of the evaluation, which therefore restarts at most once per op). Ops by `d` ordered after
-//!    the revocation fail rule 3. Other concurrent ops (e.g. two admins demoting each other) are
-//!    decided by the order of rule 2, i.e. by op id.
+//!    the revocation fail rule 3. `RemovePerson(p)` counts as a revocation of each of `p`'s
+//!    devices; it also wins over a concurrent grant to `p`, which is dropped if ordered before it
+//!    and refused if ordered after. Other concurrent ops (e.g. two admins demoting each other, or
+//!    two rotations to the same epoch) are decided by the order of rule 2, i.e. by op id.
+//! 5. Keys follow access: [`FamilyState::needs_rotation`] is true when a document's current epoch
+//!    key reached a device (by envelope, or as the rotating device) that may no longer hold it
+//!    (see [`sharing`]), e.g. a rotation that raced with a removal; a new `RotateKey` supersedes
+//!    it. Nothing is applied or refused because of this: it tells the node what to do next.
 //!
 //! Authorization is judged against the state in that order, not against each op's own causal
 //! past; the two differ only for concurrent ops, and the result is deterministic either way.
@@ -48,7 +63,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{DeviceId, DeviceSecret, FamilyId, KeyError, PersonId, id_type, read_array};
+use crate::envelope::{Envelope, SealedHistory};
+use crate::keys::{
+    DeviceId, DeviceSecret, DocId, FamilyId, KeyError, PersonId, id_type, read_array,
+};
+
+pub mod sharing;
+mod state;
+pub use sharing::{Access, DocKeys, DocSharing};
+pub use state::{Device, FamilyState, Person};
 
 /// Signature label of membership ops.
 pub const SIGNATURE_LABEL: &str = "kith membership op v1";
@@ -88,6 +111,8 @@ pub enum MembershipError {
     RootNotFound,
     #[error("unknown role {0:?}")]
     UnknownRole(String),
+    #[error("unknown access {0:?}")]
+    UnknownAccess(String),
 }
 
 /// What a person may do (DESIGN.md, "Identities and the family").
@@ -156,6 +181,28 @@ pub enum OpBody {
     },
     RevokeDevice {
         device: DeviceId,
+    },
+    // New variants go at the end: postcard encodes the variant index, so existing ops keep
+    // their bytes and ids.
+    GrantAlbum {
+        album: DocId,
+        person: PersonId,
+        access: Access,
+    },
+    RevokeAlbum {
+        album: DocId,
+        person: PersonId,
+    },
+    /// Moves `doc` to a new key epoch: its key wrapped to each device that may hold it, and the
+    /// earlier epochs' keys sealed under it.
+    RotateKey {
+        doc: DocId,
+        epoch: u32,
+        envelopes: Vec<(DeviceId, Envelope)>,
+        history: Option<SealedHistory>,
+    },
+    RemovePerson {
+        person: PersonId,
     },
 }
 
@@ -260,60 +307,6 @@ impl fmt::Debug for SignedOp {
             .field("id", &self.id())
             .field("op", &self.op)
             .finish()
-    }
-}
-
-/// A device as the log describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Device {
-    pub name: String,
-    /// Where album keys for this device are wrapped to.
-    pub x25519: [u8; 32],
-    /// Revoked devices stay listed so that their old ops and signatures can be explained.
-    pub revoked: bool,
-}
-
-/// A person as the log describes them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Person {
-    pub name: String,
-    pub role: Role,
-    pub devices: BTreeMap<DeviceId, Device>,
-}
-
-/// The family as a set of ops describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FamilyState {
-    pub family: FamilyId,
-    pub persons: BTreeMap<PersonId, Person>,
-}
-
-impl FamilyState {
-    /// The person a device belongs to and the device, revoked or not.
-    pub fn device(&self, id: &DeviceId) -> Option<(PersonId, &Device)> {
-        self.persons
-            .iter()
-            .find_map(|(p, person)| person.devices.get(id).map(|d| (*p, d)))
-    }
-
-    /// The person behind an unrevoked device: who may connect and act.
-    pub fn active_person(&self, id: &DeviceId) -> Option<(PersonId, &Person)> {
-        self.persons
-            .iter()
-            .find(|(_, person)| person.devices.get(id).is_some_and(|d| !d.revoked))
-            .map(|(p, person)| (*p, person))
-    }
-
-    /// The role of an unrevoked device's person.
-    pub fn role_of(&self, device: &DeviceId) -> Option<Role> {
-        self.active_person(device).map(|(_, p)| p.role)
-    }
-
-    fn admin_count(&self) -> usize {
-        self.persons
-            .values()
-            .filter(|p| p.role == Role::Admin)
-            .count()
     }
 }
 
@@ -450,10 +443,12 @@ fn run(
         name: name.clone(),
         role: Role::Admin,
         devices: BTreeMap::from([(root_op.author, first_device)]),
+        removed: false,
     };
     let mut state = FamilyState {
         family: *family,
         persons: BTreeMap::from([(*person, founder)]),
+        docs: BTreeMap::new(),
     };
     let mut applied_by: BTreeMap<DeviceId, Vec<OpId>> = BTreeMap::new();
 
@@ -468,11 +463,11 @@ fn run(
         match apply(&mut state, op) {
             Applied::No => continue,
             Applied::Yes => {}
-            Applied::Revoked(device) => {
+            Applied::Revoked(devices) => {
                 let before = ancestors(*id, by_id);
-                let overridden: Vec<OpId> = applied_by
-                    .get(&device)
-                    .into_iter()
+                let overridden: Vec<OpId> = devices
+                    .iter()
+                    .filter_map(|d| applied_by.get(d))
                     .flatten()
                     .filter(|o| !before.contains(o))
                     .copied()
@@ -490,7 +485,8 @@ fn run(
 enum Applied {
     No,
     Yes,
-    Revoked(DeviceId),
+    /// Devices were revoked (rule 4).
+    Revoked(Vec<DeviceId>),
 }
 
 /// Applies one op to the state if its author may make it (rule 3 of the module docs).
@@ -499,6 +495,11 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
         return Applied::No;
     };
     let admin = author.role == Role::Admin;
+    let by = sharing::Author {
+        device: op.author,
+        person: author_person,
+        role: author.role,
+    };
     match &op.body {
         OpBody::CreateFamily { .. } => Applied::No,
         OpBody::AddPerson { person, name, role } => {
@@ -509,6 +510,7 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
                 name: name.clone(),
                 role: *role,
                 devices: BTreeMap::new(),
+                removed: false,
             };
             state.persons.insert(*person, p);
             Applied::Yes
@@ -526,7 +528,7 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
                 Some((_, false)) => false,
             };
             match state.persons.get_mut(person) {
-                Some(target) if allowed => {
+                Some(target) if allowed && !target.removed => {
                     let d = Device {
                         name: device_name.clone(),
                         x25519: *device_x25519,
@@ -546,7 +548,7 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
                     .is_some_and(|p| p.role == Role::Admin)
                 && state.admin_count() == 1;
             match state.persons.get_mut(person) {
-                Some(target) if admin && !demotes_last_admin => {
+                Some(target) if admin && !demotes_last_admin && !target.removed => {
                     target.role = *role;
                     Applied::Yes
                 }
@@ -574,10 +576,23 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
             {
                 Some(d) if !d.revoked => {
                     d.revoked = true;
-                    Applied::Revoked(*device)
+                    Applied::Revoked(vec![*device])
                 }
                 _ => Applied::No,
             }
         }
+        OpBody::GrantAlbum {
+            album,
+            person,
+            access,
+        } => sharing::grant(state, &by, album, person, *access),
+        OpBody::RevokeAlbum { album, person } => sharing::revoke(state, &by, album, person),
+        OpBody::RotateKey {
+            doc,
+            epoch,
+            envelopes,
+            history,
+        } => sharing::rotate(state, &by, doc, *epoch, envelopes, history.as_ref()),
+        OpBody::RemovePerson { person } => sharing::remove_person(state, &by, person),
     }
 }

@@ -1,65 +1,14 @@
 //! The membership log: op encoding, signatures, authorization rules and order independence.
 
-use kith_protocol::keys::{DeviceId, DeviceSecret, FamilyId, PersonId};
+mod support;
+
+use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, FamilyId};
 use kith_protocol::membership::{
-    FamilyState, MembershipError, MembershipOp, OpBody, OpId, Role, SignedOp, evaluate,
+    Access, MembershipError, MembershipOp, OpBody, OpId, Role, SignedOp, evaluate,
     evaluate_with_root, heads,
 };
 use proptest::prelude::*;
-
-fn device(n: u8) -> DeviceSecret {
-    DeviceSecret::from_seeds([n; 32], [n.wrapping_add(100); 32])
-}
-
-fn person(n: u8) -> PersonId {
-    PersonId([n; 32])
-}
-
-fn op(author: &DeviceSecret, parents: &[&SignedOp], body: OpBody) -> SignedOp {
-    let op = MembershipOp {
-        version: 1,
-        parents: parents.iter().map(|p| p.id()).collect(),
-        author: author.device_id(),
-        time_ms: 1_700_000_000_000,
-        body,
-    };
-    SignedOp::sign(op, author)
-}
-
-fn create(founder: &DeviceSecret) -> SignedOp {
-    op(
-        founder,
-        &[],
-        OpBody::CreateFamily {
-            family: FamilyId([9; 32]),
-            person: person(0),
-            name: "Ada".into(),
-            device_x25519: founder.x25519_public(),
-            device_name: "laptop".into(),
-        },
-    )
-}
-
-fn add_person(n: u8, role: Role) -> OpBody {
-    OpBody::AddPerson {
-        person: person(n),
-        name: format!("p{n}"),
-        role,
-    }
-}
-
-fn add_device(p: u8, d: &DeviceSecret) -> OpBody {
-    OpBody::AddDevice {
-        person: person(p),
-        device: d.device_id(),
-        device_x25519: d.x25519_public(),
-        device_name: "phone".into(),
-    }
-}
-
-fn active(state: &FamilyState, d: &DeviceSecret) -> bool {
-    state.active_person(&d.device_id()).is_some()
-}
+use support::*;
 
 #[test]
 fn encoding_round_trips_and_starts_with_the_version() {
@@ -328,11 +277,12 @@ fn roles_parse_and_print() {
 }
 
 /// A random log: a family of three persons with five devices, then random steps (kind, author,
-/// target, parent picks) by any device. Parents are picked among recent ops, so many ops are
+/// target, parent picks) by any device, sharing ops on two documents among them. Parents are picked among recent ops, so many ops are
 /// concurrent; many steps are not allowed, which is the point.
 fn random_log(steps: &[(u8, u8, u8, u8, u8)]) -> Vec<SignedOp> {
     let d: Vec<DeviceSecret> = (0..5).map(device).collect();
     let roles = [Role::Admin, Role::Member, Role::Relative];
+    let accesses = [Access::View, Access::Contribute];
     let mut ops = vec![create(&d[0])];
     let setup = [
         add_person(1, Role::Admin),
@@ -350,7 +300,8 @@ fn random_log(steps: &[(u8, u8, u8, u8, u8)]) -> Vec<SignedOp> {
         let author = &d[usize::from(author) % d.len()];
         let t = target % 4;
         let target_dev = &d[usize::from(target) % d.len()];
-        let body = match kind % 8 {
+        let doc = DocId([p1 % 2; 32]);
+        let body = match kind % 13 {
             0 => add_person(t, roles[usize::from(target) % 3]),
             1..=3 => add_device(t, target_dev),
             4 => OpBody::SetRole {
@@ -361,9 +312,29 @@ fn random_log(steps: &[(u8, u8, u8, u8, u8)]) -> Vec<SignedOp> {
                 person: person(t),
                 name: format!("n{p1}"),
             },
-            _ => OpBody::RevokeDevice {
+            6 | 7 => OpBody::RevokeDevice {
                 device: target_dev.device_id(),
             },
+            8 => OpBody::GrantAlbum {
+                album: doc,
+                person: person(t),
+                access: accesses[usize::from(p2) % 2],
+            },
+            9 => OpBody::RevokeAlbum {
+                album: doc,
+                person: person(t),
+            },
+            10 | 11 => {
+                // Wrapped to the devices whose bits are set in `target`.
+                let to: Vec<&DeviceSecret> = d
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| target & (1 << i) != 0)
+                    .map(|(_, dev)| dev)
+                    .collect();
+                rotate(doc, 1 + u32::from(kind / 13 % 3), &to)
+            }
+            _ => OpBody::RemovePerson { person: person(t) },
         };
         let pick = |p: u8| ops.len() - 1 - usize::from(p) % 6;
         let (a, b) = (ops[pick(p1)].clone(), ops[pick(p2)].clone());
@@ -405,12 +376,30 @@ proptest! {
 
 #[test]
 fn random_logs_admit_some_ops() {
-    // Guards the property test against vacuity: random logs do grow the family.
+    // Guards the property test against vacuity: random logs do grow the family and share
+    // documents. Revocations and removals are left out so that the founder keeps acting.
+    let kinds = [0, 1, 2, 4, 5, 8, 9, 10, 11];
     let steps: Vec<(u8, u8, u8, u8, u8)> = (0..40u8)
-        .map(|i| (i, 0, i / 3, i, i.wrapping_mul(7)))
+        .map(|i| {
+            (
+                kinds[usize::from(i) % kinds.len()],
+                0,
+                i / 3,
+                i,
+                i.wrapping_mul(7),
+            )
+        })
         .collect();
     let state = evaluate(&random_log(&steps)).unwrap();
     assert!(state.persons.len() > 1, "{state:?}");
+    assert!(
+        state.docs.values().any(|d| !d.grants.is_empty()),
+        "{state:?}"
+    );
+    assert!(
+        state.docs.keys().any(|doc| state.current_epoch(doc) > 0),
+        "{state:?}"
+    );
     let _: &DeviceId = state
         .persons
         .values()

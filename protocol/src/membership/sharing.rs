@@ -1,0 +1,280 @@
+//! Sharing in the membership log: who may read a document beyond its owner, which key epoch it
+//! is at and which devices that epoch's key was wrapped to.
+//!
+//! A document that no `GrantAlbum` or `RotateKey` has named is unknown here: its creator made
+//! its key for epoch 0 without the log, and the log cannot tell who holds it. The first applied
+//! `GrantAlbum` or `RotateKey` for a document makes its author's person the document's owner.
+//!
+//! A device *may hold* a document's key when it is unrevoked and its person is an admin (admins
+//! manage sharing, and the recovery identity is enrolled like an admin device), the document's
+//! owner, or granted the document. A removed device keeps every key it was once given; rotation
+//! protects only what is written after it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Applied, FamilyState, MembershipError, Role};
+use crate::envelope::{Envelope, SealedHistory};
+use crate::keys::{DeviceId, DocId, PersonId};
+
+/// What a grant lets a person do with a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Read the document and its photos.
+    View,
+    /// Read it and add to it.
+    Contribute,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::View => "view",
+            Self::Contribute => "contribute",
+        })
+    }
+}
+
+impl FromStr for Access {
+    type Err = MembershipError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "view" => Ok(Self::View),
+            "contribute" => Ok(Self::Contribute),
+            _ => Err(MembershipError::UnknownAccess(s.to_owned())),
+        }
+    }
+}
+
+/// A document's sharing state as the log describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocSharing {
+    /// The person whose device first granted or rotated the document.
+    pub owner: PersonId,
+    pub grants: BTreeMap<PersonId, Access>,
+    /// The latest key epoch the log delivered; `None` while the document is at epoch 0.
+    pub keys: Option<DocKeys>,
+}
+
+/// One key epoch of a document, as its `RotateKey` op delivered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocKeys {
+    pub epoch: u32,
+    /// The device that made the rotation, which the envelopes came from.
+    pub rotated_by: DeviceId,
+    pub envelopes: BTreeMap<DeviceId, Envelope>,
+    /// The earlier epochs' keys, sealed under this epoch's key.
+    pub history: Option<SealedHistory>,
+}
+
+impl FamilyState {
+    /// What `person` was explicitly granted on `doc` (owners and admins need no grant).
+    pub fn access(&self, person: &PersonId, doc: &DocId) -> Option<Access> {
+        self.docs.get(doc)?.grants.get(person).copied()
+    }
+
+    /// The document's owner, once a grant or rotation has named it.
+    pub fn owner(&self, doc: &DocId) -> Option<PersonId> {
+        self.docs.get(doc).map(|d| d.owner)
+    }
+
+    /// The document's current key epoch: 0 until the log rotates it.
+    pub fn current_epoch(&self, doc: &DocId) -> u32 {
+        self.current_keys(doc).map_or(0, |k| k.epoch)
+    }
+
+    /// The envelope of the current epoch's key addressed to `device`, if any.
+    pub fn envelope_for(&self, doc: &DocId, device: &DeviceId) -> Option<&Envelope> {
+        self.current_keys(doc)?.envelopes.get(device)
+    }
+
+    /// The current epoch as its rotation delivered it (envelopes, history, sender).
+    pub fn current_keys(&self, doc: &DocId) -> Option<&DocKeys> {
+        self.docs.get(doc)?.keys.as_ref()
+    }
+
+    /// Whether `device` may hold `doc`'s key now (see the module docs).
+    pub fn may_hold_key(&self, doc: &DocId, device: &DeviceId) -> bool {
+        let Some((person_id, person)) = self.active_person(device) else {
+            return false;
+        };
+        !person.removed
+            && (person.role == Role::Admin
+                || self
+                    .docs
+                    .get(doc)
+                    .is_some_and(|d| d.owner == person_id || d.grants.contains_key(&person_id)))
+    }
+
+    /// Whether the current epoch's key reached a device that may no longer hold it (an envelope
+    /// went to it, or it made the rotation), so a new `RotateKey` is due: e.g. a rotation that
+    /// raced with a removal and still wrapped to the removed device.
+    pub fn needs_rotation(&self, doc: &DocId) -> bool {
+        self.current_keys(doc).is_some_and(|k| {
+            k.envelopes
+                .keys()
+                .chain([&k.rotated_by])
+                .any(|d| !self.may_hold_key(doc, d))
+        })
+    }
+
+    /// Unrevoked devices that may hold `doc`'s key but have no envelope for its current epoch
+    /// (a new grant or a new device): a `RotateKey` gives them one, and the history with it.
+    /// Empty for documents no grant or rotation has named.
+    pub fn devices_lacking_key(&self, doc: &DocId) -> Vec<DeviceId> {
+        if !self.docs.contains_key(doc) {
+            return Vec::new();
+        }
+        self.persons
+            .values()
+            .flat_map(|p| p.devices.keys())
+            .filter(|d| self.may_hold_key(doc, d) && self.envelope_for(doc, d).is_none())
+            .copied()
+            .collect()
+    }
+
+    /// Every document [`FamilyState::needs_rotation`] is true for.
+    pub fn docs_needing_rotation(&self) -> Vec<DocId> {
+        self.docs
+            .keys()
+            .filter(|doc| self.needs_rotation(doc))
+            .copied()
+            .collect()
+    }
+
+    /// Whether `person` may grant, revoke or rotate `doc`: admins always, members for documents
+    /// they own or nobody owns yet, relatives never.
+    fn may_share(&self, person: &PersonId, role: Role, doc: &DocId) -> bool {
+        match role {
+            Role::Admin => true,
+            Role::Member => self.docs.get(doc).is_none_or(|d| d.owner == *person),
+            Role::Relative => false,
+        }
+    }
+
+    fn is_present(&self, person: &PersonId) -> bool {
+        self.persons.get(person).is_some_and(|p| !p.removed)
+    }
+}
+
+/// The author of an op being applied: its device, person and role.
+pub(super) struct Author {
+    pub device: DeviceId,
+    pub person: PersonId,
+    pub role: Role,
+}
+
+pub(super) fn grant(
+    state: &mut FamilyState,
+    author: &Author,
+    doc: &DocId,
+    person: &PersonId,
+    access: Access,
+) -> Applied {
+    if !state.may_share(&author.person, author.role, doc) || !state.is_present(person) {
+        return Applied::No;
+    }
+    state
+        .docs
+        .entry(*doc)
+        .or_insert_with(|| unowned(author.person))
+        .grants
+        .insert(*person, access);
+    Applied::Yes
+}
+
+pub(super) fn revoke(
+    state: &mut FamilyState,
+    author: &Author,
+    doc: &DocId,
+    person: &PersonId,
+) -> Applied {
+    if !state.may_share(&author.person, author.role, doc) {
+        return Applied::No;
+    }
+    let removed = state
+        .docs
+        .get_mut(doc)
+        .and_then(|d| d.grants.remove(person));
+    if removed.is_some() {
+        Applied::Yes
+    } else {
+        Applied::No
+    }
+}
+
+pub(super) fn rotate(
+    state: &mut FamilyState,
+    author: &Author,
+    doc: &DocId,
+    epoch: u32,
+    envelopes: &[(DeviceId, Envelope)],
+    history: Option<&SealedHistory>,
+) -> Applied {
+    let next_epoch = state.current_epoch(doc).checked_add(1);
+    let wrapped: BTreeMap<DeviceId, Envelope> = envelopes.iter().cloned().collect();
+    // One envelope per device, each to a device the log knows (its X25519 key comes from here).
+    let recipients_known =
+        wrapped.len() == envelopes.len() && wrapped.keys().all(|d| state.device(d).is_some());
+    if !state.may_share(&author.person, author.role, doc)
+        || next_epoch != Some(epoch)
+        || !recipients_known
+    {
+        return Applied::No;
+    }
+    let keys = DocKeys {
+        epoch,
+        rotated_by: author.device,
+        envelopes: wrapped,
+        history: history.cloned(),
+    };
+    state
+        .docs
+        .entry(*doc)
+        .or_insert_with(|| unowned(author.person))
+        .keys = Some(keys);
+    Applied::Yes
+}
+
+/// Removes a person for good: revokes their devices and drops their grants.
+pub(super) fn remove_person(
+    state: &mut FamilyState,
+    author: &Author,
+    person: &PersonId,
+) -> Applied {
+    let removes_last_admin = state
+        .persons
+        .get(person)
+        .is_some_and(|p| p.role == Role::Admin)
+        && state.admin_count() == 1;
+    if author.role != Role::Admin || removes_last_admin {
+        return Applied::No;
+    }
+    let Some(target) = state.persons.get_mut(person).filter(|p| !p.removed) else {
+        return Applied::No;
+    };
+    target.removed = true;
+    let mut revoked = Vec::new();
+    for (id, device) in &mut target.devices {
+        if !device.revoked {
+            device.revoked = true;
+            revoked.push(*id);
+        }
+    }
+    for d in state.docs.values_mut() {
+        d.grants.remove(person);
+    }
+    Applied::Revoked(revoked)
+}
+
+fn unowned(owner: PersonId) -> DocSharing {
+    DocSharing {
+        owner,
+        grants: BTreeMap::new(),
+        keys: None,
+    }
+}
