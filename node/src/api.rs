@@ -76,6 +76,12 @@ pub struct SetRole {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+pub struct RemovePerson {
+    /// A person's name or id prefix.
+    pub person: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RemoveDevice {
     /// A device's name or id prefix.
     pub device: String,
@@ -169,6 +175,7 @@ pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router
         .route("/people", get(people))
         .route("/people/rename", post(rename_me))
         .route("/people/set-role", post(set_role))
+        .route("/people/remove", post(remove_person))
         .route("/devices/remove", post(remove_device))
         .route("/devices", get(devices))
         .route("/invites", get(invites).post(create_invite))
@@ -273,6 +280,13 @@ async fn set_role(
         ))
     })?;
     Ok(Json(app.library.set_role(&body.person, role).await?))
+}
+
+async fn remove_person(
+    State(app): State<AppState>,
+    Json(body): Json<RemovePerson>,
+) -> ApiResult<crate::views::PersonView> {
+    Ok(Json(app.library.remove_person(&body.person).await?))
 }
 
 async fn remove_device(

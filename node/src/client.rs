@@ -286,6 +286,18 @@ impl Backend {
         }
     }
 
+    pub async fn remove_person(&self, person: &str) -> Result<PersonView> {
+        match self {
+            Backend::Local(l) => l.remove_person(person).await,
+            Backend::Remote(c) => {
+                let body = crate::api::RemovePerson {
+                    person: person.to_owned(),
+                };
+                c.post("/people/remove", body).await
+            }
+        }
+    }
+
     /// Removes a device from the family; returns it as `kith devices` now shows it.
     pub async fn remove_device(&self, device: &str) -> Result<FamilyDeviceView> {
         match self {

@@ -81,6 +81,35 @@ impl Library {
         person_view(&state.family, &person, &me)
     }
 
+    /// Removes a person from the family (admins only): all their devices are revoked and
+    /// their album access dropped. `who` is a name or an id prefix.
+    pub async fn remove_person(&self, who: &str) -> Result<PersonView> {
+        let mut state = self.state.lock().await;
+        let me = self.device_id();
+        if state.current_role(&me) != Some(Role::Admin) {
+            return Err(Error::NotAllowed(
+                "only an admin can remove people; ask an admin of your family".into(),
+            ));
+        }
+        let person = find_person(&state.family, who)?;
+        if state.family.active_person(&me).map(|(p, _)| p) == Some(person) {
+            return Err(Error::Invalid(format!(
+                "{who:?} is you; another admin removes you from their device"
+            )));
+        }
+        if state.family.persons.get(&person).is_some_and(|p| p.removed) {
+            return Err(Error::Invalid(format!("{who:?} was already removed")));
+        }
+        let applied = self.append_op(&mut state, OpBody::RemovePerson { person });
+        match applied {
+            Err(Error::NotAllowed(_)) => Err(Error::NotAllowed(format!(
+                "{who:?} is the family's last admin; make someone else admin first"
+            ))),
+            other => other,
+        }?;
+        person_view(&state.family, &person, &me)
+    }
+
     /// Removes a device from the family (admins for any device, anyone for their own other
     /// devices). `which` is a device name or an id prefix. The removed device is refused from
     /// then on by every device that has the op; what it already holds, it keeps.
@@ -156,6 +185,7 @@ fn person_view(family: &FamilyState, id: &PersonId, me: &DeviceId) -> Result<Per
         id: id.to_string(),
         name: p.name.clone(),
         role: p.role.to_string(),
+        removed: p.removed,
         devices: p
             .devices
             .iter()

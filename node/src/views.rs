@@ -182,6 +182,8 @@ pub struct PersonView {
     pub id: String,
     pub name: String,
     pub role: String,
+    /// Removed from the family (`kith people remove`); listed so their past is explained.
+    pub removed: bool,
     pub devices: Vec<DeviceView>,
 }
 

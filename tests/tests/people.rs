@@ -122,3 +122,37 @@ fn a_person_invites_another_device_of_their_own() -> Result<()> {
     assert_eq!(on_c["person"], "Person 1", "{on_c}");
     Ok(())
 }
+
+#[test]
+fn a_removed_person_loses_every_device() -> Result<()> {
+    let cluster = Cluster::start(3)?;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+
+    let refused = stderr_of(b, &["people", "remove", "Person 2"])?;
+    assert!(refused.contains("only an admin"), "{refused}");
+    let myself = stderr_of(a, &["people", "remove", "Ana"])?;
+    assert!(myself.contains("is you"), "{myself}");
+
+    let removed = a.json(&["people", "remove", "Person 2", "--json"])?;
+    assert_eq!(removed["removed"], true, "{removed}");
+    assert!(
+        removed["devices"]
+            .as_array()
+            .is_some_and(|d| d.iter().all(|d| d["revoked"] == true)),
+        "{removed}"
+    );
+    let mut last = Value::Null;
+    wait_until(
+        SYNC_DEADLINE,
+        "B to see Person 2 removed and offline",
+        || {
+            last = b.json(&["devices", "--json"])?;
+            Ok(device(&last, "device 2")
+                .is_some_and(|d| d["revoked"] == true && d["online"] == false))
+        },
+    )
+    .with_context(|| format!("B's devices: {last}"))?;
+    let again = stderr_of(a, &["people", "remove", "Person 2"])?;
+    assert!(again.contains("already removed"), "{again}");
+    Ok(())
+}

@@ -168,6 +168,12 @@ enum InvitesAction {
 enum PeopleAction {
     /// Change your own name, as your family sees it.
     Rename { new_name: String },
+    /// Remove a person from the family (admin only): all their devices are refused from then
+    /// on and their album access ends. What their devices already hold, they keep.
+    Remove {
+        /// The person's name, or a prefix of their id.
+        person: String,
+    },
     /// Give a person another role (admin only).
     SetRole {
         /// The person's name, or a prefix of their id.
@@ -371,6 +377,19 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                         render::print_json(&people)?;
                     } else {
                         render::people_table(&people);
+                    }
+                }
+                Some(PeopleAction::Remove { person }) => {
+                    let person = backend.remove_person(&person).await?;
+                    if json {
+                        render::print_json(&person)?;
+                    } else {
+                        println!(
+                            "Removed {} and their {} device(s) from the family. They are refused \
+                             from now on; what their devices already hold, they keep.",
+                            person.name,
+                            person.devices.len()
+                        );
                     }
                 }
                 Some(PeopleAction::SetRole { person, role }) => {

@@ -195,7 +195,11 @@ pub fn photos_table(photos: &[PhotoView]) {
 
 pub fn people_table(people: &[PersonView]) {
     for p in people {
-        println!("{} ({})", p.name, p.role);
+        if p.removed {
+            println!("{} (removed)", p.name);
+        } else {
+            println!("{} ({})", p.name, p.role);
+        }
         for d in &p.devices {
             println!(
                 "  {}  {}{}{}",
