@@ -71,13 +71,7 @@ impl Library {
         if current == Some(role) {
             return Err(Error::Invalid(format!("{who:?} is already {role}")));
         }
-        let applied = self.append_op(&mut state, OpBody::SetRole { person, role });
-        match applied {
-            Err(Error::NotAllowed(_)) => Err(Error::NotAllowed(format!(
-                "{who:?} is the family's last admin; make someone else admin first"
-            ))),
-            other => other,
-        }?;
+        self.append_admin_op(&mut state, OpBody::SetRole { person, role }, who)?;
         person_view(&state.family, &person, &me)
     }
 
@@ -100,13 +94,7 @@ impl Library {
         if state.family.persons.get(&person).is_some_and(|p| p.removed) {
             return Err(Error::Invalid(format!("{who:?} was already removed")));
         }
-        let applied = self.append_op(&mut state, OpBody::RemovePerson { person });
-        match applied {
-            Err(Error::NotAllowed(_)) => Err(Error::NotAllowed(format!(
-                "{who:?} is the family's last admin; make someone else admin first"
-            ))),
-            other => other,
-        }?;
+        self.append_admin_op(&mut state, OpBody::RemovePerson { person }, who)?;
         person_view(&state.family, &person, &me)
     }
 
@@ -132,6 +120,17 @@ impl Library {
         }
         self.append_op(&mut state, OpBody::RevokeDevice { device })?;
         Ok(device)
+    }
+
+    /// [`Library::append_op`] for an admin's op about person `who`: the rules skip it only when
+    /// it would leave the family without an admin (the caller checked the rest).
+    fn append_admin_op(&self, state: &mut State, body: OpBody, who: &str) -> Result<()> {
+        match self.append_op(state, body) {
+            Err(Error::NotAllowed(_)) => Err(Error::NotAllowed(format!(
+                "{who:?} is the family's last admin; make someone else admin first"
+            ))),
+            other => other,
+        }
     }
 
     /// Signs `body` as this device, evaluates the log with it, and commits it only if the
