@@ -273,15 +273,28 @@ async fn ask_to_join(
         .dial(opts)
         .map_err(|e| Error::Invite(format!("cannot dial the inviting device: {e}")))?;
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    // libp2p-stream loses a stream opened while the connection is being set up (its handler
+    // exists, the swarm has not reported the connection yet: the stream waits on a dial that
+    // never happens). So the stream is opened only once the connection is established.
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<()>();
     let driver = tokio::spawn(async move {
         let mut last_error = None;
+        let mut connected_tx = Some(connected_tx);
         loop {
             tokio::select! {
-                event = swarm.select_next_some() => {
-                    if let libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } = event {
+                event = swarm.select_next_some() => match event {
+                    libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => {
                         last_error = Some(error.to_string());
+                        // No connection came: opening the stream dials again and says why.
+                        connected_tx.take();
                     }
-                }
+                    libp2p::swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == inviter => {
+                        if let Some(tx) = connected_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    _ => {}
+                },
                 _ = &mut done_rx => return last_error,
             }
         }
@@ -301,6 +314,7 @@ async fn ask_to_join(
         ),
     };
     let exchange = async {
+        let _ = connected_rx.await;
         let mut stream = control.open_stream(inviter, INVITE).await.map_err(|e| {
             Error::Invite(format!(
                 "cannot reach the inviting device at {}: {e}; is its `kith run` running and reachable?",
