@@ -6,7 +6,7 @@ use kith_tests::cluster::Cluster;
 use kith_tests::corpus;
 
 /// A handful of corpus photos (camera JPEGs), to keep the test quick.
-fn some_photos(n: usize) -> Result<Vec<String>> {
+pub(crate) fn some_photos(n: usize) -> Result<Vec<String>> {
     Ok(corpus::manifest()?
         .into_iter()
         .filter(|r| r.expect == corpus::Expect::Ok && r.path.ends_with(".jpg"))
@@ -15,7 +15,7 @@ fn some_photos(n: usize) -> Result<Vec<String>> {
         .collect())
 }
 
-fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
+pub(crate) fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
     let mut args = vec!["import", "--album", album];
     args.extend(files.iter().map(String::as_str));
     node.ok(&args)?;
