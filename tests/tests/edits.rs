@@ -264,3 +264,41 @@ fn an_edit_is_committed_before_it_is_acknowledged() -> Result<()> {
     assert_eq!(trash[0]["favourite"], true, "{trash}");
     Ok(())
 }
+
+/// The export sidecar carries what a person added; an export run again finds it its own and
+/// writes nothing; a photo in the trash is not exported.
+#[test]
+fn exports_carry_edits_and_leave_out_the_trash() -> Result<()> {
+    let node = TestNode::initialised()?;
+    import(&node, &some_photos(2)?, "Out")?;
+    let all = ids(&node.json(&["photos", "--json"])?)?;
+    node.ok(&[
+        "photos",
+        "edit",
+        &all[0],
+        "--caption",
+        "Lake",
+        "--favourite",
+        "--tag",
+        "x",
+    ])?;
+    node.ok(&["trash", &all[1]])?;
+    let out = tempfile::tempdir()?;
+    let dir = out.path().join("export");
+    let dir_arg = dir.to_str().context("utf-8 path")?;
+    let (_, first) = node.json_lines(&["export", dir_arg, "--json"])?;
+    assert_eq!(first.last().context("summary")?["written"], 1, "{first:?}");
+    let sidecars: Vec<_> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".kith.json"))
+        .collect();
+    assert_eq!(sidecars.len(), 1);
+    let sidecar: Value = serde_json::from_slice(&std::fs::read(&sidecars[0])?)?;
+    assert_eq!(sidecar["id"], all[0].as_str());
+    assert_eq!(sidecar["caption"], "Lake");
+    assert_eq!(sidecar["favourite"], true);
+    assert_eq!(sidecar["tags"], serde_json::json!(["x"]));
+    let (_, again) = node.json_lines(&["export", dir_arg, "--json"])?;
+    assert_eq!(again.last().context("summary")?["written"], 0, "{again:?}");
+    Ok(())
+}
