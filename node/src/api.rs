@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::edit::{EditRequest, PhotoFilter};
 use crate::error::Error;
 use crate::export::ExportRequest;
 use crate::import::ImportRequest;
@@ -41,8 +42,14 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct AlbumQuery {
-    pub album: Option<String>,
+pub struct PhotoQuery {
+    pub photo: String,
+}
+
+/// Photos named on a command line (ids or unique id prefixes).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PhotoList {
+    pub photos: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -108,6 +115,7 @@ impl IntoResponse for ApiError {
             | Error::AmbiguousAlbum { .. }
             | Error::AmbiguousPhoto { .. }
             | Error::AlbumCycle(_) => StatusCode::BAD_REQUEST,
+            Error::NotInTrash(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (
@@ -168,6 +176,10 @@ pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router
     let api = Router::new()
         .route("/status", get(status))
         .route("/photos", get(photos))
+        .route("/photos/show", get(show_photo))
+        .route("/photos/edit", post(edit_photo))
+        .route("/trash", get(trashed).post(trash))
+        .route("/trash/restore", post(restore))
         .route("/albums", get(albums).post(create_album))
         .route("/albums/rename", post(rename_album))
         .route("/albums/add", post(add_to_album))
@@ -253,9 +265,41 @@ async fn cancel_invite(
 
 async fn photos(
     State(app): State<AppState>,
-    Query(q): Query<AlbumQuery>,
+    Query(filter): Query<PhotoFilter>,
 ) -> ApiResult<Vec<crate::views::PhotoView>> {
-    Ok(Json(app.library.photos(q.album.as_deref()).await?))
+    Ok(Json(app.library.photos_matching(&filter).await?))
+}
+
+async fn show_photo(
+    State(app): State<AppState>,
+    Query(q): Query<PhotoQuery>,
+) -> ApiResult<crate::views::PhotoView> {
+    Ok(Json(app.library.photo(&q.photo).await?))
+}
+
+async fn edit_photo(
+    State(app): State<AppState>,
+    Json(body): Json<EditRequest>,
+) -> ApiResult<crate::views::PhotoView> {
+    Ok(Json(app.library.edit_photo(&body).await?))
+}
+
+async fn trashed(State(app): State<AppState>) -> ApiResult<Vec<crate::views::TrashedView>> {
+    Ok(Json(app.library.trashed().await?))
+}
+
+async fn trash(
+    State(app): State<AppState>,
+    Json(body): Json<PhotoList>,
+) -> ApiResult<Vec<crate::views::TrashedView>> {
+    Ok(Json(app.library.trash(&body.photos).await?))
+}
+
+async fn restore(
+    State(app): State<AppState>,
+    Json(body): Json<PhotoList>,
+) -> ApiResult<Vec<crate::views::PhotoView>> {
+    Ok(Json(app.library.restore(&body.photos).await?))
 }
 
 async fn people(State(app): State<AppState>) -> ApiResult<Vec<crate::views::PersonView>> {

@@ -11,13 +11,14 @@ use tokio::sync::mpsc;
 
 use crate::api::{AlbumPhotos, ApiInfo, Count, CreateAlbum, ErrorBody, RenameAlbum, RenameMe};
 use crate::datadir::DataDir;
+use crate::edit::{EditRequest, PhotoFilter};
 use crate::error::{Error, Result};
 use crate::export::ExportRequest;
 use crate::import::ImportRequest;
 use crate::library::Library;
 use crate::views::{
     AlbumView, ExportEvent, ExportSummary, FamilyDeviceView, ImportEvent, ImportSummary,
-    InviteView, PersonView, PhotoView, StatusView,
+    InviteView, PersonView, PhotoView, StatusView, TrashedView,
 };
 
 pub fn read_api_info(data_dir: &DataDir) -> Option<ApiInfo> {
@@ -198,15 +199,69 @@ impl Backend {
         }
     }
 
-    pub async fn photos(&self, album: Option<&str>) -> Result<Vec<PhotoView>> {
+    pub async fn photos(&self, filter: &PhotoFilter) -> Result<Vec<PhotoView>> {
         match self {
-            Backend::Local(l) => l.photos(album).await,
+            Backend::Local(l) => l.photos_matching(filter).await,
             Backend::Remote(c) => {
-                let path = match album {
-                    Some(a) => format!("/photos?album={}", urlencode(a)),
-                    None => "/photos".to_owned(),
+                let mut query = Vec::new();
+                if let Some(a) = &filter.album {
+                    query.push(format!("album={}", urlencode(a)));
+                }
+                if filter.favourites {
+                    query.push("favourites=true".to_owned());
+                }
+                if let Some(t) = &filter.tag {
+                    query.push(format!("tag={}", urlencode(t)));
+                }
+                c.get(&format!("/photos?{}", query.join("&"))).await
+            }
+        }
+    }
+
+    pub async fn photo(&self, photo: &str) -> Result<PhotoView> {
+        match self {
+            Backend::Local(l) => l.photo(photo).await,
+            Backend::Remote(c) => {
+                c.get(&format!("/photos/show?photo={}", urlencode(photo)))
+                    .await
+            }
+        }
+    }
+
+    pub async fn edit_photo(&self, request: EditRequest) -> Result<PhotoView> {
+        match self {
+            Backend::Local(l) => l.edit_photo(&request).await,
+            Backend::Remote(c) => c.post("/photos/edit", request).await,
+        }
+    }
+
+    pub async fn trashed(&self) -> Result<Vec<TrashedView>> {
+        match self {
+            Backend::Local(l) => l.trashed().await,
+            Backend::Remote(c) => c.get("/trash").await,
+        }
+    }
+
+    pub async fn trash(&self, photos: &[String]) -> Result<Vec<TrashedView>> {
+        match self {
+            Backend::Local(l) => l.trash(photos).await,
+            Backend::Remote(c) => {
+                let body = crate::api::PhotoList {
+                    photos: photos.to_vec(),
                 };
-                c.get(&path).await
+                c.post("/trash", body).await
+            }
+        }
+    }
+
+    pub async fn restore(&self, photos: &[String]) -> Result<Vec<PhotoView>> {
+        match self {
+            Backend::Local(l) => l.restore(photos).await,
+            Backend::Remote(c) => {
+                let body = crate::api::PhotoList {
+                    photos: photos.to_vec(),
+                };
+                c.post("/trash/restore", body).await
             }
         }
     }

@@ -40,6 +40,8 @@ pub enum Error {
     NoSuchPhoto(String),
     #[error("{prefix:?} matches {count} photos; give more characters of the id")]
     AmbiguousPhoto { prefix: String, count: usize },
+    #[error("photo {0} is not in the trash; `kith trash` lists what is")]
+    NotInTrash(String),
     #[error("album {0:?} cannot be its own ancestor")]
     AlbumCycle(String),
     #[error("invalid input: {0}")]

@@ -32,15 +32,13 @@ pub struct ExportRequest {
 }
 
 /// The JSON sidecar written next to each exported original (`NAME.kith.json`): what
-/// `kith photos --json` shows of the photo, plus what a person added to it.
+/// `kith photos --json` shows of the photo, which includes what a person added to it (caption,
+/// favourite, tags).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sidecar {
     pub kith_sidecar: u32,
     #[serde(flatten)]
     pub photo: PhotoView,
-    pub caption: Option<String>,
-    pub favourite: bool,
-    pub tags: Vec<String>,
 }
 
 struct Planned {
@@ -256,9 +254,6 @@ impl Library {
         let sidecar = Sidecar {
             kith_sidecar: SIDECAR_VERSION,
             photo: item.view.clone(),
-            caption: item.entry.caption.clone(),
-            favourite: item.entry.favourite,
-            tags: item.entry.tags.clone(),
         };
         let json =
             serde_json::to_vec_pretty(&sidecar).map_err(|e| Error::Invalid(e.to_string()))?;

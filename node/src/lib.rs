@@ -6,6 +6,7 @@
 //! - [`blobs`]: the iroh-blobs store of encrypted renditions.
 //! - [`media`]: decoding, EXIF, thumbnails and previews (pure: bytes in, results out).
 //! - [`library`]: an opened data dir and its in-memory index; album and photo operations.
+//! - [`edit`]: captions, favourites, tags and the trash.
 //! - [`import`] and [`export`]: photos in and out.
 //! - [`api`] and [`client`]: the local HTTP API and the client that picks it or the data dir.
 //! - [`daemon`]: `kith run`.
@@ -17,6 +18,7 @@ pub mod blobs;
 pub mod client;
 pub mod daemon;
 pub mod datadir;
+pub mod edit;
 pub mod error;
 pub mod export;
 pub mod free_space;

@@ -229,28 +229,13 @@ impl Library {
         })
     }
 
-    /// Photos, newest first; only those of `album` when given.
+    /// Photos that are not in the trash, newest first; only those of `album` when given.
     pub async fn photos(&self, album: Option<&str>) -> Result<Vec<PhotoView>> {
-        let state = self.state.lock().await;
-        let ids: Vec<PhotoId> = match album {
-            Some(name) => {
-                let album_id = state.find_album(name)?;
-                state.albums[&album_id].1.iter().copied().collect()
-            }
-            None => state.photos.keys().copied().collect(),
+        let filter = crate::edit::PhotoFilter {
+            album: album.map(str::to_owned),
+            ..Default::default()
         };
-        let mut entries: Vec<&PhotoEntry> = ids
-            .iter()
-            .filter_map(|id| state.photos.get(id))
-            .filter(|e| e.trashed_at_ms.is_none())
-            .collect();
-        entries.sort_by(|a, b| {
-            b.taken_at
-                .cmp(&a.taken_at)
-                .then(b.added_at_ms.cmp(&a.added_at_ms))
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(entries.into_iter().map(|e| state.photo_view(e)).collect())
+        self.photos_matching(&filter).await
     }
 
     pub async fn albums(&self) -> Result<Vec<AlbumView>> {
@@ -827,6 +812,14 @@ impl State {
             gps: e.gps.map(|(lat, lon)| Gps { lat, lon }),
             albums,
             added_at_ms: e.added_at_ms,
+            caption: e.caption.clone(),
+            favourite: e.favourite,
+            tags: {
+                let mut tags = e.tags.clone();
+                tags.sort();
+                tags
+            },
+            trashed_at_ms: e.trashed_at_ms,
         }
     }
 
@@ -837,7 +830,14 @@ impl State {
             title: meta.title.clone(),
             path: self.album_path(id),
             parent: meta.parent.map(|p| p.to_string()),
-            photos: photos.len(),
+            photos: photos
+                .iter()
+                .filter(|id| {
+                    self.photos
+                        .get(id)
+                        .is_none_or(|e| e.trashed_at_ms.is_none())
+                })
+                .count(),
             created_at_ms: meta.created_at_ms,
         }
     }

@@ -30,6 +30,22 @@ pub struct PhotoView {
     /// Album paths (`Parent/Child`) the photo is in.
     pub albums: Vec<String>,
     pub added_at_ms: u64,
+    pub caption: Option<String>,
+    pub favourite: bool,
+    /// Sorted.
+    pub tags: Vec<String>,
+    /// When the photo went to the trash (unix ms); absent when it is not there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trashed_at_ms: Option<u64>,
+}
+
+/// A photo in the trash, as `kith trash` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrashedView {
+    #[serde(flatten)]
+    pub photo: PhotoView,
+    /// When it is purged from every device (unix ms): 30 days after it was trashed.
+    pub purge_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 mod capture;
 mod cli;
 mod crash;
+mod edits;
 mod export;
 mod faults;
 mod fixture;

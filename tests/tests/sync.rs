@@ -5,8 +5,8 @@ use kith_tests::TestNode;
 use kith_tests::cluster::Cluster;
 use kith_tests::corpus;
 
-/// A handful of corpus photos (camera JPEGs), to keep the test quick.
-fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
+/// Imports `files` on `node` into `album`.
+pub(crate) fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
     let mut args = vec!["import", "--album", album];
     args.extend(files.iter().map(String::as_str));
     node.ok(&args)?;

@@ -1,6 +1,7 @@
 //! Command-line arguments and what each command does with them.
 
 mod network;
+mod photos;
 mod render;
 
 use std::net::SocketAddr;
@@ -106,12 +107,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List photos, newest first.
+    /// List photos, newest first (not those in the trash); show or edit one.
     Photos {
+        #[command(subcommand)]
+        action: Option<photos::PhotosAction>,
         /// Only the photos of this album (title or Parent/Child path).
         #[arg(long, value_name = "ALBUM")]
         album: Option<String>,
+        /// Only favourites.
         #[arg(long)]
+        favourites: bool,
+        /// Only photos with this tag.
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Move photos to the trash (`kith trash PHOTO_ID...`), list it, or restore from it.
+    #[command(args_conflicts_with_subcommands = true)]
+    Trash {
+        #[command(subcommand)]
+        action: Option<photos::TrashAction>,
+        /// Photos to move to the trash (ids or unique id prefixes of 6+ characters).
+        #[arg(value_name = "PHOTO_ID")]
+        photos: Vec<String>,
+        #[arg(long, global = true)]
         json: bool,
     },
     /// List albums, or change them.
@@ -311,15 +331,25 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Photos { album, json } => {
-            let photos = backend.photos(album.as_deref()).await?;
-            if json {
-                render::print_json(&photos)?;
-            } else {
-                render::photos_table(&photos);
-            }
-            Ok(ExitCode::SUCCESS)
+        Command::Photos {
+            action,
+            album,
+            favourites,
+            tag,
+            json,
+        } => {
+            let filter = kith_node::edit::PhotoFilter {
+                album,
+                favourites,
+                tag,
+            };
+            photos::photos(backend, action, filter, json).await
         }
+        Command::Trash {
+            action,
+            photos,
+            json,
+        } => photos::trash(backend, action, photos, json).await,
         Command::Albums { action, json } => {
             match action {
                 None => {

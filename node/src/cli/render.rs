@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use kith_node::views::{
     AlbumView, ExportEvent, ExportOutcome, ExportStatus, ExportSummary, FileOutcome, FileStatus,
-    ImportEvent, ImportSummary, PersonView, PhotoView, StatusView,
+    ImportEvent, ImportSummary, PersonView, PhotoView, StatusView, TrashedView,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -12,6 +12,16 @@ use tokio::sync::mpsc;
 pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+/// Prints `value` as JSON, or as `text` prints it for a person.
+pub fn print_as<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> Result<()> {
+    if json {
+        print_json(value)
+    } else {
+        text(value);
+        Ok(())
+    }
 }
 
 fn bar(total: usize, what: &str) -> ProgressBar {
@@ -165,14 +175,19 @@ pub async fn export_events(
     print_events(rx, json, wording).await
 }
 
+/// The first 12 characters of an id, as tables show it.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 pub fn photos_table(photos: &[PhotoView]) {
     if photos.is_empty() {
-        println!("No photos yet: `kith import PATH` adds some.");
+        println!("No photos here: `kith import PATH` adds some (`kith trash` lists trashed ones).");
         return;
     }
     println!(
-        "{:<12}  {:<19}  {:>11}  {:<28}  {:<20}  {:<30}  ALBUMS",
-        "ID", "TAKEN", "SIZE", "CAMERA", "GPS", "NAME"
+        "{:<12}  {:<1}  {:<19}  {:>11}  {:<28}  {:<20}  {:<30}  ALBUMS / TAGS",
+        "ID", "*", "TAKEN", "SIZE", "CAMERA", "GPS", "NAME"
     );
     for p in photos {
         let gps = p
@@ -180,15 +195,56 @@ pub fn photos_table(photos: &[PhotoView]) {
             .as_ref()
             .map(|g| format!("{:.5},{:.5}", g.lat, g.lon))
             .unwrap_or_default();
+        let mut last = p.albums.join(", ");
+        for tag in &p.tags {
+            last.push_str(&format!(" #{tag}"));
+        }
         println!(
-            "{:<12}  {:<19}  {:>11}  {:<28}  {:<20}  {:<30}  {}",
-            &p.id[..12.min(p.id.len())],
+            "{:<12}  {:<1}  {:<19}  {:>11}  {:<28}  {:<20}  {:<30}  {}",
+            short_id(&p.id),
+            if p.favourite { "*" } else { "" },
             p.taken_at.as_deref().unwrap_or("-"),
             format!("{}x{}", p.display_width, p.display_height),
             p.camera.as_deref().unwrap_or("-"),
             gps,
             p.file_name,
-            p.albums.join(", ")
+            last.trim_start()
+        );
+    }
+}
+
+/// One photo, a field a line.
+pub fn photo_text(p: &PhotoView) {
+    println!("id:        {}", p.id);
+    println!("name:      {}", p.file_name);
+    println!("taken:     {}", p.taken_at.as_deref().unwrap_or("-"));
+    println!("size:      {}x{}", p.display_width, p.display_height);
+    println!("camera:    {}", p.camera.as_deref().unwrap_or("-"));
+    println!("caption:   {}", p.caption.as_deref().unwrap_or("-"));
+    println!("favourite: {}", if p.favourite { "yes" } else { "no" });
+    println!("tags:      {}", p.tags.join(", "));
+    println!("albums:    {}", p.albums.join(", "));
+    if let Some(t) = p.trashed_at_ms {
+        println!("trashed:   {}", utc_time(t));
+    }
+}
+
+pub fn trash_table(trashed: &[TrashedView]) {
+    if trashed.is_empty() {
+        println!("The trash is empty.");
+        return;
+    }
+    println!(
+        "{:<12}  {:<20}  {:<20}  NAME",
+        "ID", "TRASHED", "PURGED AFTER"
+    );
+    for t in trashed {
+        println!(
+            "{:<12}  {:<20}  {:<20}  {}",
+            short_id(&t.photo.id),
+            t.photo.trashed_at_ms.map(utc_time).unwrap_or_default(),
+            utc_time(t.purge_at_ms),
+            t.photo.file_name
         );
     }
 }

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::blob::FileKey;
 use crate::keys::{DeviceId, DocId, PhotoId};
 
+mod edit;
+pub use edit::PhotoEdit;
+
 /// Schema version written into every document's root.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -446,10 +449,10 @@ fn read_entry(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<PhotoEntry, Li
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry(n: u8) -> PhotoEntry {
+    pub(crate) fn entry(n: u8) -> PhotoEntry {
         PhotoEntry {
             id: PhotoId([n; 32]),
             original: BlobRef {
