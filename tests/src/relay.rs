@@ -271,15 +271,18 @@ fn pump(shared: &Shared, index: usize, from_target: bool, mut src: TcpStream, mu
                 }
             };
             let chunk = &buf[done..done + pass];
+            // Recorded before it is written, so whoever reads the other end finds it recorded.
+            {
+                let mut state = shared.lock();
+                let record = &mut state.connections[index].record;
+                if from_target {
+                    record.from_target.extend_from_slice(chunk);
+                } else {
+                    record.to_target.extend_from_slice(chunk);
+                }
+            }
             if dst.write_all(chunk).is_err() {
                 break 'copy;
-            }
-            let mut state = shared.lock();
-            let record = &mut state.connections[index].record;
-            if from_target {
-                record.from_target.extend_from_slice(chunk);
-            } else {
-                record.to_target.extend_from_slice(chunk);
             }
             done += pass;
         }
