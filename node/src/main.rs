@@ -20,6 +20,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if !args.runs_the_node() {
+        die_quietly_on_broken_pipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -44,5 +47,17 @@ fn main() -> ExitCode {
             eprintln!("kith: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `println!` panics when the reader has gone (`kith photos | head`).
+/// A command that prints and exits dies of SIGPIPE instead, quietly, like other Unix tools.
+/// The node keeps SIGPIPE ignored: a closed log pipe must not kill it.
+fn die_quietly_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any thread is spawned; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

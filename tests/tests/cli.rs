@@ -129,3 +129,20 @@ fn a_wrong_command_line_exits_1_not_the_skipped_status_2() -> Result<()> {
     assert_eq!(node.run(&["--help"])?.status.code(), Some(0));
     Ok(())
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_a_listing_quietly() -> Result<()> {
+    let node = TestNode::initialised()?;
+    // The pipe's reading end is closed before kith writes: every write fails with EPIPE.
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let out = node
+        .command(&["people"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.status.success());
+    Ok(())
+}

@@ -25,6 +25,13 @@ pub struct Args {
     command: Command,
 }
 
+impl Args {
+    /// Whether this runs the node (`kith run`), rather than a command that prints and exits.
+    pub fn runs_the_node(&self) -> bool {
+        matches!(self.command, Command::Run { .. })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create this device's identity and a new family in which you are admin.
