@@ -6,8 +6,8 @@ use kith_node::DataDir;
 use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, FamilyId, SymmetricKey};
 use kith_protocol::seal::{ChangeHeader, seal_change};
 use kith_protocol::wire::{
-    self, BLOBS_PROTOCOL, INVITE_PROTOCOL, InviteMessage, MAX_FRAME, SYNC_PROTOCOL, SYNC_VERSION,
-    SyncMessage,
+    self, BLOBS_PROTOCOL, HAVE_PROTOCOL, HaveMessage, INVITE_PROTOCOL, InviteMessage, MAX_FRAME,
+    SYNC_PROTOCOL, SYNC_VERSION, SyncMessage,
 };
 use kith_tests::cluster::Cluster;
 use kith_tests::peer::{RawPeer, frame};
@@ -82,6 +82,16 @@ fn an_outsider_gets_no_kith_protocol_and_no_invite_without_a_ticket() -> Result<
         assert!(
             got.is_empty(),
             "an outsider got {} bytes of blobs",
+            got.len()
+        );
+        let ask = wire::encode_frame(&HaveMessage::Ask(vec![[0; 32]]))?;
+        let got = outsider
+            .exchange(HAVE_PROTOCOL, &ask)
+            .await
+            .unwrap_or_default();
+        assert!(
+            got.is_empty(),
+            "an outsider got {} bytes of have answers",
             got.len()
         );
         // An invite request with a made-up invite is answered with a refusal, nothing more.
@@ -185,6 +195,12 @@ fn garbage_oversized_and_forged_frames_from_a_device_are_rejected_and_the_node_k
         let _ = fake_b
             .exchange(BLOBS_PROTOCOL, &[0xde, 0xad, 0xbe, 0xef])
             .await;
+        let _ = fake_b
+            .exchange(HAVE_PROTOCOL, b"\x00\x00\x00\x03\xff\xff\xff")
+            .await;
+        let _ = fake_b
+            .exchange(HAVE_PROTOCOL, &((MAX_FRAME as u32 + 1).to_be_bytes()))
+            .await;
         anyhow::Ok(())
     })?;
     drop(rt);
@@ -204,6 +220,10 @@ fn garbage_oversized_and_forged_frames_from_a_device_are_rejected_and_the_node_k
     assert!(
         log.contains("sync stream ended"),
         "bad frames not logged:\n{log}"
+    );
+    assert!(
+        log.contains("have request refused"),
+        "bad have frames not logged:\n{log}"
     );
 
     // A still serves its family: the real B comes back and catches up with a new import.
