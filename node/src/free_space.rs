@@ -93,12 +93,12 @@ impl Network {
             return Ok(0);
         }
         let sources = self.sources().await;
-        let mut back = Vec::new();
+        let mut back: Vec<BlobRef> = Vec::new();
         for blob in &wanted {
             for device in &sources {
                 match crate::net::transfer::fetch_one(self, device, blob).await {
                     Ok(_) => {
-                        back.push(blob.hash);
+                        back.push(*blob);
                         break;
                     }
                     Err(e) => {
@@ -108,23 +108,14 @@ impl Network {
             }
         }
         if !back.is_empty() {
-            self.lib
-                .blobs
-                .make_durable(
-                    wanted
-                        .iter()
-                        .filter(|b| back.contains(&b.hash))
-                        .copied()
-                        .collect(),
-                )
-                .await?;
+            self.lib.blobs.make_durable(back.clone()).await?;
             let mut state = self.lib.state.lock().await;
             self.lib.persist(WriteBatch {
-                brought_back: back.clone(),
+                brought_back: back.iter().map(|b| b.hash).collect(),
                 ..WriteBatch::default()
             })?;
-            for hash in &back {
-                state.set_aside.remove(hash);
+            for blob in &back {
+                state.set_aside.remove(&blob.hash);
             }
         }
         if back.len() < wanted.len() {

@@ -200,25 +200,8 @@ fn person_view(family: &FamilyState, id: &PersonId, me: &DeviceId) -> Result<Per
 
 /// A person by exact name (case-insensitive) or by a unique prefix of their id.
 pub(crate) fn find_person(family: &FamilyState, who: &str) -> Result<PersonId> {
-    let wanted = who.trim();
-    let by_name: Vec<PersonId> = family
-        .persons
-        .iter()
-        .filter(|(_, p)| p.name.eq_ignore_ascii_case(wanted))
-        .map(|(id, _)| *id)
-        .collect();
-    let lower = wanted.to_ascii_lowercase();
-    let found: Vec<PersonId> = if by_name.is_empty() && !lower.is_empty() {
-        family
-            .persons
-            .keys()
-            .filter(|id| id.to_string().starts_with(&lower))
-            .copied()
-            .collect()
-    } else {
-        by_name
-    };
-    match found.as_slice() {
+    let people = family.persons.iter().map(|(id, p)| (*id, p.name.as_str()));
+    match by_name_or_id(people, who).as_slice() {
         [one] => Ok(*one),
         [] => Err(Error::NoSuchPerson(who.to_owned())),
         more => Err(Error::Invalid(format!(
@@ -231,30 +214,13 @@ pub(crate) fn find_person(family: &FamilyState, who: &str) -> Result<PersonId> {
 /// A device by exact name (case-insensitive) or by a unique prefix of its id; revoked devices
 /// are not candidates.
 fn find_device(family: &FamilyState, which: &str) -> Result<DeviceId> {
-    let wanted = which.trim();
-    let lower = wanted.to_ascii_lowercase();
-    let devices: Vec<(DeviceId, &str)> = family
+    let devices = family
         .persons
         .values()
         .flat_map(|p| p.devices.iter())
         .filter(|(_, d)| !d.revoked)
-        .map(|(id, d)| (*id, d.name.as_str()))
-        .collect();
-    let by_name: Vec<DeviceId> = devices
-        .iter()
-        .filter(|(_, name)| name.eq_ignore_ascii_case(wanted))
-        .map(|(id, _)| *id)
-        .collect();
-    let found: Vec<DeviceId> = if by_name.is_empty() && !lower.is_empty() {
-        devices
-            .iter()
-            .filter(|(id, _)| id.to_string().starts_with(&lower))
-            .map(|(id, _)| *id)
-            .collect()
-    } else {
-        by_name
-    };
-    match found.as_slice() {
+        .map(|(id, d)| (*id, d.name.as_str()));
+    match by_name_or_id(devices, which).as_slice() {
         [one] => Ok(*one),
         [] => Err(Error::NoSuchDevice(which.to_owned())),
         more => Err(Error::Invalid(format!(
@@ -262,4 +228,28 @@ fn find_device(family: &FamilyState, which: &str) -> Result<DeviceId> {
             more.len()
         ))),
     }
+}
+
+/// Of `(id, name)` candidates, those named `text` (case-insensitive); if none is, those whose
+/// id starts with it.
+fn by_name_or_id<'a, Id: Copy + std::fmt::Display>(
+    candidates: impl Iterator<Item = (Id, &'a str)>,
+    text: &str,
+) -> Vec<Id> {
+    let wanted = text.trim();
+    let candidates: Vec<(Id, &str)> = candidates.collect();
+    let by_name: Vec<Id> = candidates
+        .iter()
+        .filter(|(_, name)| name.eq_ignore_ascii_case(wanted))
+        .map(|(id, _)| *id)
+        .collect();
+    let prefix = wanted.to_ascii_lowercase();
+    if !by_name.is_empty() || prefix.is_empty() {
+        return by_name;
+    }
+    candidates
+        .iter()
+        .filter(|(id, _)| id.to_string().starts_with(&prefix))
+        .map(|(id, _)| *id)
+        .collect()
 }
