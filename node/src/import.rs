@@ -462,12 +462,7 @@ impl Library {
         let mut new_docs = Vec::new();
         for (doc_id, (shard, entries)) in &by_shard {
             if !state.docs.contains_key(doc_id) {
-                let record = DocRecord {
-                    kind: DocKind::Library,
-                    epoch: 0,
-                    key: library_key,
-                    shard: Some(shard.clone()),
-                };
+                let record = DocRecord::new(1, rand::random(), Some(shard.clone()));
                 let genesis = Document::genesis_change(DocKind::Library, doc_id)
                     .map_err(|e| Error::Corrupt(e.to_string()))?;
                 let mut doc = Document::new(&self.device_id());
@@ -484,6 +479,7 @@ impl Library {
                     id: *doc_id,
                     record,
                     genesis: Some(genesis),
+                    grants: Vec::new(),
                 });
             }
             state

@@ -279,18 +279,18 @@ impl Library {
             state.ops = ops;
             state.family = family;
             tracing::info!(device = %req.device, "admitted a new device with invite {id}");
+            // Wrap the keys of what the new device may read to it now, so the log it gets
+            // below already holds its envelopes. The join stands even if this fails: the
+            // rotation is made again whenever the log changes.
+            if let Err(e) = self.settle_keys(&mut state, true) {
+                tracing::error!(device = %req.device, "cannot wrap document keys to a new device yet: {e}");
+            }
         }
-        let docs = {
-            drop(state);
-            self.offer_for(&req.device).await.0
-        };
-        let state = self.state.lock().await;
         Ok(Welcome {
             family: state.identity.family,
             root_op: OpId(state.identity.root_op),
             family_secret: state.identity.family_secret,
             ops: state.ops.iter().map(|o| o.to_bytes()).collect(),
-            docs,
             // Filled in by the network, which knows the addresses.
             peers: Vec::new(),
         })

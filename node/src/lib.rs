@@ -18,6 +18,7 @@ pub mod blobs;
 pub mod client;
 pub mod daemon;
 pub mod datadir;
+pub mod doc_keys;
 pub mod edit;
 pub mod error;
 pub mod export;

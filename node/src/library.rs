@@ -12,13 +12,14 @@ use kith_protocol::keys::{
     DeviceId, DeviceSecret, DocId, FamilyId, FamilySecret, PersonId, PhotoId, SymmetricKey,
 };
 use kith_protocol::library::{AlbumMeta, DocKind, Document, LibraryError, PhotoEntry};
-use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody, OpId, SignedOp};
+use kith_protocol::membership::{self, Access, FamilyState, MembershipOp, OpBody, OpId, SignedOp};
 use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
 use rayon::prelude::*;
 use tokio::sync::Mutex;
 
 use crate::blobs::Blobs;
 use crate::datadir::DataDir;
+use crate::doc_keys::OpChain;
 use crate::error::{Error, Result};
 use crate::store::{DocRecord, Identity, Store, WriteBatch};
 use crate::views::{AlbumView, Gps, InitView, PhotoView, StatusView};
@@ -56,13 +57,20 @@ pub(crate) struct State {
     /// Originals this device set aside because another device holds them (`kith free-space`):
     /// not fetched, not counted as wanted, fetched again on demand.
     pub set_aside: HashSet<[u8; 32]>,
+    /// Stored changes this device cannot open yet (no key for their document or epoch): kept,
+    /// offered and forwarded as ciphertext, opened when the key arrives.
+    pub unopened: HashMap<DocId, BTreeSet<ChangeId>>,
+    /// The photo entries each album carries, for photos no library shard here holds (a
+    /// relative reads a shared album, not the library behind it).
+    pub album_entries: HashMap<DocId, HashMap<PhotoId, PhotoEntry>>,
+    /// The library shard that holds each photo this device reads the library of.
+    pub library_of: HashMap<PhotoId, DocId>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
 #[derive(Clone, Debug)]
 pub enum Update {
     Ops(Vec<SignedOp>),
-    Docs(Vec<(DocId, DocRecord)>),
     Changes(Vec<SealedChange>),
 }
 
@@ -277,12 +285,12 @@ impl Library {
             return Err(Error::AlbumExists(title));
         }
         let id = DocId(rand::random());
-        let record = DocRecord {
-            kind: DocKind::Album,
-            epoch: 0,
-            key: rand::random(),
-            shard: None,
-        };
+        let record = DocRecord::new(1, rand::random(), None);
+        // Sub-albums follow their parent's sharing until set otherwise.
+        let grants = parent
+            .and_then(|p| state.family.docs.get(&p))
+            .map(|d| d.grants.iter().map(|(p, a)| (*p, *a)).collect())
+            .unwrap_or_default();
         let mut doc = Document::new(&self.device.device_id());
         doc.init(DocKind::Album).map_err(corrupt)?;
         doc.set_album(&AlbumMeta {
@@ -302,6 +310,7 @@ impl Library {
             id,
             record,
             genesis: None,
+            grants,
         };
         self.commit_docs(state, &[id], vec![new])?;
         Ok(id)
@@ -417,6 +426,36 @@ impl Library {
             seal::seal_change(&key, &header, rand::random(), change, &self.device)
         };
         let mut batch = WriteBatch::default();
+        let mut chain = OpChain::new(state);
+        for new in &new_docs {
+            for (person, access) in &new.grants {
+                chain.push(
+                    &self.device,
+                    OpBody::GrantAlbum {
+                        album: new.id,
+                        person: *person,
+                        access: *access,
+                    },
+                )?;
+            }
+            let person = state.my_person();
+            let (epoch, key) = (new.record.epoch, new.record.key);
+            if !chain.rotate(&self.device, &person, &new.id, epoch, key, &[])? {
+                return Err(Error::Corrupt(format!(
+                    "the family's log refused the key of new document {}",
+                    new.id
+                )));
+            }
+        }
+        for id in docs {
+            if !new_docs.iter().any(|n| n.id == *id) && !chain.family.may_write(id, &me) {
+                return Err(Error::NotAllowed(format!(
+                    "{} can only be viewed from this device; ask its owner to share it with --can contribute",
+                    state.doc_name(id)
+                )));
+            }
+        }
+        batch.ops = std::mem::take(&mut chain.fresh);
         for new in new_docs {
             if let Some(genesis) = &new.genesis {
                 batch
@@ -437,6 +476,8 @@ impl Library {
         let changes: Vec<(DocId, ChangeId)> =
             batch.changes.iter().map(|(d, c)| (*d, c.id())).collect();
         self.persist(batch)?;
+        state.ops = chain.ops;
+        state.family = chain.family;
         for (doc, id) in changes {
             state.change_ids.entry(doc).or_default().insert(id);
         }
@@ -450,14 +491,18 @@ impl Library {
         if !batch.ops.is_empty() {
             let _ = self.updates.send(Update::Ops(batch.ops));
         }
-        if !batch.docs.is_empty() {
-            let _ = self.updates.send(Update::Docs(batch.docs));
-        }
         if !batch.changes.is_empty() {
             let changes = batch.changes.into_iter().map(|(_, c)| c).collect();
             let _ = self.updates.send(Update::Changes(changes));
         }
         Ok(())
+    }
+
+    /// Brings the document keys up to date with the log (see [`crate::doc_keys`]); the running
+    /// node calls it when it starts.
+    pub async fn settle_keys_now(&self) -> Result<()> {
+        let mut state = self.state.lock().await;
+        self.settle_keys(&mut state, false)
     }
 
     pub(crate) fn reload_state(&self) -> Result<State> {
@@ -470,11 +515,13 @@ impl Library {
 }
 
 /// A document created by this commit: its record and, for shared-genesis documents, the
-/// genesis change (already applied to the open document).
+/// genesis change (already applied to the open document). Its key reaches the devices that
+/// may read it through a `RotateKey` made in the same commit, after `grants`.
 pub(crate) struct NewDoc {
     pub id: DocId,
     pub record: DocRecord,
     pub genesis: Option<Vec<u8>>,
+    pub grants: Vec<(PersonId, Access)>,
 }
 
 /// Builds the in-memory state from the database. Damaged items are reported in `damaged` and
@@ -489,16 +536,19 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     }
     let mut by_doc: HashMap<DocId, Vec<Vec<u8>>> = HashMap::new();
     let mut change_ids: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
+    let mut unopened: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
     for (doc_id, sealed) in loaded.changes {
-        let Some(record) = records.get(&doc_id) else {
-            damaged.push(format!(
-                "change {} of unknown document {doc_id}",
-                sealed.id()
-            ));
+        // Held for others until the key of its document and epoch arrives.
+        let key = records
+            .get(&doc_id)
+            .and_then(|r| r.key_for(sealed.header().epoch));
+        let Some(key) = key else {
+            change_ids.entry(doc_id).or_default().insert(sealed.id());
+            unopened.entry(doc_id).or_default().insert(sealed.id());
             continue;
         };
-        match open_sealed(&family, &doc_id, record, &sealed) {
+        match open_sealed(&family, &doc_id, key, &sealed) {
             Ok(bytes) => {
                 change_ids.entry(doc_id).or_default().insert(sealed.id());
                 by_doc.entry(doc_id).or_default().push(bytes)
@@ -535,16 +585,19 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         change_ids,
         blob_owner: HashMap::new(),
         set_aside: store.load_set_aside()?,
+        unopened,
+        album_entries: HashMap::new(),
+        library_of: HashMap::new(),
     };
     state.reindex();
     Ok(state)
 }
 
-/// Opens one stored change: signature, author's rights, decryption.
+/// Opens one stored change with the key of its epoch: signature, author, decryption.
 fn open_sealed(
     family: &FamilyState,
     doc_id: &DocId,
-    record: &DocRecord,
+    key: [u8; 32],
     sealed: &seal::SealedChange,
 ) -> std::result::Result<Vec<u8>, String> {
     let header = sealed.header();
@@ -566,13 +619,7 @@ fn open_sealed(
             header.author
         ));
     }
-    if header.epoch != record.epoch {
-        return Err(format!(
-            "sealed for epoch {}, key is for {}",
-            header.epoch, record.epoch
-        ));
-    }
-    seal::open_change(&SymmetricKey::from_bytes(record.key), sealed).map_err(|e| e.to_string())
+    seal::open_change(&SymmetricKey::from_bytes(key), sealed).map_err(|e| e.to_string())
 }
 
 fn corrupt(e: kith_protocol::library::LibraryError) -> Error {
@@ -613,14 +660,16 @@ impl State {
         self.albums.clear();
         self.photos_by_doc.clear();
         self.blob_owner.clear();
+        self.album_entries.clear();
+        self.library_of.clear();
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         self.reindex_docs(&ids);
     }
 
     /// Re-reads the index entries of `docs` only: a commit touches a few documents, and
     /// re-reading every document after each batch would make large imports quadratic. A
-    /// document that does not read as what its record says is reported in `damaged` and left
-    /// out of the index.
+    /// document that does not read as what it says it is, is reported in `damaged` and left
+    /// out of the index; one with no change yet (its key came before its changes) is skipped.
     pub(crate) fn reindex_docs(&mut self, docs: &[DocId]) {
         // Reading the entries out of automerge is what costs; documents are independent, so
         // they are read on every core, then merged into the index in the order given.
@@ -629,37 +678,44 @@ impl State {
             docs.par_iter()
                 .filter_map(|id| {
                     let open = open_docs.get(id)?;
-                    let read = match open.record.kind {
+                    let read = match open.doc.kind()? {
                         DocKind::Library => open.doc.photos().map(Indexed::Library),
-                        DocKind::Album => open.doc.album().and_then(|meta| {
-                            let ids = open.doc.photos()?.into_iter().map(|e| e.id).collect();
-                            Ok(Indexed::Album(meta, ids))
-                        }),
+                        DocKind::Album => open
+                            .doc
+                            .album()
+                            .and_then(|meta| Ok(Indexed::Album(meta, open.doc.photos()?))),
                     };
                     Some((*id, read))
                 })
                 .collect()
         };
+        // Photos whose entry may have changed: settled once all documents are read.
+        let mut affected: HashSet<PhotoId> = HashSet::new();
         for (id, read) in read {
             match read {
                 Ok(Indexed::Library(entries)) => {
                     for old in self.photos_by_doc.remove(&id).unwrap_or_default() {
-                        if let Some(entry) = self.photos.remove(&old) {
-                            for blob in entry.blobs() {
-                                self.blob_owner.remove(&blob.hash);
-                            }
+                        if self.library_of.get(&old) == Some(&id) {
+                            self.library_of.remove(&old);
                         }
+                        affected.insert(old);
                     }
                     let ids = entries.iter().map(|e| e.id).collect();
                     for entry in entries {
-                        for blob in entry.blobs() {
-                            self.blob_owner.insert(blob.hash, entry.id);
-                        }
-                        self.photos.insert(entry.id, entry);
+                        self.library_of.insert(entry.id, id);
+                        affected.insert(entry.id);
+                        self.set_photo(entry);
                     }
                     self.photos_by_doc.insert(id, ids);
                 }
-                Ok(Indexed::Album(meta, ids)) => {
+                Ok(Indexed::Album(meta, entries)) => {
+                    let old = self.album_entries.remove(&id).unwrap_or_default();
+                    affected.extend(old.into_keys());
+                    let ids = entries.iter().map(|e| e.id).collect();
+                    let entries: HashMap<PhotoId, PhotoEntry> =
+                        entries.into_iter().map(|e| (e.id, e)).collect();
+                    affected.extend(entries.keys().copied());
+                    self.album_entries.insert(id, entries);
                     self.albums.insert(id, (meta, ids));
                 }
                 Err(e) => {
@@ -670,6 +726,66 @@ impl State {
                     }
                 }
             }
+        }
+        for photo in affected {
+            self.settle_photo(photo);
+        }
+    }
+
+    /// Puts `entry` in the index, replacing the blobs of what it replaces.
+    fn set_photo(&mut self, entry: PhotoEntry) {
+        if let Some(old) = self.photos.remove(&entry.id) {
+            for blob in old.blobs() {
+                self.blob_owner.remove(&blob.hash);
+            }
+        }
+        for blob in entry.blobs() {
+            self.blob_owner.insert(blob.hash, entry.id);
+        }
+        self.photos.insert(entry.id, entry);
+    }
+
+    /// Decides where a photo's entry comes from: its library shard when this device reads it,
+    /// else a copy an album carries, else the photo is not here.
+    fn settle_photo(&mut self, photo: PhotoId) {
+        if self.library_of.contains_key(&photo) {
+            return;
+        }
+        let copy = self
+            .album_entries
+            .values()
+            .find_map(|entries| entries.get(&photo))
+            .cloned();
+        match copy {
+            Some(entry) => self.set_photo(entry),
+            None => {
+                if let Some(old) = self.photos.remove(&photo) {
+                    for blob in old.blobs() {
+                        self.blob_owner.remove(&blob.hash);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Documents that carry photo `id`'s entry: its library shard and the albums holding it.
+    pub(crate) fn docs_carrying(&self, id: &PhotoId) -> Vec<DocId> {
+        let mut out: Vec<DocId> = self.library_of.get(id).copied().into_iter().collect();
+        out.extend(
+            self.album_entries
+                .iter()
+                .filter(|(_, entries)| entries.contains_key(id))
+                .map(|(doc, _)| *doc),
+        );
+        out
+    }
+
+    /// How a document is named in messages: an album's path, else its id.
+    pub(crate) fn doc_name(&self, id: &DocId) -> String {
+        if self.albums.contains_key(id) {
+            format!("album {:?}", self.album_path(id))
+        } else {
+            format!("document {id}")
         }
     }
 
@@ -846,7 +962,7 @@ impl State {
 /// What one document contributes to the index.
 enum Indexed {
     Library(Vec<PhotoEntry>),
-    Album(AlbumMeta, BTreeSet<PhotoId>),
+    Album(AlbumMeta, Vec<PhotoEntry>),
 }
 
 /// The library shard a photo belongs to: its month of taken-at, else `undated`.

@@ -6,10 +6,11 @@
 //! so the command never reports a change the family will ignore.
 
 use kith_protocol::keys::{DeviceId, PersonId};
-use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody, OpId, Role, SignedOp};
+use kith_protocol::membership::{FamilyState, OpBody, Role};
 
+use crate::doc_keys::OpChain;
 use crate::error::{Error, Result};
-use crate::library::{Library, State, now_ms};
+use crate::library::{Library, State};
 use crate::store::WriteBatch;
 use crate::views::{DeviceView, PersonView};
 
@@ -136,32 +137,22 @@ impl Library {
     /// Signs `body` as this device, evaluates the log with it, and commits it only if the
     /// evaluation applied it. Returns `Error::NotAllowed` when the rules skip it.
     fn append_op(&self, state: &mut State, body: OpBody) -> Result<()> {
-        let op = SignedOp::sign(
-            MembershipOp {
-                version: membership::VERSION,
-                parents: membership::heads(&state.ops),
-                author: self.device_id(),
-                time_ms: now_ms(),
-                body,
-            },
-            &self.device,
-        );
-        let mut ops = state.ops.clone();
-        ops.push(op.clone());
-        let family = membership::evaluate_with_root(OpId(state.identity.root_op), &ops)
-            .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
-        if family == state.family {
+        let mut chain = OpChain::new(state);
+        if !chain.push(&self.device, body)? {
             return Err(Error::NotAllowed(
                 "the family's rules do not allow this change".into(),
             ));
         }
+        let (ops, family) = (chain.ops, chain.family);
+        let op = chain.fresh;
         self.persist(WriteBatch {
-            ops: vec![op],
+            ops: op,
             ..WriteBatch::default()
         })?;
         state.ops = ops;
         state.family = family;
-        Ok(())
+        // A removal or a new role changes who may read what: rotate now, from this device.
+        self.settle_keys(state, true)
     }
 }
 

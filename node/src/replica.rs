@@ -13,13 +13,13 @@ use rayon::prelude::*;
 use kith_protocol::keys::{DeviceId, DocId, FamilyId};
 use kith_protocol::membership::{self, OpId, Role, SignedOp};
 use kith_protocol::seal::{self, ChangeId, SealedChange};
-use kith_protocol::wire::{DocDigest, DocGrant, digest_ids};
+use kith_protocol::wire::{DocDigest, digest_ids};
 
 use crate::error::{Error, Result};
 use crate::library::{Library, OpenDoc, State};
-use crate::store::{DocRecord, WriteBatch};
+use crate::store::WriteBatch;
 use kith_protocol::keys::SymmetricKey;
-use kith_protocol::library::{BlobRef, Document};
+use kith_protocol::library::BlobRef;
 
 /// How a batch from a peer fared.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -51,24 +51,38 @@ impl State {
             .map(|(_, p)| p.role)
     }
 
-    /// Documents `device` may read. Until sharing (albums for relatives) exists, members and
-    /// admins read everything and relatives nothing.
+    /// Documents held here (opened or not) that `device` may read.
     pub(crate) fn readable_by(&self, device: &DeviceId) -> Vec<DocId> {
-        self.docs
-            .keys()
-            .filter(|doc| self.may_read(device, doc))
-            .copied()
+        self.held_docs()
+            .filter(|doc| self.family.may_hold_key(doc, device))
             .collect()
     }
 
-    /// Whether `device` may read `doc` (checked per pushed change, so it allocates nothing).
-    fn may_read(&self, device: &DeviceId, doc: &DocId) -> bool {
-        self.docs.contains_key(doc)
-            && matches!(self.current_role(device), Some(Role::Admin | Role::Member))
+    /// Every document this node holds changes or a key of.
+    pub(crate) fn held_docs(&self) -> impl Iterator<Item = DocId> + '_ {
+        let keyed = self.docs.keys().copied();
+        let waiting = self
+            .change_ids
+            .keys()
+            .filter(|d| !self.docs.contains_key(d))
+            .copied();
+        keyed.chain(waiting)
     }
 
-    fn may_write(&self, device: &DeviceId) -> bool {
-        matches!(self.current_role(device), Some(Role::Admin | Role::Member))
+    /// Whether `device` may read `doc`, by the log's rules (checked per pushed change, so it
+    /// allocates nothing).
+    fn may_read(&self, device: &DeviceId, doc: &DocId) -> bool {
+        self.family.may_hold_key(doc, device)
+    }
+
+    /// Whether `device` may have blob `hash`: it may read a document carrying an entry that
+    /// references it.
+    fn may_read_blob(&self, device: &DeviceId, hash: &[u8; 32]) -> bool {
+        self.blob_owner.get(hash).is_some_and(|photo| {
+            self.docs_carrying(photo)
+                .iter()
+                .any(|doc| self.family.may_hold_key(doc, device))
+        })
     }
 }
 
@@ -130,16 +144,12 @@ impl Library {
             .collect()
     }
 
-    /// Keys and digests of every document `peer` may read.
-    pub(crate) async fn offer_for(&self, peer: &DeviceId) -> (Vec<DocGrant>, Vec<DocDigest>) {
+    /// Digests of every document held here that `peer` may read. Keys are not offered: they
+    /// travel only as envelopes in the membership log.
+    pub(crate) async fn offer_for(&self, peer: &DeviceId) -> Vec<DocDigest> {
         let state = self.state.lock().await;
         let docs = state.readable_by(peer);
-        let grants = docs
-            .iter()
-            .filter_map(|id| state.docs.get(id).map(|d| grant(id, &d.record)))
-            .collect();
-        let digests = docs.iter().map(|id| digest_of(&state, id)).collect();
-        (grants, digests)
+        docs.iter().map(|id| digest_of(&state, id)).collect()
     }
 
     pub(crate) async fn may_read(&self, peer: &DeviceId, doc: &DocId) -> bool {
@@ -147,9 +157,7 @@ impl Library {
     }
 
     pub(crate) async fn may_read_blob(&self, peer: &DeviceId, hash: &[u8; 32]) -> bool {
-        let state = self.state.lock().await;
-        matches!(state.current_role(peer), Some(Role::Admin | Role::Member))
-            && state.blob_owner.contains_key(hash)
+        self.state.lock().await.may_read_blob(peer, hash)
     }
 
     /// Renditions of readable photos this node lacks: every thumbnail, then every preview,
@@ -285,49 +293,7 @@ impl Library {
         })?;
         state.ops = ops;
         state.family = family;
-        Ok(out)
-    }
-
-    /// Records document keys a peer handed over. A key for a document already known is kept
-    /// as it is.
-    pub(crate) async fn receive_docs(
-        &self,
-        from: &DeviceId,
-        grants: Vec<DocGrant>,
-    ) -> Result<Received> {
-        let mut state = self.state.lock().await;
-        let mut out = Received::default();
-        let mut batch = WriteBatch::default();
-        for g in grants {
-            if state.docs.contains_key(&g.doc) || batch.docs.iter().any(|(id, _)| *id == g.doc) {
-                out.known += 1;
-                continue;
-            }
-            let record = DocRecord {
-                kind: g.kind,
-                epoch: g.epoch,
-                key: g.key,
-                shard: None,
-            };
-            batch.docs.push((g.doc, record));
-        }
-        if batch.docs.is_empty() {
-            return Ok(out);
-        }
-        tracing::debug!(peer = %from, "received keys of {} documents", batch.docs.len());
-        let new = batch.docs.clone();
-        self.persist(batch)?;
-        let me = self.device_id();
-        for (id, record) in new {
-            state.docs.insert(
-                id,
-                OpenDoc {
-                    record,
-                    doc: Document::new(&me),
-                },
-            );
-            out.applied += 1;
-        }
+        self.settle_keys(&mut state, false)?;
         Ok(out)
     }
 
@@ -364,23 +330,26 @@ impl Library {
             fresh.push(sealed);
         }
         // Signatures and decryption are independent per change: checked on every core.
-        let checked: Vec<std::result::Result<Vec<u8>, String>> = {
+        let checked: Vec<std::result::Result<Option<Vec<u8>>, String>> = {
             let state: &State = &state;
             fresh.par_iter().map(|s| check_change(state, s)).collect()
         };
-        // The accepted changes of each document, in the order they came.
+        // The accepted changes of each document, in the order they came; and those accepted
+        // but kept sealed until this device holds their key.
         let mut by_doc: BTreeMap<DocId, Vec<Opened>> = BTreeMap::new();
+        let mut waiting: Vec<(DocId, SealedChange)> = Vec::new();
         for (sealed, check) in fresh.into_iter().zip(checked) {
             let header = sealed.header();
             match check {
-                Ok(plain) => by_doc.entry(header.doc).or_default().push((sealed, plain)),
+                Ok(Some(plain)) => by_doc.entry(header.doc).or_default().push((sealed, plain)),
+                Ok(None) => waiting.push((header.doc, sealed)),
                 Err(reason) => {
                     tracing::warn!(peer = %from, change = %sealed.id(), doc = %header.doc, "rejected a change: {reason}");
                     out.rejected += 1;
                 }
             }
         }
-        if by_doc.is_empty() {
+        if by_doc.is_empty() && waiting.is_empty() {
             return Ok(out);
         }
         // Apply in memory first so a change automerge refuses is never stored; if the commit
@@ -417,6 +386,9 @@ impl Library {
                 }
             }
         }
+        let waiting_ids: Vec<(DocId, ChangeId)> =
+            waiting.iter().map(|(d, c)| (*d, c.id())).collect();
+        batch.changes.extend(waiting);
         let ids: Vec<(DocId, ChangeId)> = batch.changes.iter().map(|(d, c)| (*d, c.id())).collect();
         out.applied = ids.len();
         if let Err(e) = self.persist(batch) {
@@ -429,6 +401,9 @@ impl Library {
         for (doc, id) in ids {
             state.change_ids.entry(doc).or_default().insert(id);
         }
+        for (doc, id) in waiting_ids {
+            state.unopened.entry(doc).or_default().insert(id);
+        }
         let touched: Vec<DocId> = touched.into_iter().collect();
         state.reindex_docs(&touched);
         Ok(out)
@@ -437,15 +412,6 @@ impl Library {
 
 /// A received change that passed its checks, with its automerge bytes.
 type Opened = (SealedChange, Vec<u8>);
-
-pub(crate) fn grant(id: &DocId, record: &DocRecord) -> DocGrant {
-    DocGrant {
-        doc: *id,
-        kind: record.kind,
-        epoch: record.epoch,
-        key: record.key,
-    }
-}
 
 fn digest_of(state: &State, doc: &DocId) -> DocDigest {
     let ids = state.change_ids.get(doc);
@@ -456,24 +422,41 @@ fn digest_of(state: &State, doc: &DocId) -> DocDigest {
     }
 }
 
-/// Checks a received change: a known document, a current author allowed to write, the key's
-/// epoch, the signature and the decryption. Returns the change's automerge bytes.
-fn check_change(state: &State, sealed: &SealedChange) -> std::result::Result<Vec<u8>, String> {
+/// Checks a received change: its author is a current device the log lets write its document,
+/// and the signature holds; then, if this device holds the key of its epoch, that it decrypts.
+/// Returns the change's automerge bytes, or `None` for a valid change to keep sealed until the
+/// key arrives (a device without the key stores and forwards it).
+fn check_change(
+    state: &State,
+    sealed: &SealedChange,
+) -> std::result::Result<Option<Vec<u8>>, String> {
     let header = sealed.header();
-    let Some(open) = state.docs.get(&header.doc) else {
-        return Err("its document is unknown here (no key was granted)".into());
-    };
-    if !state.may_write(&header.author) {
+    if !state.family.may_write(&header.doc, &header.author) {
         return Err(format!(
-            "its author {} is not a current device allowed to write",
+            "its author {} is not a current device allowed to write this document",
             header.author
         ));
     }
-    if header.epoch != open.record.epoch {
+    if header.epoch > state.family.current_epoch(&header.doc).max(1) {
         return Err(format!(
-            "sealed for epoch {}, the document is at {}",
-            header.epoch, open.record.epoch
+            "sealed for epoch {}, beyond the document's current epoch in the log",
+            header.epoch
         ));
     }
-    seal::open_change(&SymmetricKey::from_bytes(open.record.key), sealed).map_err(|e| e.to_string())
+    sealed.verify_signature().map_err(|e| e.to_string())?;
+    let record = state.docs.get(&header.doc).map(|open| &open.record);
+    match record.and_then(|r| r.key_for(header.epoch)) {
+        Some(key) => seal::open_change(&SymmetricKey::from_bytes(key), sealed)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        // Holding the current epoch's key means holding every earlier one (the history comes
+        // with it): an epoch missing then is one the document never had.
+        None if record.is_some_and(|r| r.epoch >= state.family.current_epoch(&header.doc)) => {
+            Err(format!(
+                "sealed for epoch {}, which this document never had",
+                header.epoch
+            ))
+        }
+        None => Ok(None),
+    }
 }

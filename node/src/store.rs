@@ -46,14 +46,71 @@ pub struct Identity {
     pub root_op: [u8; 32],
 }
 
-/// A document this node knows, with its key. Sealed at rest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+pub const DOC_RECORD_FORMAT: u8 = 2;
+
+/// A document this node holds the key of, at every epoch it knows. Sealed at rest. What the
+/// document is (library shard or album) is written in the document itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocRecord {
-    pub kind: DocKind,
+    /// [`DOC_RECORD_FORMAT`]: the first byte, which tells this layout from [`DocRecordV1`]'s
+    /// (whose first byte, a document kind, is 0 or 1).
+    pub format: u8,
+    /// The current epoch and its key: new changes are sealed with it.
     pub epoch: u32,
     pub key: [u8; 32],
     /// For library shards: the month (`YYYY-MM`, or `undated`) the shard holds.
     pub shard: Option<String>,
+    /// Keys of earlier epochs, to open changes sealed before the last rotation.
+    pub older: Vec<(u32, [u8; 32])>,
+}
+
+impl DocRecord {
+    /// A record of a document created here at `epoch` with a fresh key.
+    pub fn new(epoch: u32, key: [u8; 32], shard: Option<String>) -> DocRecord {
+        DocRecord {
+            format: DOC_RECORD_FORMAT,
+            epoch,
+            key,
+            shard,
+            older: Vec::new(),
+        }
+    }
+
+    /// The key of `epoch`, if this record holds it.
+    pub fn key_for(&self, epoch: u32) -> Option<[u8; 32]> {
+        if epoch == self.epoch {
+            return Some(self.key);
+        }
+        self.older
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, key)| *key)
+    }
+
+    /// Every key held, oldest epoch first.
+    pub fn all_keys(&self) -> Vec<(u32, [u8; 32])> {
+        let mut keys = self.older.clone();
+        keys.push((self.epoch, self.key));
+        keys.sort_by_key(|(e, _)| *e);
+        keys.dedup_by_key(|(e, _)| *e);
+        keys
+    }
+}
+
+/// [`DocRecord`] as written before key epochs came through the membership log; read, never
+/// written.
+#[derive(Deserialize)]
+struct DocRecordV1 {
+    _kind: DocKind,
+    epoch: u32,
+    key: [u8; 32],
+    shard: Option<String>,
+}
+
+impl From<DocRecordV1> for DocRecord {
+    fn from(v1: DocRecordV1) -> Self {
+        DocRecord::new(v1.epoch, v1.key, v1.shard)
+    }
 }
 
 /// An invite this device issued. The secret stays here; only a proof of it crosses the wire.
@@ -266,7 +323,17 @@ impl Store {
         for row in txn.open_table(DOCS)?.iter()? {
             let (k, v) = row?;
             let ctx = [b"docs/".as_slice(), k.value()].concat();
-            match doc_id(k.value()).and_then(|id| Ok((id, self.open_sealed(&ctx, v.value())?))) {
+            let record = match self.open_sealed::<DocRecord>(&ctx, v.value()) {
+                Ok(record) if record.format == DOC_RECORD_FORMAT => Ok(record),
+                Ok(_) => self
+                    .open_sealed::<DocRecordV1>(&ctx, v.value())
+                    .map(DocRecord::from),
+                Err(e) => self
+                    .open_sealed::<DocRecordV1>(&ctx, v.value())
+                    .map(DocRecord::from)
+                    .map_err(|_| e),
+            };
+            match doc_id(k.value()).and_then(|id| Ok((id, record?))) {
                 Ok(doc) => docs.push(doc),
                 Err(e) => damaged.push(e.to_string()),
             }

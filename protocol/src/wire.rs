@@ -6,14 +6,13 @@
 //! cannot make a node allocate more than a frame's worth by lying about sizes. Decoding never
 //! panics: a bad frame is an error the caller logs before dropping the stream.
 //!
-//! Document keys travel in [`SyncMessage::Docs`] only to authenticated, current family devices
-//! (the transport is Noise, the peer id is the device id). Sealed changes and signed ops are
-//! opaque bytes here; the node checks signatures and rights before it applies or forwards them.
+//! Document keys never travel in these messages: they are envelopes inside signed membership
+//! ops. Sealed changes and signed ops are opaque bytes here; the node checks signatures and
+//! rights before it applies or forwards them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{DeviceId, DocId, FamilyId};
-use crate::library::DocKind;
 use crate::membership::OpId;
 use crate::seal::ChangeId;
 use crate::ticket::InviteId;
@@ -31,7 +30,7 @@ pub const MAX_IDS: usize = 16 * 1024;
 /// Target payload of one `Changes` or `Ops` frame; one item may exceed it up to [`MAX_FRAME`].
 pub const BATCH_BYTES: usize = 1024 * 1024;
 /// Version of the sync protocol's messages.
-pub const SYNC_VERSION: u8 = 1;
+pub const SYNC_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -42,15 +41,6 @@ pub enum WireError {
     Malformed(String),
     #[error("message holds {0} ids, more than the limit of {MAX_IDS}")]
     TooManyIds(usize),
-}
-
-/// A document key handed to a device that may read the document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DocGrant {
-    pub doc: DocId,
-    pub kind: DocKind,
-    pub epoch: u32,
-    pub key: [u8; 32],
 }
 
 /// A summary of the changes one side holds for a document: count and a digest of the sorted
@@ -85,8 +75,6 @@ pub enum SyncMessage {
     WantOps(Vec<OpId>),
     /// Server: signed ops, as their bytes.
     Ops(Vec<Vec<u8>>),
-    /// Server: keys of documents the client may read.
-    Docs(Vec<DocGrant>),
     /// Server: what it holds of each document the client may read.
     Digests(Vec<DocDigest>),
     /// Client: list the change ids of these documents.
@@ -151,7 +139,6 @@ pub struct Welcome {
     pub family_secret: [u8; 32],
     /// The whole membership log, including the ops that added the joiner.
     pub ops: Vec<Vec<u8>>,
-    pub docs: Vec<DocGrant>,
     /// Where the inviter last reached the family's other devices, so the joiner can connect
     /// to them too (at most [`MAX_WELCOME_PEERS`], each with at most 8 multiaddrs).
     pub peers: Vec<DeviceAddrs>,
@@ -235,7 +222,6 @@ pub fn decode_sync(body: &[u8]) -> Result<SyncMessage, WireError> {
         SyncMessage::OpIds(ids) | SyncMessage::WantOps(ids) => ids.len(),
         SyncMessage::WantIds(docs) => docs.len(),
         SyncMessage::Ids { ids, .. } | SyncMessage::Want { ids, .. } => ids.len(),
-        SyncMessage::Docs(docs) => docs.len(),
         SyncMessage::Digests(d) => d.len(),
         SyncMessage::Ops(items) | SyncMessage::Changes(items) => items.len(),
         SyncMessage::Hello { .. } | SyncMessage::CaughtUp => 0,

@@ -88,13 +88,15 @@ fn remove(p: u8) -> OpBody {
 #[test]
 fn members_share_what_they_own_and_relatives_never_share() {
     let mut f = Family::new();
-    // Cleo (relative) may not grant, even to herself, nor rotate.
+    // Cleo (relative) may not grant, even to herself.
     f.by(2, grant(ALBUM, 2, Access::Contribute));
+    assert_eq!(f.state().owner(&ALBUM), None);
+    // Bob's grant names him the owner; Dan (another member) may then neither grant nor revoke,
+    // and Cleo may not rotate it.
+    f.by(1, grant(ALBUM, 2, Access::View));
     let cleo_rotates = rotate(ALBUM, 1, &[&f.d[2]]);
     f.by(2, cleo_rotates);
-    assert_eq!(f.state().owner(&ALBUM), None);
-    // Bob's grant names him the owner; Dan (another member) may then neither grant nor revoke.
-    f.by(1, grant(ALBUM, 2, Access::View));
+    assert_eq!(f.state().current_epoch(&ALBUM), 0);
     f.by(4, grant(ALBUM, 3, Access::View));
     f.by(4, revoke_album(ALBUM, 2));
     // A grant to someone the log does not know is refused.
@@ -309,10 +311,11 @@ fn keys_need_rotating_after_access_is_lost() {
     // Taking the album away from Cleo makes her remaining device's envelope stale too.
     f.by(1, revoke_album(ALBUM, 2));
     assert!(f.state().needs_rotation(&ALBUM));
-    // So does demoting an admin who holds the key without owning the album or a grant.
-    let owner_and_ada = rotate(ALBUM, 3, &[&f.d[0], &f.d[1]]);
-    f.by(1, owner_and_ada);
-    assert!(!f.state().needs_rotation(&ALBUM));
+    // So does demoting an admin who holds the key of a relative's own document.
+    let cleo_and_ada = rotate(OTHER, 1, &[&f.d[0], &f.d[2]]);
+    f.by(2, cleo_and_ada);
+    assert_eq!(f.state().owner(&OTHER), Some(person(2)));
+    assert!(!f.state().needs_rotation(&OTHER));
     f.by(
         0,
         OpBody::SetRole {
@@ -327,7 +330,58 @@ fn keys_need_rotating_after_access_is_lost() {
             role: Role::Member,
         },
     );
-    assert!(f.state().needs_rotation(&ALBUM));
+    assert!(f.state().needs_rotation(&OTHER));
+}
+
+#[test]
+fn members_read_the_household_and_relatives_what_is_shared() {
+    let mut f = Family::new();
+    let (ada, bob, cleo, dan) = (
+        f.d[0].device_id(),
+        f.d[1].device_id(),
+        f.d[2].device_id(),
+        f.d[4].device_id(),
+    );
+    // Bob's album: the household reads and writes it; Cleo nothing until shared.
+    let to_bob = rotate(ALBUM, 1, &[&f.d[1]]);
+    f.by(1, to_bob);
+    let state = f.state();
+    for d in [&ada, &bob, &dan] {
+        assert_eq!(state.access_of(&ALBUM, d), Some(Access::Contribute));
+    }
+    assert_eq!(state.access_of(&ALBUM, &cleo), None);
+    f.by(1, grant(ALBUM, 2, Access::View));
+    let state = f.state();
+    assert!(state.may_hold_key(&ALBUM, &cleo) && !state.may_write(&ALBUM, &cleo));
+    f.by(1, grant(ALBUM, 2, Access::Contribute));
+    assert!(f.state().may_write(&ALBUM, &cleo));
+    // Cleo's own document (her library): she and the admins read it, the members do not.
+    let hers = rotate(OTHER, 1, &[&f.d[2], &f.d[3], &f.d[0]]);
+    f.by(2, hers);
+    let state = f.state();
+    assert_eq!(state.owner(&OTHER), Some(person(2)));
+    assert!(state.may_write(&OTHER, &cleo) && state.may_write(&OTHER, &ada));
+    assert_eq!(state.access_of(&OTHER, &dan), None);
+    let mut recipients: Vec<_> = state
+        .key_recipients(&OTHER, &person(2))
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    recipients.sort();
+    let mut expected = vec![ada, cleo, f.d[3].device_id()];
+    expected.sort();
+    assert_eq!(recipients, expected);
+    // A document nobody rotated yet: the claimant's devices and the household.
+    let mut claimed: Vec<_> = state
+        .key_recipients(&DocId([0xa3; 32]), &person(2))
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    claimed.sort();
+    assert_eq!(claimed, expected);
+    // A removed person reads nothing any more.
+    f.by(0, remove(2));
+    assert_eq!(f.state().access_of(&ALBUM, &cleo), None);
 }
 
 #[test]
@@ -414,10 +468,13 @@ fn new_grantees_and_devices_lack_the_key_until_a_rotation() {
         v.sort();
         v
     };
-    let mut expected: Vec<_> = [0, 1, 2, 3].iter().map(|&n| f.d[n].device_id()).collect();
+    let mut expected: Vec<_> = [0, 1, 2, 3, 4]
+        .iter()
+        .map(|&n| f.d[n].device_id())
+        .collect();
     expected.sort();
-    assert_eq!(lacking(&f), expected, "admin, owner and grantee devices");
-    let to_all = rotate(ALBUM, 1, &[&f.d[0], &f.d[1], &f.d[2], &f.d[3]]);
+    assert_eq!(lacking(&f), expected, "household and grantee devices");
+    let to_all = rotate(ALBUM, 1, &[&f.d[0], &f.d[1], &f.d[2], &f.d[3], &f.d[4]]);
     f.by(1, to_all);
     assert!(lacking(&f).is_empty());
     let phone = device(30);

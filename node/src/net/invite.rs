@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::invites::JoinRequest;
 use crate::library::Library;
 use crate::library::now_ms;
-use crate::store::{DocRecord, Identity, PeerRecord, Store, WriteBatch};
+use crate::store::{Identity, PeerRecord, Store, WriteBatch};
 use crate::views::InitView;
 
 /// Failed invite attempts one peer may make per minute.
@@ -401,21 +401,6 @@ fn record_welcome(
         library_key: rand::random(),
         root_op: welcome.root_op.0,
     };
-    let docs = welcome
-        .docs
-        .into_iter()
-        .map(|g| {
-            (
-                g.doc,
-                DocRecord {
-                    kind: g.kind,
-                    epoch: g.epoch,
-                    key: g.key,
-                    shard: None,
-                },
-            )
-        })
-        .collect();
     let now = now_ms();
     let record = |addrs: &[Vec<u8>]| PeerRecord {
         addrs: addrs
@@ -439,7 +424,6 @@ fn record_welcome(
     store.commit(&WriteBatch {
         identity: Some(identity),
         ops,
-        docs,
         peers,
         ..WriteBatch::default()
     })?;

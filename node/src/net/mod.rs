@@ -174,6 +174,8 @@ impl std::fmt::Debug for Network {
 impl Network {
     /// Starts the swarm and the protocol handlers; returns once listening has begun.
     pub async fn start(lib: Arc<Library>, config: NetConfig) -> Result<Arc<Network>> {
+        // Keys wrapped to this device while it was away (or at its join) are taken in first.
+        lib.settle_keys_now().await?;
         let mut swarm = build_swarm(keypair(&lib.device)?, config.mdns)?;
         let mut control = swarm.behaviour().stream.new_control();
         let records = lib.store.load_network()?;

@@ -65,7 +65,8 @@ impl Library {
     pub async fn docs_digest(&self) -> String {
         let state = self.state.lock().await;
         let mut hasher = blake3::Hasher::new_derive_key("kith library digest v1");
-        for id in state.docs.keys() {
+        let held: std::collections::BTreeSet<_> = state.held_docs().collect();
+        for id in &held {
             hasher.update(&id.0);
             let ids = state.change_ids.get(id);
             hasher.update(&digest_ids(ids.into_iter().flatten()));

@@ -129,10 +129,7 @@ async fn offer<W: futures::AsyncWrite + Unpin>(
     for chunk in net.lib.op_ids().await.chunks(MAX_IDS) {
         write_frame(w, &SyncMessage::OpIds(chunk.to_vec())).await?;
     }
-    let (grants, digests) = net.lib.offer_for(device).await;
-    for chunk in grants.chunks(MAX_IDS) {
-        write_frame(w, &SyncMessage::Docs(chunk.to_vec())).await?;
-    }
+    let digests = net.lib.offer_for(device).await;
     // Always at least one Digests frame: the puller starts its barrier on it.
     if digests.is_empty() {
         write_frame(w, &SyncMessage::Digests(Vec::new())).await?;
@@ -206,18 +203,6 @@ async fn push<W: futures::AsyncWrite + Unpin>(
             let bytes = ops.iter().map(|o| o.to_bytes()).collect();
             send_batched(w, bytes, SyncMessage::Ops).await
         }
-        Update::Docs(docs) => {
-            let mut fresh = Vec::new();
-            for (id, record) in &docs {
-                if net.lib.may_read(device, id).await {
-                    fresh.push(crate::replica::grant(id, record));
-                }
-            }
-            if fresh.is_empty() {
-                return Ok(());
-            }
-            Ok(write_frame(w, &SyncMessage::Docs(fresh)).await?)
-        }
         Update::Changes(changes) => {
             let mut out = Vec::new();
             for c in changes {
@@ -258,7 +243,6 @@ fn message_name(m: &SyncMessage) -> &'static str {
         SyncMessage::OpIds(_) => "OpIds",
         SyncMessage::WantOps(_) => "WantOps",
         SyncMessage::Ops(_) => "Ops",
-        SyncMessage::Docs(_) => "Docs",
         SyncMessage::Digests(_) => "Digests",
         SyncMessage::WantIds(_) => "WantIds",
         SyncMessage::Ids { .. } => "Ids",
@@ -378,10 +362,8 @@ async fn pull_frames<W: futures::AsyncWrite + Unpin>(
                 if got.rejected > 0 {
                     net.with_peer(device, |p| p.changes_rejected += got.rejected as u64);
                 }
-            }
-            SyncMessage::Docs(grants) => {
-                let got = net.lib.receive_docs(device, grants).await?;
                 if got.applied > 0 {
+                    // Keys that came with them may open changes that reference new photos.
                     net.blobs_wanted.notify_one();
                 }
             }

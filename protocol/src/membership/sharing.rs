@@ -5,10 +5,16 @@
 //! its key for epoch 0 without the log, and the log cannot tell who holds it. The first applied
 //! `GrantAlbum` or `RotateKey` for a document makes its author's person the document's owner.
 //!
-//! A device *may hold* a document's key when it is unrevoked and its person is an admin (admins
-//! manage sharing, and the recovery identity is enrolled like an admin device), the document's
-//! owner, or granted the document. A removed device keeps every key it was once given; rotation
-//! protects only what is written after it.
+//! Who reads and writes a document (one rule for both, from the log alone):
+//! - the document's owner and the persons it is granted to (`Contribute` to write);
+//! - admins: every document (admins manage sharing, and the recovery identity is enrolled like
+//!   an admin device);
+//! - members: every document of the household, that is every document not owned by a relative
+//!   (a relative's own library and albums stay theirs unless shared);
+//! - relatives: nothing else.
+//!
+//! A device *may hold* a document's key when it may read it. A removed device keeps every key
+//! it was once given; rotation protects only what is written after it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,17 +103,62 @@ impl FamilyState {
         self.docs.get(doc)?.keys.as_ref()
     }
 
-    /// Whether `device` may hold `doc`'s key now (see the module docs).
+    /// Whether `device` may hold `doc`'s key now, that is read it (see the module docs).
     pub fn may_hold_key(&self, doc: &DocId, device: &DeviceId) -> bool {
-        let Some((person_id, person)) = self.active_person(device) else {
-            return false;
-        };
-        !person.removed
-            && (person.role == Role::Admin
-                || self
-                    .docs
-                    .get(doc)
-                    .is_some_and(|d| d.owner == person_id || d.grants.contains_key(&person_id)))
+        self.access_of(doc, device).is_some()
+    }
+
+    /// Whether `device` may write `doc` now: seal changes to it that others apply.
+    pub fn may_write(&self, doc: &DocId, device: &DeviceId) -> bool {
+        self.access_of(doc, device) == Some(Access::Contribute)
+    }
+
+    /// What `device` may do with `doc`, or `None` when it may not read it.
+    pub fn access_of(&self, doc: &DocId, device: &DeviceId) -> Option<Access> {
+        let (person_id, person) = self.active_person(device)?;
+        if person.removed {
+            return None;
+        }
+        let sharing = self.docs.get(doc);
+        let owner = sharing.is_some_and(|d| d.owner == person_id);
+        let household =
+            person.role == Role::Member && sharing.is_none_or(|d| !self.owned_by_relative(d));
+        if owner || household || person.role == Role::Admin {
+            return Some(Access::Contribute);
+        }
+        sharing.and_then(|d| d.grants.get(&person_id).copied())
+    }
+
+    /// The devices that may hold `doc`'s key if `claimant` is the person making a first
+    /// rotation of it (which makes them its owner when nobody owns it yet), with the X25519
+    /// keys to wrap to.
+    pub fn key_recipients(&self, doc: &DocId, claimant: &PersonId) -> Vec<(DeviceId, [u8; 32])> {
+        let mut view = self.clone();
+        view.docs.entry(*doc).or_insert_with(|| unowned(*claimant));
+        view.persons
+            .values()
+            .flat_map(|p| p.devices.iter())
+            .filter(|(id, d)| !d.revoked && view.may_hold_key(doc, id))
+            .map(|(id, d)| (*id, d.x25519))
+            .collect()
+    }
+
+    /// Whether `device` may make the next `RotateKey` of `doc` (see `may_rotate`).
+    pub fn may_rotate_doc(&self, doc: &DocId, device: &DeviceId) -> bool {
+        self.active_person(device)
+            .is_some_and(|(id, p)| !p.removed && self.may_rotate(&id, p.role, doc))
+    }
+
+    /// Whether `device` may grant or revoke `doc` (see `may_share`).
+    pub fn may_share_doc(&self, doc: &DocId, device: &DeviceId) -> bool {
+        self.active_person(device)
+            .is_some_and(|(id, p)| !p.removed && self.may_share(&id, p.role, doc))
+    }
+
+    fn owned_by_relative(&self, d: &DocSharing) -> bool {
+        self.persons
+            .get(&d.owner)
+            .is_some_and(|p| p.role == Role::Relative)
     }
 
     /// Whether the current epoch's key reached a device that may no longer hold it (an envelope
@@ -146,13 +197,23 @@ impl FamilyState {
             .collect()
     }
 
-    /// Whether `person` may grant, revoke or rotate `doc`: admins always, members for documents
-    /// they own or nobody owns yet, relatives never.
+    /// Whether `person` may grant or revoke `doc`: admins always, members for documents they
+    /// own or nobody owns yet, relatives never.
     fn may_share(&self, person: &PersonId, role: Role, doc: &DocId) -> bool {
         match role {
             Role::Admin => true,
             Role::Member => self.docs.get(doc).is_none_or(|d| d.owner == *person),
             Role::Relative => false,
+        }
+    }
+
+    /// Whether `person` may rotate `doc`'s key: whoever may share it, and a relative for a
+    /// document of their own (their library, an album they made), which the first rotation
+    /// claims.
+    fn may_rotate(&self, person: &PersonId, role: Role, doc: &DocId) -> bool {
+        match role {
+            Role::Relative => self.docs.get(doc).is_none_or(|d| d.owner == *person),
+            _ => self.may_share(person, role, doc),
         }
     }
 
@@ -220,7 +281,7 @@ pub(super) fn rotate(
     // One envelope per device, each to a device the log knows (its X25519 key comes from here).
     let recipients_known =
         wrapped.len() == envelopes.len() && wrapped.keys().all(|d| state.device(d).is_some());
-    if !state.may_share(&author.person, author.role, doc)
+    if !state.may_rotate(&author.person, author.role, doc)
         || next_epoch != Some(epoch)
         || !recipients_known
     {

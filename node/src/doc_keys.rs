@@ -1,0 +1,408 @@
+//! Document keys through the membership log.
+//!
+//! A document's key for each epoch reaches devices only as X25519 envelopes inside signed
+//! `RotateKey` ops (DESIGN.md, "Album keys"). A new document starts at epoch 1 with a
+//! `RotateKey` made in the same commit; a later rotation wraps a fresh key to every device that
+//! may read the document then, with the earlier epochs' keys sealed under it.
+//!
+//! Whenever the log changes, [`Library::settle_keys`] takes in the keys wrapped to this device
+//! (and opens the changes that were waiting for them), then rotates the documents whose current
+//! key reached a device that may no longer read them, or misses one that may. One device is
+//! responsible for each such rotation — the one that made the current epoch, while it may
+//! still rotate, else the admin device with the lowest id — so that two devices seeing the same
+//! log do not both rotate. The device that makes a sharing or removal change rotates at once
+//! (`eager`), in the same commit.
+//!
+//! Two rotations can still race (two admins acting while apart). The log keeps one; the loser
+//! re-seals the changes it sealed under its own key with the key that won, so nothing it wrote
+//! is lost to the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kith_protocol::envelope::{Envelope, SealedHistory};
+use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, PersonId, SymmetricKey};
+use kith_protocol::library::Document;
+use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody, OpId, Role, SignedOp};
+use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
+
+use crate::error::{Error, Result};
+use crate::library::{Library, OpenDoc, State, now_ms};
+use crate::store::{DocRecord, WriteBatch};
+
+/// Ops signed one after another on top of the log, each evaluated before the next is made.
+pub(crate) struct OpChain {
+    root: OpId,
+    pub ops: Vec<SignedOp>,
+    pub family: FamilyState,
+    pub fresh: Vec<SignedOp>,
+}
+
+impl OpChain {
+    pub fn new(state: &State) -> OpChain {
+        OpChain {
+            root: OpId(state.identity.root_op),
+            ops: state.ops.clone(),
+            family: state.family.clone(),
+            fresh: Vec::new(),
+        }
+    }
+
+    /// Signs `body` on the current heads and applies it. Returns whether the rules applied it;
+    /// an op they skip is dropped.
+    pub fn push(&mut self, device: &DeviceSecret, body: OpBody) -> Result<bool> {
+        let op = SignedOp::sign(
+            MembershipOp {
+                version: membership::VERSION,
+                parents: membership::heads(&self.ops),
+                author: device.device_id(),
+                time_ms: now_ms(),
+                body,
+            },
+            device,
+        );
+        let mut ops = self.ops.clone();
+        ops.push(op.clone());
+        let family = membership::evaluate_with_root(self.root, &ops)
+            .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
+        if family == self.family {
+            return Ok(false);
+        }
+        self.ops = ops;
+        self.family = family;
+        self.fresh.push(op);
+        Ok(true)
+    }
+
+    /// Adds a `RotateKey` of `doc` to epoch `epoch` with `key`, wrapped to every device that may
+    /// read it, and `earlier` (the keys this device holds of earlier epochs) sealed under it.
+    pub fn rotate(
+        &mut self,
+        device: &DeviceSecret,
+        claimant: &PersonId,
+        doc: &DocId,
+        epoch: u32,
+        key: [u8; 32],
+        earlier: &[(u32, [u8; 32])],
+    ) -> Result<bool> {
+        let key_sym = SymmetricKey::from_bytes(key);
+        let mut envelopes = Vec::new();
+        for (recipient, x25519) in self.family.key_recipients(doc, claimant) {
+            let envelope =
+                Envelope::seal(&key_sym, doc, epoch, &recipient, &x25519, rand::random()).map_err(
+                    |e| Error::Corrupt(format!("cannot wrap a key to device {recipient}: {e}")),
+                )?;
+            envelopes.push((recipient, envelope));
+        }
+        let earlier: Vec<(u32, SymmetricKey)> = earlier
+            .iter()
+            .filter(|(e, _)| *e < epoch)
+            .map(|(e, k)| (*e, SymmetricKey::from_bytes(*k)))
+            .collect();
+        let history = if earlier.is_empty() {
+            None
+        } else {
+            Some(
+                SealedHistory::seal(&key_sym, doc, epoch, &earlier, rand::random())
+                    .map_err(|e| Error::Corrupt(format!("cannot seal a key history: {e}")))?,
+            )
+        };
+        self.push(
+            device,
+            OpBody::RotateKey {
+                doc: *doc,
+                epoch,
+                envelopes,
+                history,
+            },
+        )
+    }
+}
+
+impl State {
+    /// The person this device belongs to.
+    pub(crate) fn my_person(&self) -> PersonId {
+        self.identity.person
+    }
+
+    /// Whether this device should make the next rotation of `doc` when one is due (see the
+    /// module docs).
+    fn responsible_for(&self, me: &DeviceId, doc: &DocId) -> bool {
+        if let Some(keys) = self.family.current_keys(doc)
+            && self.family.may_rotate_doc(doc, &keys.rotated_by)
+        {
+            return keys.rotated_by == *me;
+        }
+        let lowest_admin = self
+            .family
+            .persons
+            .values()
+            .filter(|p| p.role == Role::Admin && !p.removed)
+            .flat_map(|p| p.devices.iter())
+            .filter(|(_, d)| !d.revoked)
+            .map(|(id, _)| *id)
+            .min();
+        lowest_admin == Some(*me)
+    }
+
+    /// Documents whose key must move to a new epoch now: the current key reached a device that
+    /// may no longer read the document, or a device that may lacks it; and documents still at
+    /// the epoch-0 key their creator made before keys came through the log.
+    fn rotations_due(&self, me: &DeviceId, eager: bool) -> Vec<DocId> {
+        self.docs
+            .iter()
+            .filter(|(doc, open)| {
+                let family = &self.family;
+                let due = match family.current_keys(doc) {
+                    Some(_) => {
+                        family.needs_rotation(doc) || !family.devices_lacking_key(doc).is_empty()
+                    }
+                    None => open.record.epoch == 0,
+                };
+                // Only a device holding the current epoch's key can seal the history under it.
+                due && open.record.epoch == family.current_epoch(doc)
+                    && family.may_rotate_doc(doc, me)
+                    && (eager || self.responsible_for(me, doc))
+            })
+            .map(|(doc, _)| *doc)
+            .collect()
+    }
+}
+
+/// What taking in wrapped keys produced, to be committed.
+#[derive(Default)]
+struct KeysTaken {
+    records: Vec<(DocId, DocRecord)>,
+    resealed: Vec<(DocId, SealedChange)>,
+}
+
+impl Library {
+    /// After the membership log changed: takes in the keys wrapped to this device, opens the
+    /// changes that waited for them, and makes the rotations that are due (all of them this
+    /// device may make when `eager`, else those it is responsible for). Commits what it did in
+    /// one transaction.
+    pub(crate) fn settle_keys(&self, state: &mut State, eager: bool) -> Result<()> {
+        let taken = self.take_keys(state)?;
+        let me = self.device_id();
+        let mut chain = OpChain::new(state);
+        let mut rotated = Vec::new();
+        for doc in state.rotations_due(&me, eager) {
+            let Some(open) = state.docs.get(&doc) else {
+                continue;
+            };
+            let epoch = open.record.epoch + 1;
+            let key: [u8; 32] = rand::random();
+            let earlier = open.record.all_keys();
+            if chain.rotate(&self.device, &state.my_person(), &doc, epoch, key, &earlier)? {
+                let mut record = open.record.clone();
+                record.older = earlier;
+                record.epoch = epoch;
+                record.key = key;
+                rotated.push((doc, record));
+            }
+        }
+        if taken.records.is_empty() && rotated.is_empty() {
+            return Ok(());
+        }
+        if !rotated.is_empty() {
+            tracing::info!("rotated the keys of {} documents", rotated.len());
+        }
+        let mut records = taken.records;
+        records.extend(rotated);
+        let opened: Vec<DocId> = records.iter().map(|(d, _)| *d).collect();
+        self.persist(WriteBatch {
+            ops: chain.fresh,
+            docs: records.clone(),
+            changes: taken.resealed.clone(),
+            ..WriteBatch::default()
+        })?;
+        state.ops = chain.ops;
+        state.family = chain.family;
+        for (doc, change) in &taken.resealed {
+            state
+                .change_ids
+                .entry(*doc)
+                .or_default()
+                .insert(change.id());
+        }
+        for (doc, record) in records {
+            match state.docs.get_mut(&doc) {
+                Some(open) => open.record = record,
+                None => {
+                    state.docs.insert(
+                        doc,
+                        OpenDoc {
+                            record,
+                            doc: Document::new(&me),
+                        },
+                    );
+                }
+            }
+        }
+        self.open_waiting(state, &opened)?;
+        Ok(())
+    }
+
+    /// Opens the envelopes addressed to this device for epochs it does not hold yet.
+    fn take_keys(&self, state: &State) -> Result<KeysTaken> {
+        let me = self.device_id();
+        let mut taken = KeysTaken::default();
+        for (doc, sharing) in &state.family.docs {
+            let Some(keys) = &sharing.keys else { continue };
+            let Some(envelope) = keys.envelopes.get(&me) else {
+                continue;
+            };
+            let held = state.docs.get(doc).map(|o| &o.record);
+            if held.is_some_and(|r| r.epoch > keys.epoch) {
+                continue;
+            }
+            let key = match envelope.open(doc, keys.epoch, &self.device) {
+                Ok(key) => *key.as_bytes(),
+                Err(e) => {
+                    tracing::warn!(%doc, epoch = keys.epoch, "an envelope to this device does not open: {e}");
+                    continue;
+                }
+            };
+            if held.is_some_and(|r| r.epoch == keys.epoch && r.key == key) {
+                continue;
+            }
+            let history = match &keys.history {
+                Some(h) => match h.open(&SymmetricKey::from_bytes(key), doc, keys.epoch) {
+                    Ok(earlier) => earlier,
+                    Err(e) => {
+                        tracing::warn!(%doc, epoch = keys.epoch, "a key history does not open: {e}");
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            };
+            let mut by_epoch: BTreeMap<u32, [u8; 32]> = history
+                .into_iter()
+                .map(|(e, k)| (e, *k.as_bytes()))
+                .collect();
+            // Keys this device made that the log did not keep (a rotation that lost a race):
+            // what was sealed under them is sealed again under the winning key.
+            let mut lost = BTreeMap::new();
+            for (epoch, mine) in held.map(DocRecord::all_keys).unwrap_or_default() {
+                let winner = if epoch == keys.epoch {
+                    Some(key)
+                } else {
+                    by_epoch.get(&epoch).copied()
+                };
+                match winner {
+                    Some(w) if w != mine => {
+                        lost.insert(epoch, mine);
+                    }
+                    Some(_) => {}
+                    None => {
+                        by_epoch.insert(epoch, mine);
+                    }
+                }
+            }
+            by_epoch.remove(&keys.epoch);
+            let record = DocRecord {
+                older: by_epoch.into_iter().collect(),
+                ..DocRecord::new(keys.epoch, key, held.and_then(|r| r.shard.clone()))
+            };
+            if !lost.is_empty() {
+                taken
+                    .resealed
+                    .extend(self.reseal_lost(state, doc, &lost, &record)?);
+            }
+            taken.records.push((*doc, record));
+        }
+        Ok(taken)
+    }
+
+    /// Seals again, under `record`'s current key, the changes this device sealed under keys
+    /// that lost a rotation race.
+    fn reseal_lost(
+        &self,
+        state: &State,
+        doc: &DocId,
+        lost: &BTreeMap<u32, [u8; 32]>,
+        record: &DocRecord,
+    ) -> Result<Vec<(DocId, SealedChange)>> {
+        let me = self.device_id();
+        let ids: Vec<ChangeId> = state
+            .change_ids
+            .get(doc)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for bytes in self.store.changes_by_id(doc, &ids)? {
+            let Ok(sealed) = SealedChange::from_bytes(bytes) else {
+                continue;
+            };
+            let header = sealed.header();
+            let Some(old_key) = lost.get(&header.epoch) else {
+                continue;
+            };
+            if header.author != me {
+                continue;
+            }
+            let Ok(plain) = seal::open_change(&SymmetricKey::from_bytes(*old_key), &sealed) else {
+                continue;
+            };
+            let header = ChangeHeader {
+                doc: *doc,
+                epoch: record.epoch,
+                author: me,
+            };
+            let key = SymmetricKey::from_bytes(record.key);
+            out.push((
+                *doc,
+                seal::seal_change(&key, &header, rand::random(), &plain, &self.device),
+            ));
+        }
+        if !out.is_empty() {
+            tracing::warn!(%doc, "a key rotation made here lost a race; sealed {} changes again under the key that won", out.len());
+        }
+        Ok(out)
+    }
+
+    /// Opens and applies the stored changes of `docs` that waited for a key this device now
+    /// holds, then re-indexes those documents.
+    pub(crate) fn open_waiting(&self, state: &mut State, docs: &[DocId]) -> Result<()> {
+        let mut touched = Vec::new();
+        for doc in docs {
+            let Some(waiting) = state.unopened.get(doc).cloned() else {
+                continue;
+            };
+            let ids: Vec<ChangeId> = waiting.iter().copied().collect();
+            let Some(open) = state.docs.get_mut(doc) else {
+                continue;
+            };
+            let mut opened = BTreeSet::new();
+            for bytes in self.store.changes_by_id(doc, &ids)? {
+                let Ok(sealed) = SealedChange::from_bytes(bytes) else {
+                    continue;
+                };
+                let Some(key) = open.record.key_for(sealed.header().epoch) else {
+                    continue;
+                };
+                match seal::open_change(&SymmetricKey::from_bytes(key), &sealed) {
+                    Ok(plain) => match open.doc.apply_change(plain) {
+                        Ok(()) => {
+                            opened.insert(sealed.id());
+                        }
+                        Err(e) => {
+                            tracing::warn!(change = %sealed.id(), "a stored change does not apply: {e}")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(change = %sealed.id(), "a stored change does not open: {e}")
+                    }
+                }
+            }
+            if let Some(set) = state.unopened.get_mut(doc) {
+                set.retain(|id| !opened.contains(id));
+                if set.is_empty() {
+                    state.unopened.remove(doc);
+                }
+            }
+            touched.push(*doc);
+        }
+        state.reindex_docs(&touched);
+        Ok(())
+    }
+}
