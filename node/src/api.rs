@@ -83,6 +83,15 @@ pub struct SetRole {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+pub struct Share {
+    pub album: String,
+    /// A person's name or id prefix.
+    pub person: String,
+    /// `view` or `contribute`; `None` to unshare.
+    pub access: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RemovePerson {
     /// A person's name or id prefix.
     pub person: String,
@@ -195,6 +204,7 @@ pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router
         .route("/import", post(import))
         .route("/export", post(export))
         .route("/free-space", post(free_space))
+        .route("/albums/share", post(share))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
         .with_state(app);
     Router::new().nest("/api", api).merge(kith_gui::router())
@@ -422,6 +432,20 @@ async fn import(State(app): State<AppState>, Json(request): Json<ImportRequest>)
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FreeSpace {
     pub album: Option<String>,
+}
+
+async fn share(
+    State(app): State<AppState>,
+    Json(body): Json<Share>,
+) -> ApiResult<crate::sharing::ShareView> {
+    let view = match &body.access {
+        Some(access) => {
+            let access = crate::sharing::parse_access(access)?;
+            app.library.share(&body.album, &body.person, access).await?
+        }
+        None => app.library.unshare(&body.album, &body.person).await?,
+    };
+    Ok(Json(view))
 }
 
 async fn free_space(

@@ -323,6 +323,42 @@ impl Backend {
         }
     }
 
+    pub async fn share(
+        &self,
+        album: &str,
+        person: &str,
+        access: &str,
+    ) -> Result<crate::sharing::ShareView> {
+        match self {
+            Backend::Local(l) => {
+                let access = crate::sharing::parse_access(access)?;
+                l.share(album, person, access).await
+            }
+            Backend::Remote(c) => {
+                let body = crate::api::Share {
+                    album: album.to_owned(),
+                    person: person.to_owned(),
+                    access: Some(access.to_owned()),
+                };
+                c.post("/albums/share", body).await
+            }
+        }
+    }
+
+    pub async fn unshare(&self, album: &str, person: &str) -> Result<crate::sharing::ShareView> {
+        match self {
+            Backend::Local(l) => l.unshare(album, person).await,
+            Backend::Remote(c) => {
+                let body = crate::api::Share {
+                    album: album.to_owned(),
+                    person: person.to_owned(),
+                    access: None,
+                };
+                c.post("/albums/share", body).await
+            }
+        }
+    }
+
     pub async fn set_role(&self, person: &str, role: &str) -> Result<PersonView> {
         match self {
             Backend::Local(l) => {

@@ -31,6 +31,7 @@ pub mod net;
 pub mod people;
 pub mod qr;
 pub mod replica;
+pub mod sharing;
 pub mod store;
 pub mod views;
 

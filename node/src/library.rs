@@ -39,6 +39,8 @@ pub(crate) struct OpenDoc {
 
 pub(crate) struct State {
     pub identity: Identity,
+    /// This device.
+    pub me: DeviceId,
     /// The membership log's ops, and what they evaluate to.
     pub ops: Vec<SignedOp>,
     pub family: FamilyState,
@@ -575,6 +577,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     }
     let mut state = State {
         identity: loaded.identity,
+        me,
         ops: loaded.ops,
         family,
         docs,
@@ -936,6 +939,11 @@ impl State {
                 tags
             },
             trashed_at_ms: e.trashed_at_ms,
+            added_by: self
+                .family
+                .device(&e.added_by)
+                .and_then(|(person, _)| self.family.persons.get(&person))
+                .map(|p| p.name.clone()),
         }
     }
 
@@ -955,6 +963,12 @@ impl State {
                 })
                 .count(),
             created_at_ms: meta.created_at_ms,
+            shared_with: self.grants_of(id),
+            access: self
+                .family
+                .access_of(id, &self.me)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct PhotoView {
     /// When the photo went to the trash (unix ms); absent when it is not there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trashed_at_ms: Option<u64>,
+    /// The person whose device added the photo.
+    #[serde(default)]
+    pub added_by: Option<String>,
 }
 
 /// A photo in the trash, as `kith trash` lists it.
@@ -57,6 +60,12 @@ pub struct AlbumView {
     pub parent: Option<String>,
     pub photos: usize,
     pub created_at_ms: u64,
+    /// Who the album is shared with beyond the household.
+    #[serde(default)]
+    pub shared_with: Vec<crate::sharing::GrantView>,
+    /// What this device may do with it: `contribute` or `view`.
+    #[serde(default)]
+    pub access: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

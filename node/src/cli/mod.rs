@@ -163,6 +163,27 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         watch: bool,
     },
+    /// Share an album, and the albums under it, with a person (e.g. a relative): their
+    /// devices receive those albums' keys and photos, and nothing else.
+    Share {
+        /// The album: its title, `Parent/Child` path or id prefix.
+        album: String,
+        /// The person's name, or a prefix of their id (see `kith people`).
+        person: String,
+        /// `view`: see the album and its photos; `contribute`: also add photos to it.
+        #[arg(long, value_parser = ["view", "contribute"], default_value = "view")]
+        can: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sharing an album (and its sub-albums) with a person. Their devices get no key of
+    /// what is added afterwards; what they already received, they keep.
+    Unshare {
+        album: String,
+        person: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Free disk space: set aside this device's copies of originals that another connected
     /// device holds in full. Thumbnails and previews stay; an original comes back when needed
     /// (e.g. by `kith export`). Not the trash: the photos stay everywhere. Needs the running node.
@@ -500,6 +521,33 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                         println!("Cancelled invite {}", view.id);
                     }
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Share {
+            album,
+            person,
+            can,
+            json,
+        } => {
+            let view = backend.share(&album, &person, &can).await?;
+            if json {
+                render::print_json(&view)?;
+            } else {
+                render::shared(&view);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unshare {
+            album,
+            person,
+            json,
+        } => {
+            let view = backend.unshare(&album, &person).await?;
+            if json {
+                render::print_json(&view)?;
+            } else {
+                render::shared(&view);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -275,12 +275,52 @@ pub fn albums_table(albums: &[AlbumView]) {
     }
     println!("{:<12}  {:>6}  ALBUM", "ID", "PHOTOS");
     for a in albums {
+        let mut notes = Vec::new();
+        if a.access == "view" {
+            notes.push("view only".to_owned());
+        }
+        if !a.shared_with.is_empty() {
+            let with: Vec<String> = a
+                .shared_with
+                .iter()
+                .map(|g| format!("{} ({})", g.person, g.access))
+                .collect();
+            notes.push(format!("shared with {}", with.join(", ")));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", notes.join("; "))
+        };
         println!(
-            "{:<12}  {:>6}  {}",
+            "{:<12}  {:>6}  {}{notes}",
             &a.id[..12.min(a.id.len())],
             a.photos,
             a.path
         );
+    }
+}
+
+/// What `kith share` / `kith unshare` did, in a sentence.
+pub fn shared(view: &kith_node::sharing::ShareView) {
+    let (first, rest) = match view.albums.split_first() {
+        Some((first, rest)) => (first.as_str(), rest.len()),
+        None => ("", 0),
+    };
+    let under = match rest {
+        0 => String::new(),
+        1 => " and the album under it".to_owned(),
+        n => format!(" and the {n} albums under it"),
+    };
+    match &view.access {
+        Some(access) => println!(
+            "Shared {first:?}{under} with {}, who can {access}.",
+            view.person
+        ),
+        None => println!(
+            "Stopped sharing {first:?}{under} with {}. What their devices already received, they keep.",
+            view.person
+        ),
     }
 }
 
