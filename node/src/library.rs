@@ -56,6 +56,8 @@ pub(crate) struct State {
     /// Originals this device set aside because another device holds them (`kith free-space`):
     /// not fetched, not counted as wanted, fetched again on demand.
     pub set_aside: HashSet<[u8; 32]>,
+    /// Blobs of entries that left the index since the last garbage collection (`purge`).
+    pub dropped_blobs: HashSet<[u8; 32]>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
@@ -535,6 +537,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         change_ids,
         blob_owner: HashMap::new(),
         set_aside: store.load_set_aside()?,
+        dropped_blobs: HashSet::new(),
     };
     state.reindex();
     Ok(state)
@@ -643,11 +646,13 @@ impl State {
         for (id, read) in read {
             match read {
                 Ok(Indexed::Library(entries)) => {
+                    let mut dropped = Vec::new();
                     for old in self.photos_by_doc.remove(&id).unwrap_or_default() {
                         if let Some(entry) = self.photos.remove(&old) {
                             for blob in entry.blobs() {
                                 self.blob_owner.remove(&blob.hash);
                             }
+                            dropped.push(entry);
                         }
                     }
                     let ids = entries.iter().map(|e| e.id).collect();
@@ -658,6 +663,7 @@ impl State {
                         self.photos.insert(entry.id, entry);
                     }
                     self.photos_by_doc.insert(id, ids);
+                    self.note_dropped(dropped);
                 }
                 Ok(Indexed::Album(meta, ids)) => {
                     self.albums.insert(id, (meta, ids));
