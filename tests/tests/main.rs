@@ -15,6 +15,7 @@ mod invite;
 mod node;
 mod people;
 mod privacy;
+mod purge;
 mod sync;
 mod tamper;
 mod transfer;
