@@ -189,6 +189,7 @@ pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router
         .route("/photos/edit", post(edit_photo))
         .route("/trash", get(trashed).post(trash))
         .route("/trash/restore", post(restore))
+        .route("/trash/empty", post(empty_trash))
         .route("/albums", get(albums).post(create_album))
         .route("/albums/rename", post(rename_album))
         .route("/albums/add", post(add_to_album))
@@ -310,6 +311,13 @@ async fn restore(
     Json(body): Json<PhotoList>,
 ) -> ApiResult<Vec<crate::views::PhotoView>> {
     Ok(Json(app.library.restore(&body.photos).await?))
+}
+
+async fn empty_trash(
+    State(app): State<AppState>,
+    Json(body): Json<PhotoList>,
+) -> ApiResult<Vec<crate::views::PhotoView>> {
+    Ok(Json(app.library.empty_trash(&body.photos).await?))
 }
 
 async fn people(State(app): State<AppState>) -> ApiResult<Vec<crate::views::PersonView>> {

@@ -103,6 +103,46 @@ impl Blobs {
         Ok(())
     }
 
+    /// Waits until the store holds none of `hashes` (the garbage collection armed by
+    /// [`Blobs::release`] ran), or `deadline` passed; says which.
+    pub async fn wait_deleted(&self, hashes: &HashSet<[u8; 32]>, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut left: Vec<Hash> = hashes.iter().copied().map(Hash::from_bytes).collect();
+        loop {
+            let mut still = Vec::new();
+            for hash in left {
+                match self.store.status(hash).await {
+                    Ok(BlobStatus::NotFound) => {}
+                    Ok(_) => still.push(hash),
+                    Err(e) => {
+                        tracing::warn!("cannot ask the blob store about a blob: {e}");
+                        return false;
+                    }
+                }
+            }
+            if still.is_empty() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            left = still;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The hashes of every blob the store holds, complete or partial.
+    pub async fn hashes(&self) -> Result<HashSet<[u8; 32]>> {
+        let hashes = self
+            .store
+            .blobs()
+            .list()
+            .hashes()
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot list blobs: {e}")))?;
+        Ok(hashes.iter().map(|h| *h.as_bytes()).collect())
+    }
+
     /// Adds ciphertext; returns its BLAKE3 reference. Tagged, so garbage collection keeps it.
     pub async fn put(&self, ciphertext: Vec<u8>) -> Result<BlobRef> {
         let len = ciphertext.len() as u64;

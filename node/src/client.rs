@@ -115,6 +115,18 @@ impl ApiClient {
         .await
     }
 
+    /// Posts a list of photo ids (or prefixes) to `path`.
+    async fn post_photos<T: DeserializeOwned + Send + 'static>(
+        &self,
+        path: &str,
+        photos: &[String],
+    ) -> Result<T> {
+        let body = crate::api::PhotoList {
+            photos: photos.to_vec(),
+        };
+        self.post(path, body).await
+    }
+
     async fn post<B: Serialize + Send + 'static, T: DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
@@ -245,24 +257,22 @@ impl Backend {
     pub async fn trash(&self, photos: &[String]) -> Result<Vec<TrashedView>> {
         match self {
             Backend::Local(l) => l.trash(photos).await,
-            Backend::Remote(c) => {
-                let body = crate::api::PhotoList {
-                    photos: photos.to_vec(),
-                };
-                c.post("/trash", body).await
-            }
+            Backend::Remote(c) => c.post_photos("/trash", photos).await,
         }
     }
 
     pub async fn restore(&self, photos: &[String]) -> Result<Vec<PhotoView>> {
         match self {
             Backend::Local(l) => l.restore(photos).await,
-            Backend::Remote(c) => {
-                let body = crate::api::PhotoList {
-                    photos: photos.to_vec(),
-                };
-                c.post("/trash/restore", body).await
-            }
+            Backend::Remote(c) => c.post_photos("/trash/restore", photos).await,
+        }
+    }
+
+    /// Purges the named photos in the trash now, or all of them when none is named.
+    pub async fn empty_trash(&self, photos: &[String]) -> Result<Vec<PhotoView>> {
+        match self {
+            Backend::Local(l) => l.empty_trash(photos).await,
+            Backend::Remote(c) => c.post_photos("/trash/empty", photos).await,
         }
     }
 

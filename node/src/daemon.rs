@@ -1,5 +1,6 @@
 //! `kith run`: the node daemon. Opens the stores, serves the local API, stops cleanly on
-//! SIGINT/SIGTERM, and joins the family's network (see [`crate::net`]).
+//! SIGINT/SIGTERM, joins the family's network (see [`crate::net`]), and empties the trash of
+//! photos trashed 30 days ago (see [`crate::purge`]).
 
 use std::net::SocketAddr;
 
@@ -48,6 +49,7 @@ pub async fn run(
         );
     }
     let library = Library::open(data_dir).await?;
+    let purge = crate::purge::spawn(library.clone());
     let net = Network::start(library.clone(), net_config).await?;
     for addr in net.listen_addrs() {
         eprintln!("kith: listening for family devices on {addr}");
@@ -76,6 +78,7 @@ pub async fn run(
         .await;
     let _ = std::fs::remove_file(data_dir.api_file());
     let _ = std::fs::remove_file(data_dir.token_file());
+    purge.abort();
     library.close().await;
     tracing::info!("kith node stopped");
     served.map_err(|e| Error::Invalid(format!("the local API failed: {e}")))

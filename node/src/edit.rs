@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::library::{Library, State, now_ms};
 use crate::views::{PhotoView, TrashedView};
 
-/// How long a photo stays in the trash before it is purged.
+/// How long a photo stays in the trash before it is purged (see [`crate::purge`]).
 pub const TRASH_RETENTION_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 /// Longest caption, in characters.
 pub const MAX_CAPTION_CHARS: usize = 2000;
@@ -209,14 +209,7 @@ impl Library {
     pub async fn restore(&self, photos: &[String]) -> Result<Vec<PhotoView>> {
         let mut state = self.state.lock().await;
         let ids = state.resolve_photos(photos)?;
-        if let Some(id) = ids.iter().find(|id| {
-            state
-                .photos
-                .get(id)
-                .is_some_and(|e| e.trashed_at_ms.is_none())
-        }) {
-            return Err(Error::NotInTrash(id.to_string()));
-        }
+        state.require_trashed(&ids)?;
         let edits: Vec<(PhotoId, PhotoEdit)> = ids
             .iter()
             .map(|id| {
@@ -275,21 +268,8 @@ impl Library {
 }
 
 impl State {
-    /// The library shards and albums whose entries hold `id`.
-    fn docs_holding(&self, id: &PhotoId) -> Vec<DocId> {
-        let mut docs: Vec<DocId> = self
-            .photos_by_doc
-            .iter()
-            .filter(|(_, ids)| ids.contains(id))
-            .map(|(doc, _)| *doc)
-            .collect();
-        docs.sort();
-        docs.extend(self.albums_of(id));
-        docs
-    }
-
     /// Photos named on a command line, all resolved or none; each once.
-    fn resolve_photos(&self, photos: &[String]) -> Result<Vec<PhotoId>> {
+    pub(crate) fn resolve_photos(&self, photos: &[String]) -> Result<Vec<PhotoId>> {
         let mut ids = Vec::new();
         for text in photos {
             let id = self.resolve_photo(text)?;
@@ -300,7 +280,19 @@ impl State {
         Ok(ids)
     }
 
-    fn view_of(&self, id: &PhotoId) -> Result<PhotoView> {
+    /// Refuses, naming it, the first of `ids` that is not in the trash.
+    pub(crate) fn require_trashed(&self, ids: &[PhotoId]) -> Result<()> {
+        match ids.iter().find(|id| {
+            self.photos
+                .get(id)
+                .is_some_and(|e| e.trashed_at_ms.is_none())
+        }) {
+            Some(id) => Err(Error::NotInTrash(id.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn view_of(&self, id: &PhotoId) -> Result<PhotoView> {
         self.photos
             .get(id)
             .map(|e| self.photo_view(e))

@@ -7,6 +7,7 @@
 //! - [`media`]: decoding, EXIF, thumbnails and previews (pure: bytes in, results out).
 //! - [`library`]: an opened data dir and its in-memory index; album and photo operations.
 //! - [`edit`]: captions, favourites, tags and the trash.
+//! - [`purge`]: the trash emptied (after 30 days, or on demand) and purged photos' blobs deleted.
 //! - [`import`] and [`export`]: photos in and out.
 //! - [`api`] and [`client`]: the local HTTP API and the client that picks it or the data dir.
 //! - [`daemon`]: `kith run`.
@@ -29,6 +30,7 @@ pub mod library;
 pub mod media;
 pub mod net;
 pub mod people;
+pub mod purge;
 pub mod qr;
 pub mod replica;
 pub mod sharing;

@@ -67,6 +67,8 @@ pub(crate) struct State {
     pub album_entries: HashMap<DocId, HashMap<PhotoId, PhotoEntry>>,
     /// The library shard that holds each photo this device reads the library of.
     pub library_of: HashMap<PhotoId, DocId>,
+    /// Blobs of entries that left the index since the last garbage collection (`purge`).
+    pub dropped_blobs: HashSet<[u8; 32]>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
@@ -321,6 +323,7 @@ impl Library {
     pub async fn rename_album(&self, album: &str, new_title: &str) -> Result<AlbumView> {
         let mut state = self.state.lock().await;
         let id = state.find_album(album)?;
+        state.require_writable(&id)?;
         let title = validate_title(new_title)?;
         let mut meta = state.albums[&id].0.clone();
         if state
@@ -340,6 +343,7 @@ impl Library {
     pub async fn add_to_album(&self, album: &str, photos: &[String]) -> Result<usize> {
         let mut state = self.state.lock().await;
         let (id, ids) = state.resolve_album_photos(album, photos)?;
+        state.require_writable(&id)?;
         let added = self.add_to_album_locked(&mut state, &id, &ids)?;
         Ok(added)
     }
@@ -374,6 +378,7 @@ impl Library {
     pub async fn remove_from_album(&self, album: &str, photos: &[String]) -> Result<usize> {
         let mut state = self.state.lock().await;
         let (id, ids) = state.resolve_album_photos(album, photos)?;
+        state.require_writable(&id)?;
         let doc = state.doc_mut(&id)?;
         let mut removed = 0;
         for photo in &ids {
@@ -450,11 +455,8 @@ impl Library {
             }
         }
         for id in docs {
-            if !new_docs.iter().any(|n| n.id == *id) && !chain.family.may_write(id, &me) {
-                return Err(Error::NotAllowed(format!(
-                    "{} can only be viewed from this device; ask its owner to share it with --can contribute",
-                    state.doc_name(id)
-                )));
+            if !new_docs.iter().any(|n| n.id == *id) {
+                state.require_writable(id)?;
             }
         }
         batch.ops = std::mem::take(&mut chain.fresh);
@@ -591,6 +593,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         unopened,
         album_entries: HashMap::new(),
         library_of: HashMap::new(),
+        dropped_blobs: HashSet::new(),
     };
     state.reindex();
     Ok(state)
@@ -766,13 +769,15 @@ impl State {
                     for blob in old.blobs() {
                         self.blob_owner.remove(&blob.hash);
                     }
+                    // Left every document here: its blobs are candidates for collection.
+                    self.note_dropped(vec![old]);
                 }
             }
         }
     }
 
     /// Documents that carry photo `id`'s entry: its library shard and the albums holding it.
-    pub(crate) fn docs_carrying(&self, id: &PhotoId) -> Vec<DocId> {
+    pub(crate) fn docs_holding(&self, id: &PhotoId) -> Vec<DocId> {
         let mut out: Vec<DocId> = self.library_of.get(id).copied().into_iter().collect();
         out.extend(
             self.album_entries
@@ -781,6 +786,17 @@ impl State {
                 .map(|(doc, _)| *doc),
         );
         out
+    }
+
+    /// Refuses a change to a document this device may only view, saying what to do.
+    pub(crate) fn require_writable(&self, id: &DocId) -> Result<()> {
+        if self.family.may_write(id, &self.me) {
+            return Ok(());
+        }
+        Err(Error::NotAllowed(format!(
+            "{} can only be viewed from this device; ask its owner to share it with --can contribute",
+            self.doc_name(id)
+        )))
     }
 
     /// How a document is named in messages: an album's path, else its id.

@@ -79,7 +79,7 @@ impl State {
     /// references it.
     fn may_read_blob(&self, device: &DeviceId, hash: &[u8; 32]) -> bool {
         self.blob_owner.get(hash).is_some_and(|photo| {
-            self.docs_carrying(photo)
+            self.docs_holding(photo)
                 .iter()
                 .any(|doc| self.family.may_hold_key(doc, device))
         })

@@ -12,7 +12,7 @@ use kith_tests::corpus::some_photos;
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
-fn ids(photos: &Value) -> Result<Vec<String>> {
+pub(crate) fn ids(photos: &Value) -> Result<Vec<String>> {
     Ok(photos
         .as_array()
         .context("a list of photos")?

@@ -15,6 +15,8 @@ mod invite;
 mod node;
 mod people;
 mod privacy;
+mod purge;
+mod sharing;
 mod sync;
 mod tamper;
 mod transfer;

@@ -130,7 +130,7 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
-    /// Move photos to the trash (`kith trash PHOTO_ID...`), list it, or restore from it.
+    /// Move photos to the trash (`kith trash PHOTO_ID...`), list it, restore from it, or empty it.
     #[command(args_conflicts_with_subcommands = true)]
     Trash {
         #[command(subcommand)]

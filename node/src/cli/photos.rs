@@ -1,4 +1,4 @@
-//! `kith photos` (list, show, edit) and `kith trash` (move to, list, restore).
+//! `kith photos` (list, show, edit) and `kith trash` (move to, list, restore, empty).
 
 use std::process::ExitCode;
 
@@ -48,6 +48,14 @@ pub enum TrashAction {
     /// Take photos out of the trash (ids or unique id prefixes).
     Restore {
         #[arg(required = true, value_name = "PHOTO_ID")]
+        photos: Vec<String>,
+    },
+    /// Purge photos from the trash now, on every device, instead of after 30 days: all of
+    /// them, or only those named. Their encrypted files are deleted on each device as the
+    /// change reaches it. This cannot be undone.
+    Empty {
+        /// Photos in the trash to purge (ids or unique id prefixes); none means all.
+        #[arg(value_name = "PHOTO_ID")]
         photos: Vec<String>,
     },
 }
@@ -125,6 +133,23 @@ pub async fn trash(
                 for p in restored {
                     println!("Restored {} ({})", render::short_id(&p.id), p.file_name);
                 }
+            })?;
+        }
+        Some(TrashAction::Empty { photos }) => {
+            let purged = backend.empty_trash(&photos).await?;
+            render::print_as(json, &purged, |purged| {
+                if purged.is_empty() {
+                    println!("The trash is empty: nothing to purge.");
+                    return;
+                }
+                for p in purged {
+                    println!("Purged {} ({})", render::short_id(&p.id), p.file_name);
+                }
+                println!(
+                    "{} photo(s) purged on every device; their files are deleted here, and on \
+                     each other device when it next syncs.",
+                    purged.len()
+                );
             })?;
         }
     }

@@ -129,6 +129,15 @@ async fn offer<W: futures::AsyncWrite + Unpin>(
     for chunk in net.lib.op_ids().await.chunks(MAX_IDS) {
         write_frame(w, &SyncMessage::OpIds(chunk.to_vec())).await?;
     }
+    send_digests(net, device, w).await
+}
+
+/// A digest of every document held here that `device` may read.
+async fn send_digests<W: futures::AsyncWrite + Unpin>(
+    net: &Network,
+    device: &DeviceId,
+    w: &mut W,
+) -> Result<(), SyncError> {
     let digests = net.lib.offer_for(device).await;
     // Always at least one Digests frame: the puller starts its barrier on it.
     if digests.is_empty() {
@@ -201,7 +210,10 @@ async fn push<W: futures::AsyncWrite + Unpin>(
     match update {
         Update::Ops(ops) if !ops.is_empty() => {
             let bytes = ops.iter().map(|o| o.to_bytes()).collect();
-            send_batched(w, bytes, SyncMessage::Ops).await
+            send_batched(w, bytes, SyncMessage::Ops).await?;
+            // New ops may let the peer read documents it could not before (a share, a new
+            // device): it learns of them, and of what they hold, from fresh digests.
+            send_digests(net, device, w).await
         }
         Update::Changes(changes) => {
             let mut out = Vec::new();

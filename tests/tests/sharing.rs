@@ -1,0 +1,242 @@
+//! Sharing with a relative across real nodes: she receives the shared album and nothing else,
+//! views it read-only until she may contribute, and once her device is removed it cannot open
+//! what is added later even when handed the ciphertext.
+
+use anyhow::{Context, Result};
+use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
+use kith_tests::corpus::{self, Expect, Row};
+use kith_tests::{TestNode, wait_until, walk};
+use redb::{ReadableDatabase, ReadableTable};
+use serde_json::Value;
+
+const SHARED: &str = "Summer 2026";
+const PRIVATE: &str = "Just us";
+
+fn album_id(node: &TestNode, title: &str) -> Result<String> {
+    let albums = node.json(&["albums", "--json"])?;
+    albums
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["title"] == title))
+        .and_then(|a| a["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no album {title:?} in {albums}"))
+}
+
+fn photo_ids(node: &TestNode, album: Option<&str>) -> Result<Vec<String>> {
+    let mut args = vec!["photos", "--json"];
+    if let Some(a) = album {
+        args.extend(["--album", a]);
+    }
+    let mut ids: Vec<String> = node
+        .json(&args)?
+        .as_array()
+        .context("photos --json is a list")?
+        .iter()
+        .filter_map(|p| p["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Whether any file under the node's data dir holds `needle` (e.g. a document id, which redb
+/// keys of stored changes start with).
+fn data_dir_holds(node: &TestNode, needle: &[u8]) -> Result<bool> {
+    for file in walk(&node.data_dir) {
+        let data = std::fs::read(&file)?;
+        if data.windows(needle.len()).any(|w| w == needle) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn hex_bytes(hex: &str) -> Result<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).context("hex"))
+        .collect()
+}
+
+fn import(node: &TestNode, album: &str, rows: &[Row]) -> Result<String> {
+    let files = paths(rows);
+    let mut args = vec!["import", "--album", album];
+    args.extend(files.iter().map(String::as_str));
+    node.ok(&args)
+}
+
+fn paths(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r.abs_path().display().to_string())
+        .collect()
+}
+
+/// Copies every stored sealed change of `from` into `to` (both stopped): hands `to` the
+/// ciphertext of everything `from` holds.
+fn hand_over_changes(from: &TestNode, to: &TestNode) -> Result<usize> {
+    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("changes");
+    let source = redb::Database::open(from.data_dir.join("kith.redb"))?;
+    let target = redb::Database::open(to.data_dir.join("kith.redb"))?;
+    let read = source.begin_read()?;
+    let rows = read.open_table(table)?;
+    let write = target.begin_write()?;
+    let mut copied = 0;
+    {
+        let mut out = write.open_table(table)?;
+        for row in rows.iter()? {
+            let (k, v) = row?;
+            out.insert(k.value(), v.value())?;
+            copied += 1;
+        }
+    }
+    write.commit()?;
+    Ok(copied)
+}
+
+#[test]
+fn a_relative_receives_only_what_is_shared_and_loses_access_on_removal() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let rows: Vec<Row> = corpus::manifest()?
+        .into_iter()
+        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
+        .take(7)
+        .collect();
+    anyhow::ensure!(rows.len() == 7, "the corpus has too few JPEGs");
+    import(a, SHARED, &rows[0..3])?;
+    import(a, PRIVATE, &rows[3..5])?;
+    a.ok(&["albums", "create", "Beach", "--parent", SHARED])?;
+    let shared = album_id(a, SHARED)?;
+    let private = album_id(a, PRIVATE)?;
+    let summer_photos = photo_ids(a, Some(SHARED))?;
+
+    // Grandma joins as a relative.
+    let ticket = a.json(&["invite", "--role", "relative", "--json"])?["ticket"]
+        .as_str()
+        .context("ticket")?
+        .to_owned();
+    let mut g = TestNode::new();
+    g.ok(&[
+        "join",
+        &ticket,
+        "--name",
+        "Grandma's tablet",
+        "--person",
+        "Grandma",
+    ])?;
+    g.start()?;
+    cluster.wait_converged()?;
+    // Before anything is shared she sees nothing, and holds nothing of the family's albums.
+    wait_until(SYNC_DEADLINE, "Grandma to be connected", || {
+        Ok(g.json(&["devices", "--json"])?
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x["online"] == true)))
+    })?;
+    assert!(photo_ids(&g, None)?.is_empty());
+    assert_eq!(g.json(&["albums", "--json"])?, Value::Array(vec![]));
+
+    // A member cannot share the admin's album; the admin shares it for viewing.
+    let refused = b.run(&["share", SHARED, "Grandma"])?;
+    assert!(!refused.status.success());
+    let view = a.json(&["share", SHARED, "Grandma", "--json"])?;
+    assert_eq!(view["access"], "view");
+    assert_eq!(view["albums"].as_array().map(Vec::len), Some(2), "{view}");
+
+    wait_until(
+        SYNC_DEADLINE,
+        "Grandma to receive the shared album's photos",
+        || Ok(photo_ids(&g, None)? == summer_photos && g.sync_state()?.blobs_wanted == 0),
+    )?;
+    let mut titles: Vec<String> = g
+        .json(&["albums", "--json"])?
+        .as_array()
+        .context("albums")?
+        .iter()
+        .map(|x| {
+            format!(
+                "{} {}",
+                x["path"].as_str().unwrap_or(""),
+                x["access"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    titles.sort();
+    assert_eq!(
+        titles,
+        vec![format!("{SHARED} view"), format!("{SHARED}/Beach view")]
+    );
+    let exported = tempfile::tempdir()?;
+    g.ok(&["export", &exported.path().display().to_string()])?;
+    let originals = walk(exported.path())
+        .into_iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "json"))
+        .count();
+    assert_eq!(originals, 3, "Grandma exports exactly the shared photos");
+
+    // Nothing of the private album reached her: not one change (their redb keys start with
+    // the album's id), while the shared album's did.
+    assert!(data_dir_holds(&g, &hex_bytes(&shared)?)?);
+    assert!(
+        !data_dir_holds(&g, &hex_bytes(&private)?)?,
+        "a change of the unshared album is in the relative's data dir"
+    );
+
+    // A viewer's change is refused locally, with a message that says what to do.
+    let add = g.run(&["albums", "add", SHARED, &summer_photos[0]])?;
+    assert!(!add.status.success());
+    let err = String::from_utf8_lossy(&add.stderr);
+    assert!(
+        err.contains("can only be viewed") && err.contains("--can contribute"),
+        "{err}"
+    );
+    let rename = g.run(&["albums", "rename", SHARED, "Mine now"])?;
+    assert!(!rename.status.success());
+
+    // As a contributor she adds a photo of her own; everyone sees it, marked as hers.
+    a.ok(&["share", SHARED, "Grandma", "--can", "contribute"])?;
+    wait_until(SYNC_DEADLINE, "Grandma to be allowed to contribute", || {
+        Ok(g.json(&["albums", "--json"])?.as_array().is_some_and(|x| {
+            x.iter()
+                .any(|al| al["title"] == SHARED && al["access"] == "contribute")
+        }))
+    })?;
+    import(&g, SHARED, &rows[5..6])?;
+    wait_until(SYNC_DEADLINE, "her photo to reach A and B", || {
+        Ok(photo_ids(a, Some(SHARED))?.len() == 4 && photo_ids(b, Some(SHARED))?.len() == 4)
+    })?;
+    let listed = a.json(&["photos", "--json", "--album", SHARED])?;
+    let added_by: Vec<&str> = listed
+        .as_array()
+        .context("photos")?
+        .iter()
+        .filter_map(|p| p["added_by"].as_str())
+        .collect();
+    assert!(
+        added_by.contains(&"Grandma") && added_by.contains(&"Ana"),
+        "{listed}"
+    );
+
+    // Her tablet is lost: the admin removes it, then adds a photo to the album.
+    a.ok(&["devices", "remove", "Grandma's tablet"])?;
+    import(a, SHARED, &rows[6..7])?;
+    let later = photo_ids(a, Some(SHARED))?;
+    assert_eq!(later.len(), 5);
+    let g_before = photo_ids(&g, Some(SHARED))?;
+    assert_eq!(g_before.len(), 4, "the removed device got nothing new");
+
+    // Handed every sealed change A holds, the removed tablet still cannot open the new photo.
+    let mut cluster = cluster;
+    cluster.nodes[0].stop()?;
+    g.stop()?;
+    let copied = hand_over_changes(&cluster.nodes[0], &g)?;
+    assert!(copied > 0);
+    let after = photo_ids(&g, Some(SHARED))?;
+    assert_eq!(
+        after, g_before,
+        "the removed device opened a change made after its removal"
+    );
+    assert!(
+        photo_ids(&g, None)?.len() == 4,
+        "the removed device reads nothing beyond what it had"
+    );
+    Ok(())
+}
