@@ -431,7 +431,10 @@ fn check_change(
     sealed: &SealedChange,
 ) -> std::result::Result<Option<Vec<u8>>, String> {
     let header = sealed.header();
-    if !state.family.may_write(&header.doc, &header.author) {
+    if !state
+        .family
+        .accepts_change(&header.doc, &header.author, header.epoch)
+    {
         return Err(format!(
             "its author {} is not a current device allowed to write this document",
             header.author

@@ -482,3 +482,34 @@ fn new_grantees_and_devices_lack_the_key_until_a_rotation() {
     assert_eq!(lacking(&f), vec![phone.device_id()]);
     assert!(!f.state().needs_rotation(&ALBUM));
 }
+
+#[test]
+fn a_removed_devices_change_counts_only_from_before_the_rotation() {
+    let mut f = Family::new();
+    let to_household = rotate(ALBUM, 1, &[&f.d[0], &f.d[1], &f.d[4]]);
+    f.by(1, to_household);
+    let (bob, dan, cleo) = (f.d[1].device_id(), f.d[4].device_id(), f.d[2].device_id());
+    assert!(f.state().accepts_change(&ALBUM, &dan, 1));
+    f.by(
+        0,
+        OpBody::RevokeDevice {
+            device: f.d[4].device_id(),
+        },
+    );
+    // Before the rotation that follows the removal, nothing tells its changes apart.
+    assert!(!f.state().accepts_change(&ALBUM, &dan, 1));
+    let without_dan = rotate(ALBUM, 2, &[&f.d[0], &f.d[1]]);
+    f.by(1, without_dan);
+    let state = f.state();
+    assert!(
+        state.accepts_change(&ALBUM, &dan, 1),
+        "made while apart, at the old epoch"
+    );
+    assert!(
+        !state.accepts_change(&ALBUM, &dan, 2),
+        "it never had the new key"
+    );
+    assert!(state.accepts_change(&ALBUM, &bob, 2) && state.accepts_change(&ALBUM, &bob, 1));
+    // A relative with no right to write never had one.
+    assert!(!state.accepts_change(&ALBUM, &cleo, 1));
+}

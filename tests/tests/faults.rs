@@ -243,3 +243,93 @@ fn garbage_oversized_and_forged_frames_from_a_device_are_rejected_and_the_node_k
     assert_eq!(photos.as_array().map(Vec::len), Some(5));
     Ok(())
 }
+
+#[test]
+fn a_viewers_forged_change_is_rejected_for_its_author_and_never_forwarded() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    let files: Vec<String> = kith_tests::corpus::manifest()?
+        .into_iter()
+        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
+        .take(2)
+        .map(|r| r.abs_path().display().to_string())
+        .collect();
+    let mut args = vec!["import", "--album", "Shared"];
+    args.extend(files.iter().map(String::as_str));
+    let a = &cluster.nodes[0];
+    a.ok(&args)?;
+    // Person 1 becomes a relative who may only view the album.
+    a.ok(&["people", "set-role", "Person 1", "relative"])?;
+    a.ok(&["share", "Shared", "Person 1", "--can", "view"])?;
+    cluster.wait_converged_among(&[0, 2])?;
+    let album: DocId = a.json(&["albums", "--json"])?[0]["id"]
+        .as_str()
+        .context("album id")?
+        .parse()?;
+    kith_tests::wait_until(
+        kith_tests::cluster::SYNC_DEADLINE,
+        "B to see the album",
+        || {
+            Ok(cluster.nodes[1]
+                .json(&["photos", "--json"])?
+                .as_array()
+                .map(Vec::len)
+                == Some(2))
+        },
+    )?;
+    let before = a.json(&["status", "--json"])?;
+    let c_before = cluster.nodes[2].json(&["status", "--json"])?;
+    let t = target(&before)?;
+
+    // The viewer's device is replaced by a raw peer with its key, which offers A a change to
+    // the album it may only view (signed by it, at an epoch the album had).
+    cluster.nodes[1].stop()?;
+    let b_secret = DataDir::new(&cluster.nodes[1].data_dir).read_device_secret()?;
+    let b_key = kith_node::net::keypair(&b_secret)?;
+    let forged = seal_change(
+        &SymmetricKey::from_bytes([9; 32]),
+        &ChangeHeader {
+            doc: album,
+            epoch: 1,
+            author: b_secret.device_id(),
+        },
+        [8; 24],
+        b"a viewer's change",
+        &b_secret,
+    );
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut fake_b = RawPeer::connect(b_key, t.peer, t.addr.clone()).await?;
+        let hello = wire::encode_frame(&SyncMessage::Hello {
+            version: SYNC_VERSION,
+            family: t.family,
+        })?;
+        let changes = wire::encode_frame(&SyncMessage::Changes(vec![forged.into_bytes()]))?;
+        fake_b.serve_sync(&[hello, changes]).await
+    })?;
+    drop(rt);
+
+    let a = &cluster.nodes[0];
+    kith_tests::wait_until(
+        kith_tests::cluster::SYNC_DEADLINE,
+        "A to log the rejection",
+        || {
+            Ok(a.log()
+                .contains("is not a current device allowed to write this document"))
+        },
+    )?;
+    let after = a.json(&["status", "--json"])?;
+    assert_eq!(
+        after["changes"], before["changes"],
+        "the forged change was stored"
+    );
+    // Nor did it reach C: A's next change does, and C holds nothing more than that.
+    a.ok(&["albums", "rename", "Shared", "Shared with Person 1"])?;
+    cluster.wait_converged_among(&[0, 2])?;
+    let c_after = cluster.nodes[2].json(&["status", "--json"])?;
+    assert_eq!(
+        c_after["changes"].as_u64(),
+        c_before["changes"].as_u64().map(|n| n + 1),
+        "C holds something besides the rename"
+    );
+    Ok(())
+}

@@ -240,3 +240,82 @@ fn a_relative_receives_only_what_is_shared_and_loses_access_on_removal() -> Resu
     );
     Ok(())
 }
+
+fn albums_summary(node: &TestNode) -> Result<Vec<String>> {
+    let mut out: Vec<String> = node
+        .json(&["albums", "--json"])?
+        .as_array()
+        .context("albums --json is a list")?
+        .iter()
+        .map(|a| {
+            format!(
+                "{} ({} photos)",
+                a["path"].as_str().unwrap_or(""),
+                a["photos"]
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn online(node: &TestNode, device: &str) -> Result<bool> {
+    Ok(node
+        .json(&["devices", "--json"])?
+        .as_array()
+        .is_some_and(|d| d.iter().any(|x| x["name"] == device && x["online"] == true)))
+}
+
+#[test]
+fn a_removal_and_changes_made_apart_converge_the_same_way_on_every_device() -> Result<()> {
+    // A (admin), B, C, D (members).
+    let mut cluster = Cluster::start(4)?;
+    let rows: Vec<Row> = corpus::manifest()?
+        .into_iter()
+        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
+        .take(2)
+        .collect();
+    import(&cluster.nodes[0], "Trip", &rows)?;
+    cluster.nodes[0].ok(&["albums", "create", "Party"])?;
+    cluster.wait_converged()?;
+    let photo = photo_ids(&cluster.nodes[0], Some("Trip"))?[0].clone();
+
+    // C and D are away while A removes D and renames an album.
+    cluster.nodes[2].stop()?;
+    cluster.nodes[3].stop()?;
+    cluster.nodes[0].ok(&["devices", "remove", "device 3"])?;
+    cluster.nodes[0].ok(&["albums", "rename", "Trip", "Trip 2026"])?;
+    cluster.wait_converged_among(&[0, 1])?;
+
+    // Then A and B are away, and C and D, who know nothing of it, change albums too.
+    cluster.nodes[0].stop()?;
+    cluster.nodes[1].stop()?;
+    cluster.nodes[2].start()?;
+    cluster.nodes[3].start()?;
+    let (c, d) = (&cluster.nodes[2], &cluster.nodes[3]);
+    wait_until(SYNC_DEADLINE, "C and D to find each other", || {
+        online(c, "device 3")
+    })?;
+    c.ok(&["albums", "add", "Party", &photo])?;
+    d.ok(&["albums", "rename", "Party", "Party at D's"])?;
+    wait_until(SYNC_DEADLINE, "C and D to exchange their changes", || {
+        Ok(albums_summary(c)? == albums_summary(d)?
+            && albums_summary(c)?.contains(&"Party at D's (1 photos)".to_owned()))
+    })?;
+
+    // Everyone is back: A, B and C converge to one state, D is turned away.
+    cluster.nodes[0].start()?;
+    cluster.nodes[1].start()?;
+    cluster.wait_converged_among(&[0, 1, 2])?;
+    let expected = vec![
+        "Party at D's (1 photos)".to_owned(),
+        "Trip 2026 (2 photos)".to_owned(),
+    ];
+    for i in 0..3 {
+        assert_eq!(albums_summary(&cluster.nodes[i])?, expected, "node {i}");
+    }
+    wait_until(SYNC_DEADLINE, "C to drop the removed device", || {
+        Ok(!online(&cluster.nodes[2], "device 3")?)
+    })?;
+    Ok(())
+}

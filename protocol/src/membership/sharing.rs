@@ -113,6 +113,32 @@ impl FamilyState {
         self.access_of(doc, device) == Some(Access::Contribute)
     }
 
+    /// Whether a change to `doc` sealed at `epoch` by `device` is to be taken in: its author may
+    /// write the document now, or was removed but sealed it at an epoch from before the
+    /// rotation that followed its removal, with rights it had then. The second case is a
+    /// change made while apart from the devices that knew of the removal; every node takes it
+    /// in the same way, so partitions converge. A removed device can make no change at a later
+    /// epoch: it never gets that key.
+    pub fn accepts_change(&self, doc: &DocId, device: &DeviceId, epoch: u32) -> bool {
+        if self.may_write(doc, device) {
+            return true;
+        }
+        if epoch >= self.current_epoch(doc) {
+            return false;
+        }
+        let Some((person_id, _)) = self.device(device) else {
+            return false;
+        };
+        let Some(person) = self.persons.get(&person_id) else {
+            return false;
+        };
+        let sharing = self.docs.get(doc);
+        sharing.is_some_and(|d| d.owner == person_id)
+            || person.role == Role::Admin
+            || (person.role == Role::Member && sharing.is_none_or(|d| !self.owned_by_relative(d)))
+            || sharing.is_some_and(|d| d.grants.get(&person_id) == Some(&Access::Contribute))
+    }
+
     /// What `device` may do with `doc`, or `None` when it may not read it.
     pub fn access_of(&self, doc: &DocId, device: &DeviceId) -> Option<Access> {
         let (person_id, person) = self.active_person(device)?;
