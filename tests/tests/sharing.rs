@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
 use kith_tests::corpus::{self, Expect, Row};
+use kith_tests::leaks::Needles;
 use kith_tests::{TestNode, wait_until, walk};
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::Value;
@@ -179,6 +180,19 @@ fn a_relative_receives_only_what_is_shared_and_loses_access_on_removal() -> Resu
         !data_dir_holds(&g, &hex_bytes(&private)?)?,
         "a change of the unshared album is in the relative's data dir"
     );
+
+    // Her device holds the two shared albums' documents and nothing else (no library shard),
+    // and nothing on its disk is plaintext: no EXIF string, file name, title or run of bytes
+    // of any of the family's photos.
+    assert_eq!(g.json(&["status", "--json"])?["documents"], 2);
+    let needles = Needles::new(&[SHARED, PRIVATE], &rows[0..5], &rows[0..5])?;
+    let mut leaks = Vec::new();
+    for file in walk(&g.data_dir) {
+        let data = std::fs::read(&file)?;
+        let blob = file.components().any(|c| c.as_os_str() == "blobs");
+        leaks.extend(needles.scan(&file.display().to_string(), &data, if blob { 8 } else { 0 }));
+    }
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 
     // A viewer's change is refused locally, with a message that says what to do.
     let add = g.run(&["albums", "add", SHARED, &summer_photos[0]])?;
