@@ -194,6 +194,14 @@ fn a_relative_receives_only_what_is_shared_and_loses_access_on_removal() -> Resu
     }
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 
+    // An album made later under the shared one is shared the same way.
+    a.ok(&["albums", "create", "Later", "--parent", SHARED])?;
+    wait_until(SYNC_DEADLINE, "the new sub-album to reach Grandma", || {
+        Ok(g.json(&["albums", "--json"])?
+            .as_array()
+            .is_some_and(|x| x.iter().any(|al| al["path"] == format!("{SHARED}/Later"))))
+    })?;
+
     // A viewer's change is refused locally, with a message that says what to do.
     let add = g.run(&["albums", "add", SHARED, &summer_photos[0]])?;
     assert!(!add.status.success());
