@@ -25,6 +25,7 @@ pub mod error;
 pub mod export;
 pub mod free_space;
 pub mod import;
+pub mod index;
 pub mod invites;
 pub mod library;
 pub mod media;

@@ -1,0 +1,350 @@
+//! The in-memory index over the open documents: photos, albums, which document carries which
+//! photo, and the views listings are made of. Rebuilt when the library opens and kept current,
+//! document by document, as changes are committed; nothing of it is written to disk.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use kith_protocol::keys::{DocId, PhotoId};
+use kith_protocol::library::Document;
+use kith_protocol::library::{AlbumMeta, DocKind, LibraryError, PhotoEntry};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::library::State;
+use crate::views::{AlbumView, Gps, PhotoView};
+
+impl State {
+    /// Rebuilds the whole index from the open documents.
+    pub(crate) fn reindex(&mut self) {
+        self.photos.clear();
+        self.albums.clear();
+        self.photos_by_doc.clear();
+        self.blob_owner.clear();
+        self.album_entries.clear();
+        self.library_of.clear();
+        let ids: Vec<DocId> = self.docs.keys().copied().collect();
+        self.reindex_docs(&ids);
+    }
+
+    /// Re-reads the index entries of `docs` only: a commit touches a few documents, and
+    /// re-reading every document after each batch would make large imports quadratic. A
+    /// document that does not read as what it says it is, is reported in `damaged` and left
+    /// out of the index; one with no change yet (its key came before its changes) is skipped.
+    pub(crate) fn reindex_docs(&mut self, docs: &[DocId]) {
+        // Reading the entries out of automerge is what costs; documents are independent, so
+        // they are read on every core, then merged into the index in the order given.
+        let read: Vec<(DocId, std::result::Result<Indexed, LibraryError>)> = {
+            let open_docs = &self.docs;
+            docs.par_iter()
+                .filter_map(|id| {
+                    let open = open_docs.get(id)?;
+                    let read = match open.doc.kind()? {
+                        DocKind::Library => open.doc.photos().map(Indexed::Library),
+                        DocKind::Album => open
+                            .doc
+                            .album()
+                            .and_then(|meta| Ok(Indexed::Album(meta, open.doc.photos()?))),
+                    };
+                    Some((*id, read))
+                })
+                .collect()
+        };
+        // Photos whose entry may have changed: settled once all documents are read.
+        let mut affected: HashSet<PhotoId> = HashSet::new();
+        for (id, read) in read {
+            match read {
+                Ok(Indexed::Library(entries)) => {
+                    for old in self.photos_by_doc.remove(&id).unwrap_or_default() {
+                        if self.library_of.get(&old) == Some(&id) {
+                            self.library_of.remove(&old);
+                        }
+                        affected.insert(old);
+                    }
+                    let ids = entries.iter().map(|e| e.id).collect();
+                    for entry in entries {
+                        self.library_of.insert(entry.id, id);
+                        affected.insert(entry.id);
+                        self.set_photo(entry);
+                    }
+                    self.photos_by_doc.insert(id, ids);
+                }
+                Ok(Indexed::Album(meta, entries)) => {
+                    let old = self.album_entries.remove(&id).unwrap_or_default();
+                    affected.extend(old.into_keys());
+                    let ids = entries.iter().map(|e| e.id).collect();
+                    let entries: HashMap<PhotoId, PhotoEntry> =
+                        entries.into_iter().map(|e| (e.id, e)).collect();
+                    affected.extend(entries.keys().copied());
+                    self.album_entries.insert(id, entries);
+                    self.albums.insert(id, (meta, ids));
+                }
+                Err(e) => {
+                    let note = format!("document {id}: {e}");
+                    if !self.damaged.contains(&note) {
+                        tracing::error!("{note}");
+                        self.damaged.push(note);
+                    }
+                }
+            }
+        }
+        for photo in affected {
+            self.settle_photo(photo);
+        }
+    }
+
+    /// Puts `entry` in the index, replacing the blobs of what it replaces.
+    fn set_photo(&mut self, entry: PhotoEntry) {
+        if let Some(old) = self.photos.remove(&entry.id) {
+            for blob in old.blobs() {
+                self.blob_owner.remove(&blob.hash);
+            }
+        }
+        for blob in entry.blobs() {
+            self.blob_owner.insert(blob.hash, entry.id);
+        }
+        self.photos.insert(entry.id, entry);
+    }
+
+    /// Decides where a photo's entry comes from: its library shard when this device reads it,
+    /// else a copy an album carries, else the photo is not here.
+    fn settle_photo(&mut self, photo: PhotoId) {
+        if self.library_of.contains_key(&photo) {
+            return;
+        }
+        let copy = self
+            .album_entries
+            .values()
+            .find_map(|entries| entries.get(&photo))
+            .cloned();
+        match copy {
+            Some(entry) => self.set_photo(entry),
+            None => {
+                if let Some(old) = self.photos.remove(&photo) {
+                    for blob in old.blobs() {
+                        self.blob_owner.remove(&blob.hash);
+                    }
+                    // Left every document here: its blobs are candidates for collection.
+                    self.note_dropped(vec![old]);
+                }
+            }
+        }
+    }
+
+    /// Documents that carry photo `id`'s entry: its library shard and the albums holding it.
+    pub(crate) fn docs_holding(&self, id: &PhotoId) -> Vec<DocId> {
+        let mut out: Vec<DocId> = self.library_of.get(id).copied().into_iter().collect();
+        out.extend(
+            self.album_entries
+                .iter()
+                .filter(|(_, entries)| entries.contains_key(id))
+                .map(|(doc, _)| *doc),
+        );
+        out
+    }
+
+    /// Refuses a change to a document this device may only view, saying what to do.
+    pub(crate) fn require_writable(&self, id: &DocId) -> Result<()> {
+        if self.family.may_write(id, &self.me) {
+            return Ok(());
+        }
+        Err(Error::NotAllowed(format!(
+            "{} can only be viewed from this device; ask its owner to share it with --can contribute",
+            self.doc_name(id)
+        )))
+    }
+
+    /// How a document is named in messages: an album's path, else its id.
+    pub(crate) fn doc_name(&self, id: &DocId) -> String {
+        if self.albums.contains_key(id) {
+            format!("album {:?}", self.album_path(id))
+        } else {
+            format!("document {id}")
+        }
+    }
+
+    pub(crate) fn doc_mut(&mut self, id: &DocId) -> Result<&mut Document> {
+        self.docs
+            .get_mut(id)
+            .map(|d| &mut d.doc)
+            .ok_or_else(|| Error::Corrupt(format!("document {id} is not open")))
+    }
+
+    pub(crate) fn album_path(&self, id: &DocId) -> String {
+        let mut parts = Vec::new();
+        let mut cur = Some(*id);
+        let mut seen = BTreeSet::new();
+        while let Some(c) = cur {
+            if !seen.insert(c) {
+                break;
+            }
+            match self.albums.get(&c) {
+                Some((meta, _)) => {
+                    parts.push(meta.title.clone());
+                    cur = meta.parent;
+                }
+                None => break,
+            }
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Finds an album by id, id prefix, title, or `Parent/Child` path.
+    pub(crate) fn find_album(&self, name: &str) -> Result<DocId> {
+        let by_path: Vec<DocId> = self
+            .albums
+            .keys()
+            .filter(|id| self.album_path(id) == name)
+            .copied()
+            .collect();
+        if by_path.len() == 1 {
+            return Ok(by_path[0]);
+        }
+        let by_title: Vec<DocId> = self
+            .albums
+            .iter()
+            .filter(|(_, (meta, _))| meta.title == name)
+            .map(|(id, _)| *id)
+            .collect();
+        match by_title.len() {
+            1 => return Ok(by_title[0]),
+            0 => {}
+            count => {
+                return Err(Error::AmbiguousAlbum {
+                    name: name.to_owned(),
+                    count,
+                });
+            }
+        }
+        if name.len() >= 6 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            let by_id: Vec<DocId> = self
+                .albums
+                .keys()
+                .filter(|id| id.to_string().starts_with(&name.to_ascii_lowercase()))
+                .copied()
+                .collect();
+            if by_id.len() == 1 {
+                return Ok(by_id[0]);
+            }
+        }
+        Err(Error::NoSuchAlbum(name.to_owned()))
+    }
+
+    /// An album and photos named on a command line, all resolved or none.
+    pub(crate) fn resolve_album_photos(
+        &self,
+        album: &str,
+        photos: &[String],
+    ) -> Result<(DocId, Vec<PhotoId>)> {
+        let id = self.find_album(album)?;
+        let ids = photos
+            .iter()
+            .map(|p| self.resolve_photo(p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((id, ids))
+    }
+
+    /// Resolves a photo id or a unique prefix of one (at least 6 hex characters).
+    pub(crate) fn resolve_photo(&self, text: &str) -> Result<PhotoId> {
+        let prefix = text.trim().to_ascii_lowercase();
+        if prefix.len() < 6 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::NoSuchPhoto(text.to_owned()));
+        }
+        let matches: Vec<PhotoId> = self
+            .photos
+            .keys()
+            .filter(|id| id.to_string().starts_with(&prefix))
+            .copied()
+            .collect();
+        match matches.len() {
+            1 => Ok(matches[0]),
+            0 => Err(Error::NoSuchPhoto(text.to_owned())),
+            count => Err(Error::AmbiguousPhoto { prefix, count }),
+        }
+    }
+
+    pub(crate) fn albums_of(&self, id: &PhotoId) -> Vec<DocId> {
+        self.albums
+            .iter()
+            .filter(|(_, (_, set))| set.contains(id))
+            .map(|(aid, _)| *aid)
+            .collect()
+    }
+
+    pub(crate) fn photo_view(&self, e: &PhotoEntry) -> PhotoView {
+        let camera = match (&e.make, &e.model) {
+            (Some(make), Some(model)) if model.starts_with(make.as_str()) => Some(model.clone()),
+            (Some(make), Some(model)) => Some(format!("{make} {model}")),
+            (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+            (None, None) => None,
+        };
+        let mut albums: Vec<String> = self
+            .albums_of(&e.id)
+            .iter()
+            .map(|a| self.album_path(a))
+            .collect();
+        albums.sort();
+        PhotoView {
+            id: e.id.to_string(),
+            file_name: e.file_name.clone(),
+            taken_at: e.taken_at.clone(),
+            width: e.width,
+            height: e.height,
+            display_width: e.display_width,
+            display_height: e.display_height,
+            orientation: e.orientation,
+            mime: e.mime.clone(),
+            size: e.size,
+            camera,
+            make: e.make.clone(),
+            model: e.model.clone(),
+            gps: e.gps.map(|(lat, lon)| Gps { lat, lon }),
+            albums,
+            added_at_ms: e.added_at_ms,
+            caption: e.caption.clone(),
+            favourite: e.favourite,
+            tags: {
+                let mut tags = e.tags.clone();
+                tags.sort();
+                tags
+            },
+            trashed_at_ms: e.trashed_at_ms,
+            added_by: self
+                .family
+                .device(&e.added_by)
+                .and_then(|(person, _)| self.family.persons.get(&person))
+                .map(|p| p.name.clone()),
+        }
+    }
+
+    pub(crate) fn album_view(&self, id: &DocId) -> AlbumView {
+        let (meta, photos) = &self.albums[id];
+        AlbumView {
+            id: id.to_string(),
+            title: meta.title.clone(),
+            path: self.album_path(id),
+            parent: meta.parent.map(|p| p.to_string()),
+            photos: photos
+                .iter()
+                .filter(|id| {
+                    self.photos
+                        .get(id)
+                        .is_none_or(|e| e.trashed_at_ms.is_none())
+                })
+                .count(),
+            created_at_ms: meta.created_at_ms,
+            shared_with: self.grants_of(id),
+            access: self
+                .family
+                .access_of(id, &self.me)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What one document contributes to the index.
+enum Indexed {
+    Library(Vec<PhotoEntry>),
+    Album(AlbumMeta, Vec<PhotoEntry>),
+}
