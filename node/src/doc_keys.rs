@@ -73,18 +73,84 @@ impl OpChain {
         Ok(true)
     }
 
-    /// Adds a `RotateKey` of `doc` to epoch `epoch` with `key`, wrapped to every device that may
-    /// read it, and `earlier` (the keys this device holds of earlier epochs) sealed under it.
+    /// Adds a `RotateKey` moving a document to a new epoch and key, wrapped to every device that
+    /// may read it, with the earlier epochs' keys sealed under it.
     pub fn rotate(
         &mut self,
         device: &DeviceSecret,
         claimant: &PersonId,
-        doc: &DocId,
-        epoch: u32,
-        key: [u8; 32],
-        earlier: &[(u32, [u8; 32])],
+        rotation: &Rotation,
     ) -> Result<bool> {
-        let key_sym = SymmetricKey::from_bytes(key);
+        let body = self.rotation(claimant, rotation)?;
+        self.push(device, body)
+    }
+
+    /// Rotates several documents in one go. Their rotations are independent of each other, so
+    /// they are signed one after another and the log is evaluated once, not once per document
+    /// (which grows with the square of the documents when a device joins a large family).
+    /// Returns, per rotation, whether the log applied it.
+    pub fn rotate_all(
+        &mut self,
+        device: &DeviceSecret,
+        claimant: &PersonId,
+        rotations: &[Rotation],
+    ) -> Result<Vec<bool>> {
+        if rotations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut signed = Vec::new();
+        let mut parents = membership::heads(&self.ops);
+        for r in rotations {
+            let body = self.rotation(claimant, r)?;
+            let op = SignedOp::sign(
+                MembershipOp {
+                    version: membership::VERSION,
+                    parents: std::mem::take(&mut parents),
+                    author: device.device_id(),
+                    time_ms: now_ms(),
+                    body,
+                },
+                device,
+            );
+            parents = vec![op.id()];
+            signed.push(op);
+        }
+        let mut ops = self.ops.clone();
+        ops.extend(signed.iter().cloned());
+        let family = membership::evaluate_with_root(self.root, &ops)
+            .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
+        let me = device.device_id();
+        let applied: Vec<bool> = rotations
+            .iter()
+            .map(|r| {
+                family
+                    .current_keys(&r.doc)
+                    .is_some_and(|k| k.epoch == r.epoch && k.rotated_by == me)
+            })
+            .collect();
+        if applied.iter().any(|a| !a) {
+            // Not expected (each was checked as due); make them one by one, keeping only those
+            // the rules apply, so no skipped op is stored.
+            return rotations
+                .iter()
+                .map(|r| self.rotate(device, claimant, r))
+                .collect();
+        }
+        self.ops = ops;
+        self.family = family;
+        self.fresh.extend(signed);
+        Ok(applied)
+    }
+
+    /// The body of a `RotateKey` (see [`OpChain::rotate`]).
+    fn rotation(&self, claimant: &PersonId, rotation: &Rotation) -> Result<OpBody> {
+        let Rotation {
+            doc,
+            epoch,
+            key,
+            earlier,
+        } = rotation;
+        let (epoch, key_sym) = (*epoch, SymmetricKey::from_bytes(*key));
         let mut envelopes = Vec::new();
         for (recipient, x25519) in self.family.key_recipients(doc, claimant) {
             let envelope =
@@ -106,16 +172,22 @@ impl OpChain {
                     .map_err(|e| Error::Corrupt(format!("cannot seal a key history: {e}")))?,
             )
         };
-        self.push(
-            device,
-            OpBody::RotateKey {
-                doc: *doc,
-                epoch,
-                envelopes,
-                history,
-            },
-        )
+        Ok(OpBody::RotateKey {
+            doc: *doc,
+            epoch,
+            envelopes,
+            history,
+        })
     }
+}
+
+/// One document's move to a new key epoch.
+pub(crate) struct Rotation {
+    pub doc: DocId,
+    pub epoch: u32,
+    pub key: [u8; 32],
+    /// The keys this device holds of earlier epochs, sealed under the new one.
+    pub earlier: Vec<(u32, [u8; 32])>,
 }
 
 impl State {
@@ -184,21 +256,30 @@ impl Library {
         let taken = self.take_keys(state)?;
         let me = self.device_id();
         let mut chain = OpChain::new(state);
+        let rotations: Vec<Rotation> = state
+            .rotations_due(&me, eager)
+            .into_iter()
+            .filter_map(|doc| {
+                let record = &state.docs.get(&doc)?.record;
+                Some(Rotation {
+                    doc,
+                    epoch: record.epoch + 1,
+                    key: rand::random(),
+                    earlier: record.all_keys(),
+                })
+            })
+            .collect();
+        let applied = chain.rotate_all(&self.device, &state.my_person(), &rotations)?;
         let mut rotated = Vec::new();
-        for doc in state.rotations_due(&me, eager) {
-            let Some(open) = state.docs.get(&doc) else {
+        for (r, applied) in rotations.into_iter().zip(applied) {
+            let Some(open) = state.docs.get(&r.doc).filter(|_| applied) else {
                 continue;
             };
-            let epoch = open.record.epoch + 1;
-            let key: [u8; 32] = rand::random();
-            let earlier = open.record.all_keys();
-            if chain.rotate(&self.device, &state.my_person(), &doc, epoch, key, &earlier)? {
-                let mut record = open.record.clone();
-                record.older = earlier;
-                record.epoch = epoch;
-                record.key = key;
-                rotated.push((doc, record));
-            }
+            let mut record = open.record.clone();
+            record.older = r.earlier;
+            record.epoch = r.epoch;
+            record.key = r.key;
+            rotated.push((r.doc, record));
         }
         if taken.records.is_empty() && rotated.is_empty() {
             return Ok(());

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::blobs::Blobs;
 use crate::datadir::DataDir;
-use crate::doc_keys::OpChain;
+use crate::doc_keys::{OpChain, Rotation};
 use crate::error::{Error, Result};
 use crate::store::{DocRecord, Identity, Store, WriteBatch};
 use crate::views::{AlbumView, InitView, PhotoView, StatusView};
@@ -444,9 +444,13 @@ impl Library {
                     },
                 )?;
             }
-            let person = state.my_person();
-            let (epoch, key) = (new.record.epoch, new.record.key);
-            if !chain.rotate(&self.device, &person, &new.id, epoch, key, &[])? {
+            let first = Rotation {
+                doc: new.id,
+                epoch: new.record.epoch,
+                key: new.record.key,
+                earlier: Vec::new(),
+            };
+            if !chain.rotate(&self.device, &state.my_person(), &first)? {
                 return Err(Error::Corrupt(format!(
                     "the family's log refused the key of new document {}",
                     new.id
