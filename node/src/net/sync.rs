@@ -1,10 +1,11 @@
 //! `/kith/sync/1`: keeping documents and the membership log the same on every family device.
 //!
 //! Each side of a family connection opens one stream to the other and *pulls*: the serving
-//! side offers its op ids, the keys of the documents the puller may read and a digest per
-//! document; the puller asks for what differs, then stays subscribed while the server pushes
-//! every new op, key and change as it is committed. Two pulls, one per direction, make sync
-//! symmetric.
+//! side offers its op ids and a digest per document the puller may read (by the membership
+//! log); the puller asks for what differs, then stays subscribed while the server pushes every
+//! new op and change as it is committed, and fresh digests after new ops (a share may have
+//! opened documents to the puller). Keys are not sent here: they are envelopes inside the ops.
+//! Two pulls, one per direction, make sync symmetric.
 //!
 //! `CaughtUp` is a barrier: the puller sends it after its requests, the server echoes it after
 //! answering them. The second echo (after the change requests) means the puller has caught up.
@@ -120,7 +121,7 @@ async fn refuse(mut stream: Stream, why: &str) -> Result<(), SyncError> {
     Err(SyncError::Protocol(format!("refused a sync stream: {why}")))
 }
 
-/// Op ids, document keys and digests of what `device` may read.
+/// Op ids, and digests of what `device` may read (keys travel inside the ops).
 async fn offer<W: futures::AsyncWrite + Unpin>(
     net: &Network,
     device: &DeviceId,
