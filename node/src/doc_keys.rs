@@ -245,6 +245,8 @@ impl State {
 struct KeysTaken {
     records: Vec<(DocId, DocRecord)>,
     resealed: Vec<(DocId, SealedChange)>,
+    /// The copies the resealed changes replace.
+    superseded: Vec<(DocId, ChangeId)>,
 }
 
 impl Library {
@@ -294,10 +296,16 @@ impl Library {
             ops: chain.fresh,
             docs: records.clone(),
             changes: taken.resealed.clone(),
+            superseded: taken.superseded.clone(),
             ..WriteBatch::default()
         })?;
         state.ops = chain.ops;
         state.family = chain.family;
+        for (doc, id) in &taken.superseded {
+            if let Some(ids) = state.change_ids.get_mut(doc) {
+                ids.remove(id);
+            }
+        }
         for (doc, change) in &taken.resealed {
             state
                 .change_ids
@@ -385,9 +393,10 @@ impl Library {
                 ..DocRecord::new(keys.epoch, key, held.and_then(|r| r.shard.clone()))
             };
             if !lost.is_empty() {
-                taken
-                    .resealed
-                    .extend(self.reseal_lost(state, doc, &lost, &record)?);
+                for (old, new) in self.reseal_lost(state, doc, &lost, &record)? {
+                    taken.superseded.push((*doc, old));
+                    taken.resealed.push((*doc, new));
+                }
             }
             taken.records.push((*doc, record));
         }
@@ -402,7 +411,7 @@ impl Library {
         doc: &DocId,
         lost: &BTreeMap<u32, [u8; 32]>,
         record: &DocRecord,
-    ) -> Result<Vec<(DocId, SealedChange)>> {
+    ) -> Result<Vec<(ChangeId, SealedChange)>> {
         let me = self.device_id();
         let ids: Vec<ChangeId> = state
             .change_ids
@@ -431,7 +440,7 @@ impl Library {
             };
             let key = SymmetricKey::from_bytes(record.key);
             out.push((
-                *doc,
+                sealed.id(),
                 seal::seal_change(&key, &header, rand::random(), &plain, &self.device),
             ));
         }

@@ -196,6 +196,9 @@ pub struct WriteBatch {
     /// Originals set aside here, and originals held here again.
     pub set_aside: Vec<[u8; 32]>,
     pub brought_back: Vec<[u8; 32]>,
+    /// Changes this device sealed under a key that lost a rotation race, written again under
+    /// the winning key in the same batch: the old copies nobody else can open go.
+    pub superseded: Vec<(DocId, ChangeId)>,
 }
 
 /// Network bookkeeping, read when the swarm starts.
@@ -393,6 +396,10 @@ impl Store {
             for (doc, change) in &batch.changes {
                 let key = [doc.0.as_slice(), change.id().0.as_slice()].concat();
                 changes.insert(key.as_slice(), change.as_bytes())?;
+            }
+            for (doc, id) in &batch.superseded {
+                let key = [doc.0.as_slice(), id.0.as_slice()].concat();
+                changes.remove(key.as_slice())?;
             }
             if !batch.invites.is_empty() {
                 let mut invites = txn.open_table(INVITES)?;

@@ -65,6 +65,17 @@ fn import(node: &TestNode, album: &str, rows: &[Row]) -> Result<String> {
     node.ok(&args)
 }
 
+/// The first `n` JPEGs of the corpus that import.
+fn jpegs(n: usize) -> Result<Vec<Row>> {
+    let rows: Vec<Row> = corpus::manifest()?
+        .into_iter()
+        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
+        .take(n)
+        .collect();
+    anyhow::ensure!(rows.len() == n, "the corpus has fewer than {n} JPEGs");
+    Ok(rows)
+}
+
 fn paths(rows: &[Row]) -> Vec<String> {
     rows.iter()
         .map(|r| r.abs_path().display().to_string())
@@ -97,12 +108,7 @@ fn hand_over_changes(from: &TestNode, to: &TestNode) -> Result<usize> {
 fn a_relative_receives_only_what_is_shared_and_loses_access_on_removal() -> Result<()> {
     let cluster = Cluster::start(2)?;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let rows: Vec<Row> = corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
-        .take(7)
-        .collect();
-    anyhow::ensure!(rows.len() == 7, "the corpus has too few JPEGs");
+    let rows = jpegs(7)?;
     import(a, SHARED, &rows[0..3])?;
     import(a, PRIVATE, &rows[3..5])?;
     a.ok(&["albums", "create", "Beach", "--parent", SHARED])?;
@@ -292,11 +298,7 @@ fn online(node: &TestNode, device: &str) -> Result<bool> {
 fn a_removal_and_changes_made_apart_converge_the_same_way_on_every_device() -> Result<()> {
     // A (admin), B, C, D (members).
     let mut cluster = Cluster::start(4)?;
-    let rows: Vec<Row> = corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
-        .take(2)
-        .collect();
+    let rows = jpegs(2)?;
     import(&cluster.nodes[0], "Trip", &rows)?;
     cluster.nodes[0].ok(&["albums", "create", "Party"])?;
     cluster.wait_converged()?;
@@ -339,5 +341,45 @@ fn a_removal_and_changes_made_apart_converge_the_same_way_on_every_device() -> R
     wait_until(SYNC_DEADLINE, "C to drop the removed device", || {
         Ok(!online(&cluster.nodes[2], "device 3")?)
     })?;
+    Ok(())
+}
+
+#[test]
+fn two_admins_rotating_while_apart_lose_no_change() -> Result<()> {
+    // A and B are admins; both remove C's device while apart, so each rotates the album's key
+    // to the same new epoch, and each then adds a photo under its own new key.
+    let mut cluster = Cluster::start(3)?;
+    let rows = jpegs(2)?;
+    let files = paths(&rows);
+    let mut args = vec!["import"];
+    args.extend(files.iter().map(String::as_str));
+    cluster.nodes[0].ok(&args)?;
+    cluster.nodes[0].ok(&["albums", "create", "Trip"])?;
+    cluster.nodes[0].ok(&["people", "set-role", "Person 1", "admin"])?;
+    cluster.wait_converged()?;
+    let photos = photo_ids(&cluster.nodes[0], None)?;
+
+    cluster.nodes[1].stop()?;
+    cluster.nodes[0].ok(&["devices", "remove", "device 2"])?;
+    cluster.nodes[0].ok(&["albums", "add", "Trip", &photos[0]])?;
+    cluster.nodes[0].stop()?;
+    cluster.nodes[1].start()?;
+    cluster.nodes[1].ok(&["devices", "remove", "device 2"])?;
+    cluster.nodes[1].ok(&["albums", "add", "Trip", &photos[1]])?;
+
+    cluster.nodes[0].start()?;
+    cluster.wait_converged_among(&[0, 1])?;
+    // The race happened: one of them lost it and sealed its change again under the winner's key.
+    let logs = cluster.nodes[0].log() + &cluster.nodes[1].log();
+    assert!(logs.contains("lost a race"), "no rotation race was seen");
+    for i in 0..2 {
+        let node = &cluster.nodes[i];
+        assert_eq!(photo_ids(node, Some("Trip"))?, photos, "node {i}");
+        assert_eq!(
+            node.json(&["status", "--json"])?["damaged"],
+            Value::Array(vec![]),
+            "node {i}"
+        );
+    }
     Ok(())
 }
