@@ -331,6 +331,28 @@ impl Library {
         Ok(())
     }
 
+    /// Signs `bodies` as this device on top of the log and commits those the rules apply,
+    /// then rotates at once what they make due (a removal, a role, a grant changes who may
+    /// read what). `Error::NotAllowed` when the rules apply none of them.
+    pub(crate) fn append_ops(&self, state: &mut State, bodies: Vec<OpBody>) -> Result<()> {
+        let mut chain = OpChain::new(state);
+        for body in bodies {
+            chain.push(&self.device, body)?;
+        }
+        if chain.fresh.is_empty() {
+            return Err(Error::NotAllowed(
+                "the family's rules do not allow this change".into(),
+            ));
+        }
+        self.persist(WriteBatch {
+            ops: chain.fresh,
+            ..WriteBatch::default()
+        })?;
+        state.ops = chain.ops;
+        state.family = chain.family;
+        self.settle_keys(state, true)
+    }
+
     /// Opens the envelopes addressed to this device for epochs it does not hold yet.
     fn take_keys(&self, state: &State) -> Result<KeysTaken> {
         let me = self.device_id();

@@ -8,10 +8,8 @@
 use kith_protocol::keys::{DeviceId, PersonId};
 use kith_protocol::membership::{FamilyState, OpBody, Role};
 
-use crate::doc_keys::OpChain;
 use crate::error::{Error, Result};
 use crate::library::{Library, State};
-use crate::store::WriteBatch;
 use crate::views::{DeviceView, PersonView};
 
 impl Library {
@@ -54,7 +52,7 @@ impl Library {
             person,
             name: name.to_owned(),
         };
-        self.append_op(&mut state, body)?;
+        self.append_ops(&mut state, vec![body])?;
         person_view(&state.family, &person, &me)
     }
 
@@ -119,40 +117,19 @@ impl Library {
                 "only an admin can remove another person's device".into(),
             ));
         }
-        self.append_op(&mut state, OpBody::RevokeDevice { device })?;
+        self.append_ops(&mut state, vec![OpBody::RevokeDevice { device }])?;
         Ok(device)
     }
 
-    /// [`Library::append_op`] for an admin's op about person `who`: the rules skip it only when
+    /// [`Library::append_ops`] for an admin's op about person `who`: the rules skip it only when
     /// it would leave the family without an admin (the caller checked the rest).
     fn append_admin_op(&self, state: &mut State, body: OpBody, who: &str) -> Result<()> {
-        match self.append_op(state, body) {
+        match self.append_ops(state, vec![body]) {
             Err(Error::NotAllowed(_)) => Err(Error::NotAllowed(format!(
                 "{who:?} is the family's last admin; make someone else admin first"
             ))),
             other => other,
         }
-    }
-
-    /// Signs `body` as this device, evaluates the log with it, and commits it only if the
-    /// evaluation applied it. Returns `Error::NotAllowed` when the rules skip it.
-    fn append_op(&self, state: &mut State, body: OpBody) -> Result<()> {
-        let mut chain = OpChain::new(state);
-        if !chain.push(&self.device, body)? {
-            return Err(Error::NotAllowed(
-                "the family's rules do not allow this change".into(),
-            ));
-        }
-        let (ops, family) = (chain.ops, chain.family);
-        let op = chain.fresh;
-        self.persist(WriteBatch {
-            ops: op,
-            ..WriteBatch::default()
-        })?;
-        state.ops = ops;
-        state.family = family;
-        // A removal or a new role changes who may read what: rotate now, from this device.
-        self.settle_keys(state, true)
     }
 }
 

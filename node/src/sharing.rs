@@ -11,11 +11,9 @@ use serde::{Deserialize, Serialize};
 use kith_protocol::keys::{DocId, PersonId};
 use kith_protocol::membership::{Access, OpBody, Role};
 
-use crate::doc_keys::OpChain;
 use crate::error::{Error, Result};
 use crate::library::{Library, State};
 use crate::people::find_person;
-use crate::store::WriteBatch;
 
 /// What a share or unshare did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +47,7 @@ impl Library {
                 "{person:?} was removed from the family; a removal is not undone by sharing"
             )));
         }
-        let bodies = albums
+        let bodies: Vec<OpBody> = albums
             .iter()
             .filter(|a| state.family.access(&person_id, a) != Some(access))
             .map(|a| OpBody::GrantAlbum {
@@ -58,7 +56,9 @@ impl Library {
                 access,
             })
             .collect();
-        self.append_sharing_ops(&mut state, bodies)?;
+        if !bodies.is_empty() {
+            self.append_ops(&mut state, bodies)?;
+        }
         Ok(share_view(&state, &albums, &person_id, Some(access)))
     }
 
@@ -79,7 +79,7 @@ impl Library {
                 "album {album:?} is not shared with {person:?}; `kith albums` shows who it is shared with"
             )));
         }
-        self.append_sharing_ops(&mut state, bodies)?;
+        self.append_ops(&mut state, bodies)?;
         Ok(share_view(&state, &albums, &person_id, None))
     }
 
@@ -106,30 +106,6 @@ impl Library {
         let mut albums = vec![root];
         albums.extend(state.albums_under(&root));
         Ok((person_id, albums))
-    }
-
-    /// Signs the sharing ops and the rotations they make due, and commits them together.
-    fn append_sharing_ops(&self, state: &mut State, bodies: Vec<OpBody>) -> Result<()> {
-        if bodies.is_empty() {
-            return Ok(());
-        }
-        let mut chain = OpChain::new(state);
-        for body in bodies {
-            // A sub-album this device may not share is left as it is.
-            chain.push(&self.device, body)?;
-        }
-        if chain.fresh.is_empty() {
-            return Err(Error::NotAllowed(
-                "the family's rules do not allow this change".into(),
-            ));
-        }
-        self.persist(WriteBatch {
-            ops: chain.fresh.clone(),
-            ..WriteBatch::default()
-        })?;
-        state.ops = chain.ops;
-        state.family = chain.family;
-        self.settle_keys(state, true)
     }
 }
 
