@@ -2,16 +2,23 @@
 //! in full, keeping thumbnails and previews; and bringing them back when a user needs them.
 //!
 //! Not the trash: the photos stay in the library on every device. Only the local copy of the
-//! original goes, after a connected family device confirmed it holds that original complete
-//! (`/kith/have/1`). A set-aside original is not fetched by the background transfer; export
-//! (and anything else that needs the original) fetches it again first.
+//! original goes, after a connected device that keeps originals *proved* it holds that
+//! original complete (`/kith/have/2`, see [`crate::net`]'s `have`): a claim is not enough.
+//! A device keeps originals of a photo when it is a current device of an admin or member who
+//! may write a document carrying the photo; a relative's device (view-only, or contributing to
+//! an album) never counts, whatever it holds. A set-aside original is not fetched by the
+//! background transfer; export (and anything else that needs the original) fetches it again
+//! first.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
+use kith_protocol::keys::DeviceId;
 use kith_protocol::library::BlobRef;
+use kith_protocol::membership::Role;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::library::Library;
 use crate::net::Network;
 use crate::store::WriteBatch;
 
@@ -26,6 +33,9 @@ pub struct FreeSpaceView {
     pub kept: usize,
     /// Originals of these photos set aside earlier.
     pub already_set_aside: usize,
+    /// Why connected devices' copies did not count, one sentence each (names escaped).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl Network {
@@ -51,10 +61,17 @@ impl Network {
                 here.push(blob);
             }
         }
-        let hashes: Vec<[u8; 32]> = here.iter().map(|b| b.hash).collect();
-        let elsewhere = self.held_elsewhere(&hashes).await;
-        let (release, kept): (Vec<BlobRef>, Vec<BlobRef>) =
-            here.into_iter().partition(|b| elsewhere.contains(&b.hash));
+        let proven = self.proven_elsewhere(&here).await;
+        let notes = self
+            .lib
+            .notes_on(&proven.unproven, &proven.not_keepers)
+            .await;
+        for note in &notes {
+            tracing::warn!("kith free-space: {note}");
+        }
+        let (release, kept): (Vec<BlobRef>, Vec<BlobRef>) = here
+            .into_iter()
+            .partition(|b| proven.held.contains(&b.hash));
         if !release.is_empty() {
             let mut state = self.lib.state.lock().await;
             self.lib.persist(WriteBatch {
@@ -67,7 +84,7 @@ impl Network {
             drop(state);
             self.lib.blobs.release(&released, keep).await?;
             tracing::info!(
-                "set aside {} originals that other devices hold",
+                "set aside {} originals that other devices proved they hold",
                 release.len()
             );
         }
@@ -76,6 +93,7 @@ impl Network {
             bytes: release.iter().map(|b| b.len).sum(),
             kept: kept.len(),
             already_set_aside: already,
+            notes,
         })
     }
 
@@ -160,4 +178,59 @@ fn live_blobs(state: &crate::library::State) -> HashSet<[u8; 32]> {
         .map(|b| b.hash)
         .filter(|h| !state.set_aside.contains(h))
         .collect()
+}
+
+impl Library {
+    /// Whether `device`'s copy of blob `hash` counts for `kith free-space`: it is a current
+    /// device of an admin or member who may write a document carrying the photo. A relative's
+    /// device never counts, even with contribute access: relatives choose what they keep.
+    pub(crate) async fn keeps_originals(&self, device: &DeviceId, hash: &[u8; 32]) -> bool {
+        let state = self.state.lock().await;
+        if !matches!(state.current_role(device), Some(Role::Admin | Role::Member)) {
+            return false;
+        }
+        state.blob_owner.get(hash).is_some_and(|photo| {
+            state
+                .docs_holding(photo)
+                .iter()
+                .any(|doc| state.family.may_write(doc, device))
+        })
+    }
+
+    /// Sentences saying which devices' copies did not count for `kith free-space`, and why.
+    pub(crate) async fn notes_on(
+        &self,
+        unproven: &BTreeMap<DeviceId, usize>,
+        not_keepers: &[DeviceId],
+    ) -> Vec<String> {
+        let state = self.state.lock().await;
+        let name = |device: &DeviceId| match state.family.device(device) {
+            Some((person, d)) => {
+                let person = state
+                    .family
+                    .persons
+                    .get(&person)
+                    .map_or(String::new(), |p| p.name.clone());
+                format!("{:?} ({:?}'s device {device})", d.name, person)
+            }
+            None => format!("{device}"),
+        };
+        let mut notes: Vec<String> = unproven
+            .iter()
+            .map(|(device, n)| {
+                format!(
+                    "device {} could not prove it holds {n} originals it answered for; they stay here",
+                    name(device)
+                )
+            })
+            .collect();
+        notes.extend(not_keepers.iter().map(|device| {
+            format!(
+                "device {} keeps no originals of these photos (not an admin's or member's \
+                 device that may edit them), so its copies do not count",
+                name(device)
+            )
+        }));
+        notes
+    }
 }

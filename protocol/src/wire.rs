@@ -1,4 +1,4 @@
-//! Messages of kith's own libp2p protocols (`/kith/invite/1`, `/kith/sync/1`, `/kith/have/1`)
+//! Messages of kith's own libp2p protocols (`/kith/invite/1`, `/kith/sync/1`, `/kith/have/2`)
 //! and their framing.
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of postcard; every frame
@@ -21,7 +21,7 @@ use crate::ticket::InviteId;
 pub const SYNC_PROTOCOL: &str = "/kith/sync/1";
 pub const INVITE_PROTOCOL: &str = "/kith/invite/1";
 pub const BLOBS_PROTOCOL: &str = "/kith/blobs/1";
-pub const HAVE_PROTOCOL: &str = "/kith/have/1";
+pub const HAVE_PROTOCOL: &str = "/kith/have/2";
 
 /// Largest frame either side sends or accepts.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
@@ -89,28 +89,109 @@ pub enum SyncMessage {
     CaughtUp,
 }
 
-/// Messages of `/kith/have/1`: which blobs the other device holds in full. One question (at
-/// most [`MAX_IDS`] blob hashes), one answer (a flag per hash, in the same order). Asked before
-/// a device sets its own copy of an original aside.
+// ---- `/kith/have/2`: proof that another device holds a blob --------------------------------
+
+/// Bytes of one challenged chunk (BLAKE3's chunk size).
+pub const PROOF_CHUNK_BYTES: u64 = 1024;
+/// Chunks challenged per blob. A device missing a fraction `m` of a blob's chunks answers
+/// correctly with probability at most `(1 - m)^64`: below 10^-19 for half a blob, 0.12 % for a
+/// tenth. Reading them costs 64 KiB per blob on each side; the answer is 32 bytes.
+pub const PROOF_CHUNKS: usize = 64;
+/// Most blobs challenged in one question.
+pub const MAX_CHALLENGES: usize = 256;
+
+/// One blob to prove: its BLAKE3 hash and the chunk indices asked for, strictly ascending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HaveMessage {
-    Ask(Vec<[u8; 32]>),
-    Held(Vec<bool>),
+pub struct Challenge {
+    pub hash: [u8; 32],
+    pub chunks: Vec<u64>,
 }
 
-/// Decodes a have message body and checks its list limit.
+/// Messages of `/kith/have/2`. A device about to set its copy of an original aside asks
+/// another to prove it holds it: one question (a fresh random nonce and, per blob, random
+/// chunks), one answer (per blob in the same order, [`holding_proof`] over those chunks, or
+/// `None` for a blob not held in full). Asker and prover compute the proof over their own
+/// copies; equal proofs mean the prover read those bytes now. The proof names the prover, so a
+/// device cannot pass on the answer of another it relays the question to (not even of the
+/// asker itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaveMessage {
+    Prove {
+        nonce: [u8; 32],
+        blobs: Vec<Challenge>,
+    },
+    Proofs(Vec<Option<[u8; 32]>>),
+}
+
+/// Decodes a have message body and checks its limits: at most [`MAX_CHALLENGES`] blobs, at
+/// most [`PROOF_CHUNKS`] chunks each, strictly ascending (so none is read twice).
 pub fn decode_have(body: &[u8]) -> Result<HaveMessage, WireError> {
     let message: HaveMessage =
         postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
     let n = match &message {
-        HaveMessage::Ask(hashes) => hashes.len(),
-        HaveMessage::Held(flags) => flags.len(),
+        HaveMessage::Prove { blobs, .. } => {
+            for blob in blobs {
+                if blob.chunks.len() > PROOF_CHUNKS {
+                    return Err(WireError::TooManyIds(blob.chunks.len()));
+                }
+                if blob.chunks.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(WireError::Malformed(
+                        "challenged chunks are not strictly ascending".into(),
+                    ));
+                }
+            }
+            blobs.len()
+        }
+        HaveMessage::Proofs(proofs) => proofs.len(),
     };
-    if n > MAX_IDS {
+    if n > MAX_CHALLENGES {
         return Err(WireError::TooManyIds(n));
     }
     Ok(message)
 }
+
+/// Picks the chunks to challenge of a blob of `len` bytes: every chunk of a blob of at most
+/// [`PROOF_CHUNKS`] chunks, otherwise that many distinct ones uniformly at random (Floyd's
+/// algorithm; `random` gives uniform `u64`s). Strictly ascending.
+pub fn pick_chunks(len: u64, mut random: impl FnMut() -> u64) -> Vec<u64> {
+    let n = len.div_ceil(PROOF_CHUNK_BYTES);
+    let k = PROOF_CHUNKS as u64;
+    if n <= k {
+        return (0..n).collect();
+    }
+    let mut picked = std::collections::BTreeSet::new();
+    for j in n - k..n {
+        let t = random() % (j + 1);
+        if !picked.insert(t) {
+            picked.insert(j);
+        }
+    }
+    picked.into_iter().collect()
+}
+
+/// The byte range of chunk `index` of a blob of `len` bytes, or `None` past its end.
+pub fn chunk_range(index: u64, len: u64) -> Option<std::ops::Range<u64>> {
+    let start = index.checked_mul(PROOF_CHUNK_BYTES)?;
+    (start < len).then(|| start..len.min(start.saturating_add(PROOF_CHUNK_BYTES)))
+}
+
+/// The answer to one challenge: BLAKE3 keyed by the question's nonce over the blob's hash, the
+/// prover's device id and the challenged chunks' bytes (in the order asked, concatenated).
+pub fn holding_proof(
+    nonce: &[u8; 32],
+    hash: &[u8; 32],
+    prover: &DeviceId,
+    chunks: &[u8],
+) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_keyed(nonce);
+    hasher.update(b"kith have proof v2");
+    hasher.update(hash);
+    hasher.update(prover.as_bytes());
+    hasher.update(chunks);
+    *hasher.finalize().as_bytes()
+}
+
+// ---- end of `/kith/have/2` ------------------------------------------------------------------
 
 /// Messages of `/kith/invite/1`: one request, one answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,18 +382,107 @@ mod tests {
     #[test]
     fn have_messages_round_trip_and_are_bounded() {
         for m in [
-            HaveMessage::Ask(vec![[7; 32], [9; 32]]),
-            HaveMessage::Held(vec![true, false]),
+            HaveMessage::Prove {
+                nonce: [1; 32],
+                blobs: vec![Challenge {
+                    hash: [7; 32],
+                    chunks: vec![0, 3, 9],
+                }],
+            },
+            HaveMessage::Proofs(vec![Some([2; 32]), None]),
         ] {
             let frame = encode_frame(&m).unwrap();
             assert_eq!(decode_have(&frame[4..]).unwrap(), m);
         }
-        let too_many = HaveMessage::Held(vec![true; MAX_IDS + 1]);
+        let too_many = HaveMessage::Proofs(vec![None; MAX_CHALLENGES + 1]);
         let frame = encode_frame(&too_many).unwrap();
         assert_eq!(
             decode_have(&frame[4..]),
-            Err(WireError::TooManyIds(MAX_IDS + 1))
+            Err(WireError::TooManyIds(MAX_CHALLENGES + 1))
         );
+        let long = HaveMessage::Prove {
+            nonce: [0; 32],
+            blobs: vec![Challenge {
+                hash: [0; 32],
+                chunks: (0..=PROOF_CHUNKS as u64).collect(),
+            }],
+        };
+        let frame = encode_frame(&long).unwrap();
+        assert!(decode_have(&frame[4..]).is_err());
+        let repeated = HaveMessage::Prove {
+            nonce: [0; 32],
+            blobs: vec![Challenge {
+                hash: [0; 32],
+                chunks: vec![4, 4],
+            }],
+        };
+        let frame = encode_frame(&repeated).unwrap();
+        assert!(decode_have(&frame[4..]).is_err());
         assert!(decode_have(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn picked_chunks_are_distinct_in_range_and_cover_small_blobs() {
+        assert_eq!(pick_chunks(0, || 0), Vec::<u64>::new());
+        assert_eq!(pick_chunks(3000, || 0), vec![0, 1, 2]);
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let len = 5_000_000;
+        let picked = pick_chunks(len, &mut random);
+        assert_eq!(picked.len(), PROOF_CHUNKS);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]));
+        assert!(picked.iter().all(|&c| chunk_range(c, len).is_some()));
+        // A constant source still gives distinct chunks.
+        assert_eq!(pick_chunks(len, || 0).len(), PROOF_CHUNKS);
+        assert_eq!(chunk_range(2, 2100), Some(2048..2100));
+        assert_eq!(chunk_range(3, 2100), None);
+        assert_eq!(chunk_range(u64::MAX, u64::MAX), None);
+    }
+
+    #[test]
+    fn a_proof_depends_on_nonce_prover_and_every_byte() {
+        let prover = DeviceId([5; 32]);
+        let base = holding_proof(&[1; 32], &[2; 32], &prover, b"chunk bytes");
+        assert_ne!(
+            base,
+            holding_proof(&[9; 32], &[2; 32], &prover, b"chunk bytes")
+        );
+        assert_ne!(
+            base,
+            holding_proof(&[1; 32], &[2; 32], &DeviceId([6; 32]), b"chunk bytes")
+        );
+        assert_ne!(
+            base,
+            holding_proof(&[1; 32], &[2; 32], &prover, b"chunk bytez")
+        );
+        assert_ne!(
+            base,
+            holding_proof(&[1; 32], &[3; 32], &prover, b"chunk bytes")
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_have_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let _ = decode_have(&bytes);
+        }
+
+        #[test]
+        fn mutated_have_messages_never_panic(flip in 0usize..4096, to in proptest::prelude::any::<u8>(), cut in 0usize..4096) {
+            let m = HaveMessage::Prove {
+                nonce: [3; 32],
+                blobs: vec![Challenge { hash: [4; 32], chunks: vec![1, 2, 70_000] }; 5],
+            };
+            let mut body = encode_frame(&m).unwrap()[4..].to_vec();
+            let at = flip % body.len();
+            body[at] = to;
+            body.truncate(cut % (body.len() + 1));
+            let _ = decode_have(&body);
+        }
     }
 }

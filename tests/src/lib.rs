@@ -6,6 +6,7 @@ pub mod corpus;
 pub mod in_process;
 pub mod leaks;
 pub mod peer;
+pub mod prover;
 pub mod relay;
 
 use std::path::{Path, PathBuf};

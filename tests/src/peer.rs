@@ -125,3 +125,13 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
+
+impl RawPeer {
+    /// Takes the streams the node opens to us on `protocol` (to answer them as a test wants).
+    pub fn accept(&self, protocol: &'static str) -> Result<libp2p_stream::IncomingStreams> {
+        self.control
+            .clone()
+            .accept(StreamProtocol::new(protocol))
+            .map_err(|e| anyhow::anyhow!("cannot accept {protocol}: {e}"))
+    }
+}

@@ -84,7 +84,13 @@ fn an_outsider_gets_no_kith_protocol_and_no_invite_without_a_ticket() -> Result<
             "an outsider got {} bytes of blobs",
             got.len()
         );
-        let ask = wire::encode_frame(&HaveMessage::Ask(vec![[0; 32]]))?;
+        let ask = wire::encode_frame(&HaveMessage::Prove {
+            nonce: [0; 32],
+            blobs: vec![wire::Challenge {
+                hash: [0; 32],
+                chunks: vec![0],
+            }],
+        })?;
         let got = outsider
             .exchange(HAVE_PROTOCOL, &ask)
             .await

@@ -1,8 +1,18 @@
 //! `kith free-space`: a device sets aside originals another device holds, keeps thumbnails and
-//! previews, does not fetch them again by itself, and gets them back for an export.
+//! previews, does not fetch them again by itself, and gets them back for an export. Another
+//! device's copy counts only when it proves it holds it and keeps originals: a device that
+//! claims what it lacks, holds half, or is a relative's, frees nothing.
+
+use std::collections::HashMap;
 
 use anyhow::{Context, Result};
+use kith_node::DataDir;
+use kith_node::blobs::Blobs;
+use kith_protocol::keys::DeviceId;
+use kith_protocol::library::BlobRef;
 use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
+use kith_tests::peer::RawPeer;
+use kith_tests::prover::{FakeHolder, Holding};
 use kith_tests::{TestNode, corpus, wait_until};
 
 fn blob_bytes(node: &TestNode) -> Result<u64> {
@@ -51,5 +61,168 @@ fn free_space_sets_originals_aside_and_export_brings_them_back() -> Result<()> {
     let alone = b.json(&["free-space", "--json"])?;
     assert_eq!(alone["originals"], 0, "{alone}");
     assert_eq!(alone["kept"], 3, "{alone}");
+    Ok(())
+}
+
+/// Ana's device A imports three photos and member B's device receives them all; then B stops,
+/// and a raw peer holding B's real key (and copies of B's blobs) connects to A in its place.
+struct Impostor {
+    cluster: Cluster,
+    rt: tokio::runtime::Runtime,
+    holder: FakeHolder,
+    _peer: RawPeer,
+}
+
+fn b_replaced_by_a_fake_holder(holding: Holding) -> Result<Impostor> {
+    let mut cluster = Cluster::start(2)?;
+    let files = corpus::some_photos(3)?;
+    let mut args = vec!["import"];
+    args.extend(files.iter().map(String::as_str));
+    cluster.nodes[0].ok(&args)?;
+    cluster.wait_converged()?;
+    cluster.nodes[1].stop()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let b_dir = DataDir::new(&cluster.nodes[1].data_dir);
+    let b_secret = b_dir.read_device_secret()?;
+    let blobs = rt.block_on(blobs_of(&b_dir))?;
+    let status = cluster.nodes[0].json(&["status", "--json"])?;
+    let a_device: DeviceId = status["device_id"].as_str().context("device id")?.parse()?;
+    let addr: libp2p::Multiaddr = status["sync"]["listen"][0]
+        .as_str()
+        .context("listen addr")?
+        .parse()?;
+    let (peer, holder) = rt.block_on(async {
+        let peer = RawPeer::connect(
+            kith_node::net::keypair(&b_secret)?,
+            kith_node::net::peer_id(&a_device).context("peer id")?,
+            addr,
+        )
+        .await?;
+        let holder = FakeHolder::serve(&peer, b_secret.device_id(), blobs, holding)?;
+        anyhow::Ok((peer, holder))
+    })?;
+    let a = &cluster.nodes[0];
+    wait_until(SYNC_DEADLINE, "A to see B's key online", || {
+        Ok(a.json(&["devices", "--json"])?
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x["this"] == false && x["online"] == true)))
+    })?;
+    Ok(Impostor {
+        cluster,
+        rt,
+        holder,
+        _peer: peer,
+    })
+}
+
+/// Every blob a stopped node's store holds, by hash (ciphertext, checked against its hash).
+async fn blobs_of(dir: &DataDir) -> Result<HashMap<[u8; 32], Vec<u8>>> {
+    let store = Blobs::open(&dir.blobs_dir()).await?;
+    let mut out = HashMap::new();
+    for hash in store.hashes().await? {
+        out.insert(hash, store.get(&BlobRef { hash, len: 0 }).await?);
+    }
+    store.shutdown().await;
+    Ok(out)
+}
+
+fn notes(view: &serde_json::Value) -> String {
+    view["notes"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_device_claiming_originals_it_does_not_hold_frees_nothing_and_is_named() -> Result<()> {
+    let impostor = b_replaced_by_a_fake_holder(Holding::Nothing)?;
+    let a = &impostor.cluster.nodes[0];
+    let freed = a.json(&["free-space", "--json"])?;
+    assert_eq!(freed["originals"], 0, "{freed}");
+    assert_eq!(freed["kept"], 3, "{freed}");
+    let said = notes(&freed);
+    assert!(
+        said.contains("\"device 1\"") && said.contains("could not prove it holds 3 originals"),
+        "{said}"
+    );
+    let text = a.ok(&["free-space"])?;
+    assert!(text.contains("Set aside 0 originals"), "{text}");
+    assert!(
+        text.contains("could not prove it holds 3 originals"),
+        "{text}"
+    );
+    drop(impostor.holder);
+    impostor.rt.shutdown_background();
+    Ok(())
+}
+
+#[test]
+fn a_device_holding_half_of_each_original_fails_the_proof() -> Result<()> {
+    let impostor = b_replaced_by_a_fake_holder(Holding::FirstHalf)?;
+    let a = &impostor.cluster.nodes[0];
+    let before = blob_bytes(a)?;
+    let freed = a.json(&["free-space", "--json"])?;
+    assert_eq!(freed["originals"], 0, "{freed}");
+    assert_eq!(freed["kept"], 3, "{freed}");
+    assert!(
+        notes(&freed).contains("could not prove it holds 3 originals"),
+        "{freed}"
+    );
+    assert_eq!(blob_bytes(a)?, before);
+    // The same device holding every byte proves it, so the half was what failed.
+    impostor.holder.set(Holding::Everything);
+    let freed = a.json(&["free-space", "--json"])?;
+    assert_eq!(freed["originals"], 3, "{freed}");
+    assert_eq!(notes(&freed), "", "{freed}");
+    impostor.rt.shutdown_background();
+    Ok(())
+}
+
+#[test]
+fn a_view_only_relatives_copies_never_count() -> Result<()> {
+    let mut a = TestNode::initialised()?;
+    a.start()?;
+    let files = corpus::some_photos(3)?;
+    let mut args = vec!["import", "--album", "Summer"];
+    args.extend(files.iter().map(String::as_str));
+    a.ok(&args)?;
+    let ticket = a.json(&["invite", "--role", "relative", "--json"])?["ticket"]
+        .as_str()
+        .context("ticket")?
+        .to_owned();
+    let mut g = TestNode::new();
+    g.ok(&[
+        "join",
+        &ticket,
+        "--name",
+        "Grandma's tablet",
+        "--person",
+        "Grandma",
+    ])?;
+    g.start()?;
+    a.ok(&["share", "Summer", "Grandma"])?;
+    wait_until(SYNC_DEADLINE, "Grandma to hold every original", || {
+        let state = g.sync_state()?;
+        Ok(
+            g.json(&["photos", "--json"])?.as_array().map(Vec::len) == Some(3)
+                && state.blobs_wanted == 0,
+        )
+    })?;
+    let freed = a.json(&["free-space", "--json"])?;
+    assert_eq!(freed["originals"], 0, "{freed}");
+    assert_eq!(freed["kept"], 3, "{freed}");
+    let said = notes(&freed);
+    assert!(
+        said.contains("Grandma's tablet") && said.contains("keeps no originals"),
+        "{said}"
+    );
     Ok(())
 }

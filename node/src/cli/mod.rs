@@ -557,12 +557,16 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                 render::print_json(&view)?;
             } else {
                 println!(
-                    "Set aside {} originals ({:.1} MB) that other devices hold; thumbnails and \
-                     previews stay. {} originals no connected device holds stayed here.",
+                    "Set aside {} originals ({:.1} MB) that other devices proved they hold; \
+                     thumbnails and previews stay. {} originals no connected device proved it \
+                     holds stayed here.",
                     view.originals,
                     view.bytes as f64 / 1e6,
                     view.kept
                 );
+                for note in &view.notes {
+                    println!("Not counted: {note}.");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
