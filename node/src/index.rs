@@ -189,8 +189,30 @@ impl State {
         parts.join("/")
     }
 
-    /// Finds an album by id, id prefix, title, or `Parent/Child` path.
+    /// Finds an album by id, id prefix, title, or `Parent/Child` path. Text that is both an
+    /// album's title or path and a prefix of another album's id is refused, naming both.
     pub(crate) fn find_album(&self, name: &str) -> Result<DocId> {
+        let found = self.find_album_by_title_or_id(name)?;
+        if kith_protocol::names::is_id_prefix(name) {
+            let prefix = name.trim().to_ascii_lowercase();
+            let others: Vec<String> = self
+                .albums
+                .keys()
+                .filter(|id| **id != found && id.to_string().starts_with(&prefix))
+                .map(|id| format!("{:?} ({id})", self.album_path(id)))
+                .collect();
+            if !others.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{name:?} is ambiguous: it names album {:?} ({found}) and is a prefix of the id of album {}; give more characters of the id you mean",
+                    self.album_path(&found),
+                    others.join(", ")
+                )));
+            }
+        }
+        Ok(found)
+    }
+
+    fn find_album_by_title_or_id(&self, name: &str) -> Result<DocId> {
         let by_path: Vec<DocId> = self
             .albums
             .keys()

@@ -304,10 +304,10 @@ fn clean_name(name: &str, fallback: &str) -> String {
         .filter(|c| !c.is_control())
         .take(100)
         .collect();
-    if name.is_empty() {
-        fallback.to_owned()
-    } else {
-        name
+    // A joiner's name that breaks the rule of names (looks like an id…) is not taken as is.
+    match kith_protocol::names::check_name(&name) {
+        Ok(()) => name,
+        Err(_) => fallback.to_owned(),
     }
 }
 

@@ -107,6 +107,7 @@ impl Library {
         if person_name.is_empty() {
             return Err(Error::Invalid("the person's name must not be empty".into()));
         }
+        crate::people::check_new_names(person_name, device_name)?;
         data_dir.create()?;
         // An existing database whose identity was never written (init interrupted) keeps its
         // device key; one with an identity, or without a readable key, is left untouched.
