@@ -30,6 +30,10 @@ const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
 /// another device holds it. Value: empty. Blob hashes are not secret (they name blob files).
 const SET_ASIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("set_aside");
 
+/// Key: photo id. Value: sealed [`Kept`]: a photo entry that left this device's documents other
+/// than by the trash, kept restorable with its blobs for 30 days.
+const KEPT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kept");
+
 /// Version of this database's layout.
 const DB_FORMAT: u8 = 1;
 
@@ -199,6 +203,22 @@ pub struct WriteBatch {
     /// Changes this device sealed under a key that lost a rotation race, written again under
     /// the winning key in the same batch: the old copies nobody else can open go.
     pub superseded: Vec<(DocId, ChangeId)>,
+    /// Entries kept restorable, and entries no longer kept (restored or expired).
+    pub kept: Vec<Kept>,
+    pub unkept: Vec<kith_protocol::keys::PhotoId>,
+}
+
+/// A photo entry that left the documents other than by a purge of the trash (a change deleted
+/// or replaced it, or a removed device purged it): kept with its blobs, restorable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    pub entry: kith_protocol::library::PhotoEntry,
+    /// The library shard it left, when it left one: where a restore puts it back.
+    pub doc: Option<DocId>,
+    /// When this device noticed (its own clock): the 30 days count from here.
+    pub kept_at_ms: u64,
+    /// The device whose change removed it, when known.
+    pub removed_by: Option<DeviceId>,
 }
 
 /// Network bookkeeping, read when the swarm starts.
@@ -420,6 +440,17 @@ impl Store {
                 txn.open_table(META)?
                     .insert("listen_ports", sealed.as_slice())?;
             }
+            if !batch.kept.is_empty() || !batch.unkept.is_empty() {
+                let mut table = txn.open_table(KEPT)?;
+                for kept in &batch.kept {
+                    let id = kept.entry.id.0;
+                    let ctx = [b"kept/".as_slice(), id.as_slice()].concat();
+                    table.insert(id.as_slice(), self.seal(&ctx, kept)?.as_slice())?;
+                }
+                for id in &batch.unkept {
+                    table.remove(id.0.as_slice())?;
+                }
+            }
             if !batch.set_aside.is_empty() || !batch.brought_back.is_empty() {
                 let mut table = txn.open_table(SET_ASIDE)?;
                 for hash in &batch.set_aside {
@@ -432,6 +463,26 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Entries kept restorable; one that does not open is reported in `damaged` and left out.
+    pub fn load_kept(&self, damaged: &mut Vec<String>) -> Result<Vec<Kept>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(KEPT) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let ctx = [b"kept/".as_slice(), k.value()].concat();
+            match self.open_sealed::<Kept>(&ctx, v.value()) {
+                Ok(kept) => out.push(kept),
+                Err(e) => damaged.push(format!("a kept photo entry: {e}")),
+            }
+        }
+        Ok(out)
     }
 
     /// Originals this device set aside.

@@ -40,6 +40,10 @@
 //!    - `RemovePerson`: admins, not for the last admin. It revokes all the person's devices and
 //!      drops their grants; a removed person never gets a device, a role or a grant again.
 //!
+//!    - `DeclareDoc`: whoever may rotate the document, once: the first applied one fixes its
+//!      kind (and, like a first rotation, claims its owner).
+//!    - `Vouch`: any current device, for changes by a device the log has revoked.
+//!
 //!    Ops that are not allowed are skipped but stay in the DAG, so ops built on them still count.
 //! 4. A revocation wins over what its target did concurrently or after: when `RevokeDevice(d)`
 //!    is applied, every op by `d` applied so far that is not a causal ancestor of the revocation
@@ -67,10 +71,12 @@ use crate::envelope::{Envelope, SealedHistory};
 use crate::keys::{
     DeviceId, DeviceSecret, DocId, FamilyId, KeyError, PersonId, id_type, read_array,
 };
+use crate::library::DocKind;
+use crate::seal::ChangeId;
 
 pub mod sharing;
 mod state;
-pub use sharing::{Access, DocKeys, DocSharing};
+pub use sharing::{Access, DocKeys, DocSharing, WriteScope};
 pub use state::{Device, FamilyState, Person};
 
 /// Signature label of membership ops.
@@ -203,6 +209,19 @@ pub enum OpBody {
     },
     RemovePerson {
         person: PersonId,
+    },
+    /// Says what a document is, made in the commit of its first `RotateKey`: a document's kind
+    /// comes from here, never from a field its writers can set.
+    DeclareDoc {
+        doc: DocId,
+        kind: DocKind,
+    },
+    /// Changes by `device`, since removed, that the author took in before it learned of the
+    /// removal (or held when it made it). Every device takes in exactly these of a removed
+    /// device's changes, so devices that were apart converge from the log alone.
+    Vouch {
+        device: DeviceId,
+        changes: Vec<ChangeId>,
     },
 }
 
@@ -449,6 +468,7 @@ fn run(
         family: *family,
         persons: BTreeMap::from([(*person, founder)]),
         docs: BTreeMap::new(),
+        vouched: BTreeSet::new(),
     };
     let mut applied_by: BTreeMap<DeviceId, Vec<OpId>> = BTreeMap::new();
 
@@ -594,5 +614,7 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
             history,
         } => sharing::rotate(state, &by, doc, *epoch, envelopes, history.as_ref()),
         OpBody::RemovePerson { person } => sharing::remove_person(state, &by, person),
+        OpBody::DeclareDoc { doc, kind } => sharing::declare(state, &by, doc, *kind),
+        OpBody::Vouch { device, changes } => sharing::vouch(state, device, changes),
     }
 }

@@ -17,7 +17,9 @@ use crate::blob::FileKey;
 use crate::keys::{DeviceId, DocId, PhotoId};
 
 mod edit;
+mod scope;
 pub use edit::PhotoEdit;
+pub use scope::{ChangeEffects, actor_device};
 
 /// Schema version written into every document's root.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -68,6 +70,10 @@ pub struct PhotoEntry {
     pub favourite: bool,
     pub tags: Vec<String>,
     pub trashed_at_ms: Option<u64>,
+    /// The device whose change put the photo in the trash (the author of the winning
+    /// `trashed_at` value); not written, read from the document's history.
+    #[serde(default)]
+    pub trashed_by: Option<DeviceId>,
 }
 
 impl PhotoEntry {
@@ -94,6 +100,8 @@ pub enum LibraryError {
     BadChange(String),
     #[error("photo entry {key} is malformed: field `{field}` is missing or has the wrong type")]
     BadEntry { key: String, field: &'static str },
+    #[error("the change builds on change {0}, which this document does not have yet")]
+    MissingDependency(String),
     #[error("the document is not a kith {expected:?} document")]
     WrongKind { expected: DocKind },
 }
@@ -265,12 +273,9 @@ impl Document {
         Ok(())
     }
 
+    /// The album's fields. Whether the document is an album is the log's to say
+    /// (`DeclareDoc`), not the document's `kind` field, which any writer could set.
     pub fn album(&self) -> Result<AlbumMeta, LibraryError> {
-        if self.kind() != Some(DocKind::Album) {
-            return Err(LibraryError::WrongKind {
-                expected: DocKind::Album,
-            });
-        }
         let title = get_str(&self.doc, &ROOT, "title").unwrap_or_default();
         let parent = get_str(&self.doc, &ROOT, "parent").and_then(|s| s.parse().ok());
         let created_at_ms = get_u64(&self.doc, &ROOT, "created_at").unwrap_or(0);
@@ -445,6 +450,12 @@ fn read_entry(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<PhotoEntry, Li
             .unwrap_or(false),
         tags,
         trashed_at_ms: get_u64(doc, obj, "trashed_at"),
+        trashed_by: match doc.get(obj, "trashed_at").ok().flatten() {
+            Some((Value::Scalar(s), automerge::ObjId::Id(_, actor, _))) if !s.is_null() => {
+                scope::actor_device(&actor)
+            }
+            _ => None,
+        },
     })
 }
 
@@ -486,6 +497,7 @@ pub(crate) mod tests {
             favourite: false,
             tags: vec![],
             trashed_at_ms: None,
+            trashed_by: None,
         }
     }
 
