@@ -548,10 +548,7 @@ fn digest_of(state: &State, doc: &DocId) -> DocDigest {
 /// and the signature holds; then, if this device holds the key of its epoch, that it decrypts.
 /// Returns the change's automerge bytes, or `None` for a valid change to keep sealed until the
 /// key arrives (a device without the key stores and forwards it).
-fn check_change(
-    state: &State,
-    sealed: &SealedChange,
-) -> Checked {
+fn check_change(state: &State, sealed: &SealedChange) -> Checked {
     let header = sealed.header();
     let Some(scope) =
         state
