@@ -38,7 +38,7 @@ for t in "${targets[@]}"; do
   # -m: a run that tries to allocate past 4 GiB of address space is a crash (allocation must stay bounded);
   # -t: one taking over 2 s is a hang.
   AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 \
-    AFL_SKIP_BIN_CHECK=1 AFL_MAP_SIZE="$map_size" \
+    AFL_MAP_SIZE="$map_size" \
     cargo afl fuzz -V "$secs" -m 4096 -t 2000 -i "out/seeds/$t" -o "out/$t" -- "$bin" "$t" \
     >"out/$t.log" 2>&1 || { echo "afl-fuzz failed for $t, see tests/fuzz/out/$t.log"; failed=1; continue; }
   stats="out/$t/default/fuzzer_stats"

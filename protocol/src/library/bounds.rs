@@ -139,18 +139,23 @@ pub fn check_change_bounds(bytes: &[u8], limits: &ChangeLimits) -> Result<Change
     }
 }
 
-/// Inflates a raw DEFLATE stream, stopping with an error once it passes `limit` bytes.
+/// Inflates a raw DEFLATE stream, stopping with an error once it passes `limit` bytes. Reads
+/// a block at a time so the output never holds more than `limit` bytes (nor, growing, more than
+/// twice that for an instant).
 fn inflate_bounded(deflated: &[u8], limit: usize) -> Result<Vec<u8>, BoundError> {
+    let mut decoder = flate2::bufread::DeflateDecoder::new(deflated);
     let mut out = Vec::new();
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    flate2::bufread::DeflateDecoder::new(deflated)
-        .take(cap)
-        .read_to_end(&mut out)
-        .map_err(|_| BoundError::Deflate)?;
-    if out.len() > limit {
-        return Err(BoundError::InflatesTooFar { limit });
+    let mut block = [0u8; 16 * 1024];
+    loop {
+        let n = decoder.read(&mut block).map_err(|_| BoundError::Deflate)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len().saturating_add(n) > limit {
+            return Err(BoundError::InflatesTooFar { limit });
+        }
+        out.extend_from_slice(&block[..n]);
     }
-    Ok(out)
 }
 
 /// Walks a change body: the header fields, then every column's run structure.
