@@ -266,3 +266,19 @@ fn key_histories_never_panic_and_stay_ordered() {
 fn automerge_changes_never_panic_and_stay_bounded() {
     fuzz(target("change"), 1024);
 }
+
+/// Inputs the coverage-guided fuzzer found (`tests/fuzz`), kept as regressions: automerge 0.12
+/// panics on them inside `apply_changes` (a change whose seq does not follow its actor's last,
+/// `change_graph.rs` `assert_eq!`, in release builds too; and ops out of order, a debug
+/// assertion). `Document::apply_change` and `from_changes` refuse them instead.
+#[test]
+fn changes_the_fuzzer_found_are_refused_not_a_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("the regressions folder") {
+        let bytes = std::fs::read(entry.expect("an entry").path()).expect("a regression input");
+        (target("change").check)(&bytes);
+        n += 1;
+    }
+    assert!(n >= 2);
+}
