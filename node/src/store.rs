@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use data_encoding::HEXLOWER;
 use kith_protocol::keys::{DeviceId, DocId, FamilyId, PersonId, SymmetricKey};
 use kith_protocol::library::DocKind;
 use kith_protocol::membership::{Role, SignedOp};
@@ -293,12 +294,11 @@ impl Store {
         let plain = record::open_record(&self.storage_key, context, sealed).map_err(|e| {
             Error::Corrupt(format!(
                 "record {} cannot be opened ({e})",
-                String::from_utf8_lossy(context)
+                readable_context(context)
             ))
         })?;
-        postcard::from_bytes(&plain).map_err(|e| {
-            Error::Corrupt(format!("record {}: {e}", String::from_utf8_lossy(context)))
-        })
+        postcard::from_bytes(&plain)
+            .map_err(|e| Error::Corrupt(format!("record {}: {e}", readable_context(context))))
     }
 
     /// Whether the database at `path` holds an identity, read without writing to the file.
@@ -521,10 +521,18 @@ impl Store {
                     let ctx = [b"invites/".as_slice(), k.value()].concat();
                     let record = match self.open_sealed::<InviteRecord>(&ctx, v.value()) {
                         Ok(record) => record,
-                        Err(e) => self
+                        Err(e) => match self
                             .open_sealed::<InviteRecordV1>(&ctx, v.value())
                             .map(InviteRecord::from)
-                            .map_err(|_| e)?,
+                        {
+                            Ok(record) => record,
+                            // A damaged invite only means that invite no longer works: the
+                            // node still starts.
+                            Err(_) => {
+                                tracing::error!(invite = %HEXLOWER.encode(k.value()), "left out: {e}");
+                                continue;
+                            }
+                        },
                     };
                     out.invites.push((id, record));
                 }
@@ -540,7 +548,11 @@ impl Store {
                         Error::Corrupt("a peer id in the database is not 32 bytes".into())
                     })?);
                     let ctx = [b"peers/".as_slice(), k.value()].concat();
-                    out.peers.push((id, self.open_sealed(&ctx, v.value())?));
+                    // Where a device was last seen is a hint: a damaged one is left out.
+                    match self.open_sealed(&ctx, v.value()) {
+                        Ok(peer) => out.peers.push((id, peer)),
+                        Err(e) => tracing::error!(peer = %id, "left out: {e}"),
+                    }
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -548,7 +560,10 @@ impl Store {
         }
         let meta = txn.open_table(META)?;
         if let Some(v) = meta.get("listen_ports")? {
-            out.listen_ports = self.open_sealed(b"meta/listen_ports", v.value())?;
+            match self.open_sealed(b"meta/listen_ports", v.value()) {
+                Ok(ports) => out.listen_ports = ports,
+                Err(e) => tracing::error!("the last listen ports are left out: {e}"),
+            }
         }
         Ok(out)
     }
@@ -571,6 +586,18 @@ impl Store {
     pub fn change_count(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
         Ok(redb::ReadableTableMetadata::len(&txn.open_table(CHANGES)?)?)
+    }
+}
+
+/// A record's context (`table/` then a binary id) as text: the table, then the id in hex.
+fn readable_context(context: &[u8]) -> String {
+    match context.iter().position(|&b| b == b'/') {
+        Some(slash) if !context[slash + 1..].iter().all(u8::is_ascii_graphic) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&context[..=slash]),
+            HEXLOWER.encode(&context[slash + 1..])
+        ),
+        _ => String::from_utf8_lossy(context).into_owned(),
     }
 }
 

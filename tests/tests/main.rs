@@ -11,6 +11,7 @@ mod fixture;
 mod free_space;
 mod import;
 mod in_process;
+mod inflation;
 mod invite;
 mod node;
 mod people;

@@ -9,15 +9,18 @@
 //! (a caption here, a favourite there) merge instead of one overwriting the other.
 
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Change, ObjType, ReadDoc, ScalarValue, Value, transaction};
+use automerge::{ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, Value, transaction};
 use automerge::{ObjId, ROOT};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::FileKey;
 use crate::keys::{DeviceId, DocId, PhotoId};
 
+mod bounds;
 mod edit;
+mod guard;
 mod scope;
+pub use bounds::{BoundError, ChangeLimits, ChangeSize, check_change_bounds};
 pub use edit::PhotoEdit;
 pub use scope::{ChangeEffects, actor_device};
 
@@ -98,6 +101,10 @@ pub enum LibraryError {
     Automerge(#[from] automerge::AutomergeError),
     #[error("a change is not a valid automerge change: {0}")]
     BadChange(String),
+    #[error("a change was refused before decoding: {0}")]
+    OutOfBounds(#[from] BoundError),
+    #[error("automerge cannot apply the change (its ops do not fit the document); it is refused")]
+    Unapplicable,
     #[error("photo entry {key} is malformed: field `{field}` is missing or has the wrong type")]
     BadEntry { key: String, field: &'static str },
     #[error("the change builds on change {0}, which this document does not have yet")]
@@ -137,19 +144,16 @@ impl Document {
         let mut doc = Document::new(device);
         let parsed = changes
             .into_iter()
-            .map(|bytes| {
-                Change::from_bytes(bytes).map_err(|e| LibraryError::BadChange(e.to_string()))
-            })
+            .map(guard::decode_change)
             .collect::<Result<Vec<_>, _>>()?;
-        doc.doc.apply_changes(parsed)?;
+        guard::apply_changes_to_new(&mut doc.doc, parsed)?;
         Ok(doc)
     }
 
     /// Applies one change received or read from disk.
     pub fn apply_change(&mut self, bytes: Vec<u8>) -> Result<(), LibraryError> {
-        let change =
-            Change::from_bytes(bytes).map_err(|e| LibraryError::BadChange(e.to_string()))?;
-        self.doc.apply_changes([change])?;
+        let change = guard::decode_change(bytes)?;
+        guard::apply_changes(&mut self.doc, vec![change])?;
         Ok(())
     }
 
