@@ -23,6 +23,8 @@ mod have;
 pub mod invite;
 pub mod limits;
 pub mod members;
+#[cfg(test)]
+mod outsiders;
 pub mod report;
 pub mod sync;
 pub mod transfer;
