@@ -160,12 +160,19 @@ impl From<InviteRecordV1> for InviteRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InviteState {
     Pending,
-    /// Used by this device, at this time.
+    /// Used by this device, at this time: it confirmed it recorded its welcome.
     Used {
         device: DeviceId,
         at_ms: u64,
     },
     Cancelled {
+        at_ms: u64,
+    },
+    // New variants go at the end: postcard encodes the variant index.
+    /// This device proved the ticket and is in the log, but has not confirmed yet: it may ask
+    /// again (its answer was lost); no other device may use the invite.
+    Admitted {
+        device: DeviceId,
         at_ms: u64,
     },
 }

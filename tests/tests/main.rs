@@ -8,6 +8,7 @@ mod edits;
 mod export;
 mod faults;
 mod fixture;
+mod flood;
 mod free_space;
 mod import;
 mod in_process;
