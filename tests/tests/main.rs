@@ -9,6 +9,7 @@ mod export;
 mod faults;
 mod fixture;
 mod free_space;
+mod hostile_files;
 mod import;
 mod in_process;
 mod invite;
