@@ -10,6 +10,7 @@ mod faults;
 mod fixture;
 mod flood;
 mod free_space;
+mod hostile_files;
 mod import;
 mod in_process;
 mod inflation;
