@@ -433,6 +433,8 @@ impl Library {
         docs: &[DocId],
         new_docs: Vec<NewDoc>,
     ) -> Result<()> {
+        // Nothing is sealed under a key that reached a removed device (see `doc_keys`).
+        self.rekey_before_sealing(state, docs)?;
         let time = now_ms() as i64;
         let me = self.device.device_id();
         let seal = |id: &DocId, record: &DocRecord, change: &[u8]| {

@@ -119,6 +119,10 @@ pub enum MembershipError {
     UnknownRole(String),
     #[error("unknown access {0:?}")]
     UnknownAccess(String),
+    #[error(
+        "the root op gives the founding device a low-order X25519 key, which cannot receive keys"
+    )]
+    BadRootKey,
 }
 
 /// What a person may do (DESIGN.md, "Identities and the family").
@@ -453,6 +457,9 @@ fn run(
     else {
         return Err(MembershipError::RootNotFound);
     };
+    if !crate::keys::x25519_public_key_is_valid(device_x25519) {
+        return Err(MembershipError::BadRootKey);
+    }
     let first_device = Device {
         name: device_name.clone(),
         x25519: *device_x25519,
@@ -547,8 +554,10 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
                 Some((p, true)) => admin && p == *person,
                 Some((_, false)) => false,
             };
+            // A low-order key would make every envelope to the device readable by anyone.
+            let key_valid = crate::keys::x25519_public_key_is_valid(device_x25519);
             match state.persons.get_mut(person) {
-                Some(target) if allowed && !target.removed => {
+                Some(target) if allowed && key_valid && !target.removed => {
                     let d = Device {
                         name: device_name.clone(),
                         x25519: *device_x25519,

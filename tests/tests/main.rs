@@ -1,6 +1,7 @@
 //! All integration tests in one binary (the ripgrep habit): real `kith` processes on temp data
 //! dirs, the shared photo corpus, waits with deadlines.
 
+mod bad_keys;
 mod capture;
 mod cli;
 mod crash;
@@ -19,6 +20,7 @@ mod node;
 mod people;
 mod privacy;
 mod purge;
+mod rekey;
 mod sharing;
 mod sync;
 mod tamper;

@@ -141,6 +141,11 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), St
         net.note_failure(&peer);
         return Err("expected a Join request".into());
     };
+    if !kith_protocol::keys::x25519_public_key_is_valid(&joiner_x25519) {
+        net.note_failure(&peer);
+        let _ = write_frame(&mut stream, &InviteMessage::Refused(Refusal::NotAllowed)).await;
+        return Err("its X25519 key is a low-order point, which could not keep keys secret".into());
+    }
     let req = JoinRequest {
         device,
         invite,

@@ -17,6 +17,21 @@
 //!
 //! A device *may hold* a document's key when it may read it. A removed device keeps every key
 //! it was once given; rotation protects only what is written after it.
+//!
+//! Who may move a document to a new key epoch (`RotateKey`):
+//! - admins: any document, at any time (they manage sharing and removals);
+//! - anyone else: the first rotation of a document the log has not named yet, which makes
+//!   them its owner (every device names the documents it creates with a `RotateKey` in the
+//!   commit that creates them, and ops travel before changes, so a document's id reaches
+//!   others only after it is named); and later rotations of a document they own, only while
+//!   one is due ([`FamilyState::rotation_due`]: its current key reached a device that may no
+//!   longer read it, a device that may read it lacks the key, or it was named by a grant and
+//!   has no key in the log yet).
+//!
+//! So nobody below admin moves someone else's document to a new epoch, and an owner cannot
+//! spend epochs on rotations nobody needs. Epochs are a `u32`; a rotation's sealed history
+//! carries the newest earlier keys only (see `envelope::MAX_HISTORY_EPOCHS`), so a document
+//! that went through many rotations can still be rotated.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -290,13 +305,28 @@ impl FamilyState {
         }
     }
 
-    /// Whether `person` may rotate `doc`'s key: whoever may share it, and a relative for a
-    /// document of their own (their library, an album they made), which the first rotation
-    /// claims.
+    /// Whether `person` may rotate `doc`'s key (see the module docs): admins always; anyone
+    /// else the first rotation of a document nobody owns yet (which claims it), or a rotation
+    /// of a document they own while one is due.
     fn may_rotate(&self, person: &PersonId, role: Role, doc: &DocId) -> bool {
-        match role {
-            Role::Relative => self.docs.get(doc).is_none_or(|d| d.owner == *person),
-            _ => self.may_share(person, role, doc),
+        if role == Role::Admin {
+            return true;
+        }
+        match self.docs.get(doc) {
+            None => true,
+            Some(d) => d.owner == *person && self.rotation_due(doc),
+        }
+    }
+
+    /// Whether the log asks for a new epoch of `doc`: its current key reached a device that may
+    /// no longer hold it ([`FamilyState::needs_rotation`]), a device that may hold it has none
+    /// ([`FamilyState::devices_lacking_key`]), or a grant named it and no rotation has given it
+    /// a key through the log yet.
+    pub fn rotation_due(&self, doc: &DocId) -> bool {
+        match self.docs.get(doc) {
+            None => false,
+            Some(d) if d.keys.is_none() => true,
+            Some(_) => self.needs_rotation(doc) || !self.devices_lacking_key(doc).is_empty(),
         }
     }
 
