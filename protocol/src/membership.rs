@@ -30,16 +30,20 @@
 //!      revoked device comes back only by an admin's `AddDevice` for the same person.
 //!    - `RenamePerson`: admins for anyone, anyone for themselves.
 //!    - `RevokeDevice`: admins for any device, anyone for their own devices.
-//!    - `GrantAlbum`, `RevokeAlbum`, `RotateKey`: admins for any document; members for documents
-//!      they own or nobody owns yet (the first applied `GrantAlbum` or `RotateKey` for a document
-//!      makes its author's person the owner); relatives never. A grant goes to a person who has
-//!      not been removed. A `RotateKey` has `epoch` exactly one more than the document's current
+//!    - `GrantAlbum`, `RevokeAlbum`: admins for any document; members for documents they own or
+//!      nobody owns yet (the first applied `GrantAlbum`, `DeclareDoc` or `RotateKey` for a
+//!      document makes its author's person the owner); relatives never. A grant goes to a person
+//!      who has not been removed.
+//!    - `RotateKey`: admins for any document at any time; anyone else the first rotation of a
+//!      document nobody owns yet (which makes them its owner), or a rotation of a document they
+//!      own while `FamilyState::rotation_due` holds. `AddDevice` and the root `CreateFamily`
+//!      must carry an X25519 key `keys::x25519_public_key_is_valid` accepts (a root that does
+//!      not makes the log fail to evaluate). A `RotateKey` has `epoch` exactly one more than the document's current
 //!      epoch (0 before its first rotation: the creator makes the first key without the log) and
 //!      at most one envelope per device, each to a device the log knows (revoked ones too: rule 5
 //!      then asks for another rotation).
 //!    - `RemovePerson`: admins, not for the last admin. It revokes all the person's devices and
 //!      drops their grants; a removed person never gets a device, a role or a grant again.
-//!
 //!    - `DeclareDoc`: whoever may rotate the document, once: the first applied one fixes its
 //!      kind (and, like a first rotation, claims its owner).
 //!    - `Vouch`: any current device, for changes by a device the log has revoked.

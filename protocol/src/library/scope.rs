@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::legacy::{Key, ObjectId, OpType};
-use automerge::{ActorId, Change, ObjType, Prop, ReadDoc, Value};
+use automerge::{ActorId, ObjType, Prop, ReadDoc, Value};
 
 use super::{Document, LibraryError, PhotoEntry, read_entry};
 use crate::keys::DeviceId;
@@ -60,8 +60,8 @@ impl Document {
     /// change does not decode or builds on changes this document lacks (its effects cannot be
     /// known before those arrive).
     pub fn effects_of(&self, change: &[u8]) -> Result<ChangeEffects, LibraryError> {
-        let change = Change::from_bytes(change.to_vec())
-            .map_err(|e| LibraryError::BadChange(e.to_string()))?;
+        // Bounded and guarded like every change that enters automerge.
+        let change = super::guard::decode_change(change.to_vec())?;
         if let Some(missing) = change
             .deps()
             .iter()
