@@ -64,9 +64,7 @@ impl Library {
         })?;
         state.ops = chain.ops;
         state.family = chain.family;
-        // Photos a removed device had put in the trash are back where they were.
-        state.reindex();
-        self.save_kept(state);
+        // The caller re-indexes once the log settled (a removed device's trash no longer counts).
         Ok(())
     }
 }
