@@ -504,7 +504,7 @@ async fn ask_to_join<T>(
             .map_err(|e| Error::Invite(format!("sending the request failed: {e}")))?;
         sent = true;
         let (welcome, ops) = read_answer(&mut stream).await?;
-        let recorded = record(welcome, ops).map_err(|e| Failure::from(e))?;
+        let recorded = record(welcome, ops).map_err(Failure::from)?;
         // Recorded: from here the join stands, whether or not the inviter hears the confirm
         // (it then keeps the invite open to this device alone).
         let _ = write_frame(&mut stream, &InviteMessage::Confirm).await;

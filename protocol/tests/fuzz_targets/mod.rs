@@ -237,14 +237,18 @@ fn seeds_invite() -> Vec<Vec<u8>> {
         family: FAMILY,
         root_op: kith_protocol::membership::OpId([1; 32]),
         family_secret: [2; 32],
-        ops: seeds_signed_op(),
+        ops: 3,
         peers: vec![wire::DeviceAddrs {
             device: device(1).device_id(),
             addrs: vec![vec![4, 127, 0, 0, 1, 6, 0x1f, 0x90]],
         }],
     }));
+    let page = InviteMessage::Ops(seeds_signed_op());
     let refused = InviteMessage::Refused(wire::Refusal::Expired);
-    [join, welcome, refused].iter().map(body).collect()
+    [join, welcome, page, InviteMessage::Confirm, refused]
+        .iter()
+        .map(body)
+        .collect()
 }
 
 fn seeds_have() -> Vec<Vec<u8>> {
@@ -620,6 +624,7 @@ fn entry(n: u8) -> PhotoEntry {
         favourite: true,
         tags: vec!["family".into()],
         trashed_at_ms: None,
+        trashed_by: None,
     }
 }
 
