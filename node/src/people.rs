@@ -20,15 +20,6 @@ impl Library {
         Ok(people_of(&state.family, &self.device_id()))
     }
 
-    /// Whether `device` was a device of this family and has been removed.
-    pub(crate) async fn was_removed(&self, device: &DeviceId) -> bool {
-        let state = self.state.lock().await;
-        state
-            .family
-            .device(device)
-            .is_some_and(|_| state.family.active_person(device).is_none())
-    }
-
     /// Renames the person this device belongs to.
     pub async fn rename_me(&self, new_name: &str) -> Result<PersonView> {
         let name = new_name.trim();
