@@ -364,7 +364,7 @@ mod tests {
             let blobs = Blobs::open(dir.path()).await?;
             for i in 0..3u8 {
                 let tag = blobs.store.add_bytes(vec![i; 100]).with_tag().await?;
-                assert!(tag.name.to_string().starts_with(TIMED_TAG_PREFIX));
+                assert!(tag.name.as_ref().starts_with(TIMED_TAG_PREFIX.as_bytes()));
                 hashes.push(tag.hash);
             }
             blobs.shutdown().await;
