@@ -1,5 +1,7 @@
 //! The local HTTP JSON API on 127.0.0.1, used by the CLI (and the web app) while a node runs.
-//! Every `/api` route needs the bearer token the node wrote into its data dir.
+//! Every `/api` route needs the bearer token the node wrote into its data dir, but one:
+//! `/api/hello`, where the node proves it holds that token before a client sends it (see
+//! [`token_proof`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -145,6 +147,42 @@ impl From<Error> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// `GET /api/hello?nonce=<64 hex digits>`: a client's fresh random challenge.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HelloQuery {
+    pub nonce: String,
+}
+
+/// The answer to `/api/hello`: [`token_proof`] of the client's nonce, in hex.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub proof: String,
+}
+
+/// What proves that whoever answers at the address in `api.json` is the node that wrote
+/// `api.token`: a keyed BLAKE3 hash of the client's nonce under a key derived from the token.
+/// The client sends its token only after checking it. Whoever took the port after the node
+/// stopped cannot compute it (the token file is readable by its owner alone, and a new random
+/// token is written at each start), and the answer tells nothing of the token.
+pub fn token_proof(token: &str, nonce: &[u8; 32]) -> [u8; 32] {
+    let key = blake3::derive_key("kith local api token proof v1", token.trim().as_bytes());
+    *blake3::keyed_hash(&key, nonce).as_bytes()
+}
+
+async fn hello(
+    State(app): State<AppState>,
+    Query(q): Query<HelloQuery>,
+) -> Result<Json<Hello>, ApiError> {
+    let nonce: [u8; 32] = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(q.nonce.as_bytes())
+        .ok()
+        .and_then(|n| n.try_into().ok())
+        .ok_or_else(|| ApiError(Error::Invalid("the nonce is 64 hex digits".into())))?;
+    Ok(Json(Hello {
+        proof: data_encoding::HEXLOWER.encode(&token_proof(&app.token, &nonce)),
+    }))
+}
+
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
 fn token_matches(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
@@ -207,6 +245,7 @@ pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router
         .route("/free-space", post(free_space))
         .route("/albums/share", post(share))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .route("/hello", get(hello))
         .with_state(app);
     Router::new().nest("/api", api).merge(kith_gui::router())
 }

@@ -1,4 +1,10 @@
 //! The encrypted blob store: iroh-blobs' file store holding ciphertext only.
+//!
+//! Every blob the store keeps is kept by one tag, named `kith/<hash>` from the blob's hash
+//! alone ([`tag_name`]). iroh-blobs' own automatic tags are named by the time they were made,
+//! to the millisecond, which would tell when each blob arrived and, by their neighbouring
+//! times, which three renditions are one photo; kith never makes them, and renames those an
+//! older kith left ([`Blobs::open`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -58,11 +64,70 @@ impl Blobs {
                     dir.display()
                 ))
             })?;
-        Ok(Blobs {
+        let blobs = Blobs {
             store,
             data_dir: dir.join("data"),
             sweep,
-        })
+        };
+        blobs.rename_timed_tags().await?;
+        Ok(blobs)
+    }
+
+    /// Renames the tags iroh-blobs named by the time (`auto-2026-…`, made by kith before
+    /// version 0.2 for imported blobs) to [`tag_name`]. Found by their prefix, so a store
+    /// without them pays one empty range scan.
+    async fn rename_timed_tags(&self) -> Result<()> {
+        let mut tags = self
+            .store
+            .tags()
+            .list_prefix(TIMED_TAG_PREFIX)
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot list tags: {e}")))?;
+        let mut timed = Vec::new();
+        while let Some(tag) = tags.next().await {
+            let tag = tag.map_err(|e| Error::Blobs(format!("cannot list tags: {e}")))?;
+            timed.push((tag.name, tag.hash));
+        }
+        for (name, hash) in &timed {
+            self.tag(*hash).await?;
+            self.store
+                .tags()
+                .delete(name)
+                .await
+                .map_err(|e| Error::Blobs(format!("cannot delete a tag: {e}")))?;
+        }
+        if !timed.is_empty() {
+            tracing::info!("renamed {} blob tags named by time", timed.len());
+        }
+        Ok(())
+    }
+
+    /// Tags `hash` with [`tag_name`], so garbage collection keeps it.
+    async fn tag(&self, hash: Hash) -> Result<()> {
+        self.store
+            .tags()
+            .set(tag_name(&hash), iroh_blobs::HashAndFormat::raw(hash))
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot tag a blob: {e}")))
+    }
+
+    /// Every tag as `(name, hash)`: what a look at the store's tags would tell.
+    pub async fn tags(&self) -> Result<Vec<(String, [u8; 32])>> {
+        let mut tags = self
+            .store
+            .tags()
+            .list()
+            .await
+            .map_err(|e| Error::Blobs(format!("cannot list tags: {e}")))?;
+        let mut all = Vec::new();
+        while let Some(tag) = tags.next().await {
+            let tag = tag.map_err(|e| Error::Blobs(format!("cannot list tags: {e}")))?;
+            all.push((
+                String::from_utf8_lossy(tag.name.as_ref()).into_owned(),
+                *tag.hash.as_bytes(),
+            ));
+        }
+        Ok(all)
     }
 
     /// Lets go of `released`: their tags are deleted and the next garbage collection (within
@@ -143,16 +208,21 @@ impl Blobs {
         Ok(hashes.iter().map(|h| *h.as_bytes()).collect())
     }
 
-    /// Adds ciphertext; returns its BLAKE3 reference. Tagged, so garbage collection keeps it.
+    /// Adds ciphertext; returns its BLAKE3 reference. Tagged by its hash, so garbage
+    /// collection keeps it (held by a temporary tag until then).
     pub async fn put(&self, ciphertext: Vec<u8>) -> Result<BlobRef> {
         let len = ciphertext.len() as u64;
-        let tag = self
+        let held = self
             .store
             .add_bytes(ciphertext)
+            .temp_tag()
             .await
             .map_err(|e| Error::Blobs(format!("cannot add a blob: {e}")))?;
+        let hash = held.hash();
+        self.tag(hash).await?;
+        drop(held);
         Ok(BlobRef {
-            hash: *tag.hash.as_bytes(),
+            hash: *hash.as_bytes(),
             len,
         })
     }
@@ -242,13 +312,7 @@ impl Blobs {
                 Hash::from_bytes(blob.hash).to_hex()
             )));
         }
-        let hash = Hash::from_bytes(blob.hash);
-        self.store
-            .tags()
-            .set(tag_name(&hash), iroh_blobs::HashAndFormat::raw(hash))
-            .await
-            .map_err(|e| Error::Blobs(format!("cannot tag a fetched blob: {e}")))?;
-        Ok(())
+        self.tag(Hash::from_bytes(blob.hash)).await
     }
 
     pub async fn shutdown(&self) {
@@ -258,10 +322,13 @@ impl Blobs {
     }
 }
 
-/// The tag that keeps a fetched blob from garbage collection.
-fn tag_name(hash: &Hash) -> String {
+/// The tag that keeps a blob from garbage collection: its hash and nothing else.
+pub fn tag_name(hash: &Hash) -> String {
     format!("kith/{}", hash.to_hex())
 }
+
+/// How iroh-blobs names the tags it makes itself (`auto-` and the time, in ms).
+const TIMED_TAG_PREFIX: &str = "auto-";
 
 fn flush_files_in(data_dir: &Path, blobs: &[BlobRef]) -> Result<()> {
     for blob in blobs {
@@ -281,4 +348,55 @@ fn flush_files_in(data_dir: &Path, blobs: &[BlobRef]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store an older kith wrote (imported blobs under iroh-blobs' timed tags) is renamed
+    /// when opened, and keeps every blob.
+    #[tokio::test]
+    async fn timed_tags_of_an_older_store_are_renamed() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut hashes = Vec::new();
+        {
+            let blobs = Blobs::open(dir.path()).await?;
+            for i in 0..3u8 {
+                let tag = blobs.store.add_bytes(vec![i; 100]).with_tag().await?;
+                assert!(tag.name.as_ref().starts_with(TIMED_TAG_PREFIX.as_bytes()));
+                hashes.push(tag.hash);
+            }
+            blobs.shutdown().await;
+        }
+        let blobs = Blobs::open(dir.path()).await?;
+        let mut tags = blobs.tags().await?;
+        tags.sort();
+        let mut wanted: Vec<(String, [u8; 32])> = hashes
+            .iter()
+            .map(|h| (tag_name(h), *h.as_bytes()))
+            .collect();
+        wanted.sort();
+        assert_eq!(tags, wanted);
+        for h in &hashes {
+            let blob = BlobRef {
+                hash: *h.as_bytes(),
+                len: 100,
+            };
+            assert!(blobs.has(&blob).await?);
+        }
+        blobs.shutdown().await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn put_tags_a_blob_by_its_hash_alone() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let blobs = Blobs::open(dir.path()).await?;
+        let blob = blobs.put(vec![7; 5000]).await?;
+        let hash = Hash::from_bytes(blob.hash);
+        assert_eq!(blobs.tags().await?, vec![(tag_name(&hash), blob.hash)]);
+        blobs.shutdown().await;
+        Ok(())
+    }
 }

@@ -1,15 +1,23 @@
 //! Talking to the running node of a data dir, and choosing between that and opening the data
 //! dir directly. Both paths return the same types, so every command prints the same either way.
+//!
+//! The node is found through `api.json` (its address) and `api.token` in the data dir. Before
+//! the token goes anywhere, whoever answers at that address proves it holds the token
+//! ([`crate::api::token_proof`] of a fresh nonce); one that cannot is refused, and the command
+//! fails saying so. While a node starts (`node.lock` held, no API yet), commands wait for its
+//! API instead of opening the library under it.
 
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::api::{AlbumPhotos, ApiInfo, Count, CreateAlbum, ErrorBody, RenameAlbum, RenameMe};
+use crate::api::{
+    AlbumPhotos, ApiInfo, Count, CreateAlbum, ErrorBody, Hello, RenameAlbum, RenameMe,
+};
 use crate::datadir::DataDir;
 use crate::edit::{EditRequest, PhotoFilter};
 use crate::error::{Error, Result};
@@ -35,11 +43,26 @@ pub struct ApiClient {
     agent: ureq::Agent,
 }
 
+/// What answered at the address in `api.json`.
+enum Answer {
+    /// Nothing listens there: no node runs, or it has not written its address yet.
+    Nobody,
+    /// The node that wrote the token.
+    Node,
+    /// Something else: why it is not the node.
+    Impostor(String),
+}
+
 impl ApiClient {
-    /// Connects to the node serving `data_dir`, if one answers.
-    pub async fn connect(data_dir: &DataDir) -> Option<ApiClient> {
-        let info = read_api_info(data_dir)?;
-        let token = std::fs::read_to_string(data_dir.token_file()).ok()?;
+    /// Connects to the node serving `data_dir`, if one answers. Fails when what answers at
+    /// the node's address cannot prove it is the node that wrote the token.
+    pub async fn connect(data_dir: &DataDir) -> Result<Option<ApiClient>> {
+        let Some(info) = read_api_info(data_dir) else {
+            return Ok(None);
+        };
+        let Ok(token) = std::fs::read_to_string(data_dir.token_file()) else {
+            return Ok(None);
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(2)))
             .http_status_as_error(false)
@@ -51,20 +74,55 @@ impl ApiClient {
             agent,
         };
         let probe = client.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            probe
-                .agent
-                .get(format!("{}/status", probe.base))
-                .header("Authorization", &probe.auth)
-                .config()
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .call()
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await
-        .unwrap_or(false);
-        ok.then_some(client)
+        let token = token.trim().to_owned();
+        let answer = tokio::task::spawn_blocking(move || probe.challenge(&token))
+            .await
+            .unwrap_or_else(|e| Answer::Impostor(format!("the check did not finish: {e}")));
+        match answer {
+            Answer::Nobody => Ok(None),
+            Answer::Node => Ok(Some(client)),
+            Answer::Impostor(why) => Err(Error::Remote(format!(
+                "what answers at {} (the address in {}) is not the kith node of this data dir: \
+                 {why}. Nothing was sent to it. If no `kith run` runs on this data dir, delete \
+                 that file and try again",
+                info.addr,
+                data_dir.api_file().display()
+            ))),
+        }
+    }
+
+    /// Asks whoever listens at the node's address to prove it holds `token`; the token itself
+    /// is not sent.
+    fn challenge(&self, token: &str) -> Answer {
+        let nonce: [u8; 32] = rand::random();
+        let response = self
+            .agent
+            .get(format!(
+                "{}/hello?nonce={}",
+                self.base,
+                data_encoding::HEXLOWER.encode(&nonce)
+            ))
+            .config()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .call();
+        let mut response = match response {
+            Ok(r) => r,
+            Err(ureq::Error::ConnectionFailed) => return Answer::Nobody,
+            Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Answer::Nobody;
+            }
+            Err(e) => return Answer::Impostor(format!("it did not answer the check ({e})")),
+        };
+        if !response.status().is_success() {
+            return Answer::Impostor(format!("it answered the check with {}", response.status()));
+        }
+        let expected = data_encoding::HEXLOWER.encode(&crate::api::token_proof(token, &nonce));
+        match response.body_mut().read_json::<Hello>() {
+            Ok(hello) if hello.proof == expected => Answer::Node,
+            Ok(_) => Answer::Impostor("it could not prove it holds the node's token".into()),
+            Err(_) => Answer::Impostor("it did not answer the check as a kith node does".into()),
+        }
     }
 
     fn check(
@@ -180,6 +238,10 @@ impl ApiClient {
     }
 }
 
+/// How long a command waits for a starting node's API, or for another command to close the
+/// library, before it gives up.
+const WAIT_FOR_DATA_DIR: Duration = Duration::from_secs(120);
+
 fn remote(e: ureq::Error) -> Error {
     Error::Remote(e.to_string())
 }
@@ -191,11 +253,35 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The running node if there is one (waiting for its API while it starts), else the
+    /// library opened here (waiting while another command has it open, briefly).
     pub async fn open(data_dir: &DataDir) -> Result<Backend> {
-        if let Some(client) = ApiClient::connect(data_dir).await {
-            return Ok(Backend::Remote(client));
+        let started = Instant::now();
+        let mut said = false;
+        loop {
+            if let Some(client) = ApiClient::connect(data_dir).await? {
+                return Ok(Backend::Remote(client));
+            }
+            let waiting_for = if data_dir.node_is_running() {
+                // A node holds the data dir but its API is not up yet: it is starting.
+                "the node to start"
+            } else {
+                match Library::open(data_dir).await {
+                    Ok(library) => return Ok(Backend::Local(library)),
+                    Err(Error::Locked(_)) => "another kith command to finish with the library",
+                    Err(e) => return Err(e),
+                }
+            };
+            let waited = started.elapsed();
+            if waited > WAIT_FOR_DATA_DIR {
+                return Err(Error::Locked(data_dir.root().to_path_buf()));
+            }
+            if waited > Duration::from_secs(2) && !said {
+                eprintln!("kith: waiting for {waiting_for}…");
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Backend::Local(Library::open(data_dir).await?))
     }
 
     pub async fn close(self) {

@@ -7,11 +7,19 @@
 //!   blobs/            iroh-blobs store: encrypted originals, previews, thumbnails
 //!   api.json          address and pid of the running node (removed when it stops)
 //!   api.token         bearer token for the local API (mode 0600)
+//!   node.lock         locked by `kith run` for as long as it runs
 //! ```
+//!
+//! Two locks: redb's own lock on `kith.redb` is held by whichever process has the library open
+//! (the node, or a command run without it, briefly); `node.lock` is held by `kith run` alone,
+//! from before it opens the library until it exits. A command that finds `node.lock` held
+//! talks to the node (waiting for its API while it starts) and never opens the library itself,
+//! so a starting node waits only for the commands that opened the library before it came.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use kith_protocol::keys::DeviceSecret;
 
@@ -54,6 +62,52 @@ impl DataDir {
     pub fn token_file(&self) -> PathBuf {
         self.root.join("api.token")
     }
+    pub fn node_lock_file(&self) -> PathBuf {
+        self.root.join("node.lock")
+    }
+
+    /// Takes `node.lock` for `kith run`: held until the returned file is dropped. Fails with
+    /// [`Error::Locked`] when another node holds it. A command looking whether a node runs holds
+    /// it shared for an instant ([`DataDir::node_is_running`]), so a taken lock is tried again
+    /// for a moment before it counts as another node's.
+    pub fn hold_node_lock(&self) -> Result<fs::File> {
+        let path = self.node_lock_file();
+        let file = open_lock_file(&path)?;
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Locked(self.root.clone()));
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(Error::io("cannot lock", &path)(e));
+                }
+            }
+        }
+    }
+
+    /// Whether a `kith run` holds this data dir (running, or still starting).
+    pub fn node_is_running(&self) -> bool {
+        let path = self.node_lock_file();
+        let Ok(file) = fs::File::open(&path) else {
+            return false;
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(fs::TryLockError::WouldBlock) => true,
+            Err(fs::TryLockError::Error(e)) => {
+                tracing::warn!("cannot look at {}: {e}", path.display());
+                false
+            }
+        }
+    }
 
     /// Creates the data dir (mode 0700) if missing.
     pub fn create(&self) -> Result<()> {
@@ -92,6 +146,17 @@ impl DataDir {
         bytes.extend_from_slice(&secret.x25519_seed());
         write_private_file(&self.key_file(), &bytes)
     }
+}
+
+fn open_lock_file(path: &Path) -> Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(Error::io("cannot open", path))
 }
 
 fn create_private_dir(path: &Path) -> Result<()> {

@@ -13,13 +13,21 @@
 //! log do not both rotate. The device that makes a sharing or removal change rotates at once
 //! (`eager`), in the same commit.
 //!
+//! A removal (or any op) and the rotations it makes due are committed in one transaction, so no
+//! crash leaves a removal without its re-keying. Before sealing changes to a document whose
+//! current key reached a device that may no longer read it (a removal learned from a peer
+//! before its rotation), the commit path rotates it first, or refuses when this device may not:
+//! nothing new is sealed under a key a removed device holds. Bad data in the log never stops
+//! rotation: a recipient whose key takes no envelope is left out and logged, an envelope that
+//! does not open is logged and skipped.
+//!
 //! Two rotations can still race (two admins acting while apart). The log keeps one; the loser
 //! re-seals the changes it sealed under its own key with the key that won, so nothing it wrote
 //! is lost to the others.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kith_protocol::envelope::{Envelope, SealedHistory};
+use kith_protocol::envelope::{Envelope, MAX_HISTORY_EPOCHS, SealedHistory};
 use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, PersonId, SymmetricKey};
 use kith_protocol::library::Document;
 use kith_protocol::membership::{self, FamilyState, MembershipOp, OpBody, OpId, Role, SignedOp};
@@ -81,7 +89,7 @@ impl OpChain {
         claimant: &PersonId,
         rotation: &Rotation,
     ) -> Result<bool> {
-        let body = self.rotation(claimant, rotation)?;
+        let body = self.rotation(claimant, rotation);
         self.push(device, body)
     }
 
@@ -101,7 +109,7 @@ impl OpChain {
         let mut signed = Vec::new();
         let mut parents = membership::heads(&self.ops);
         for r in rotations {
-            let body = self.rotation(claimant, r)?;
+            let body = self.rotation(claimant, r);
             let op = SignedOp::sign(
                 MembershipOp {
                     version: membership::VERSION,
@@ -143,7 +151,7 @@ impl OpChain {
     }
 
     /// The body of a `RotateKey` (see [`OpChain::rotate`]).
-    fn rotation(&self, claimant: &PersonId, rotation: &Rotation) -> Result<OpBody> {
+    fn rotation(&self, claimant: &PersonId, rotation: &Rotation) -> OpBody {
         let Rotation {
             doc,
             epoch,
@@ -153,31 +161,43 @@ impl OpChain {
         let (epoch, key_sym) = (*epoch, SymmetricKey::from_bytes(*key));
         let mut envelopes = Vec::new();
         for (recipient, x25519) in self.family.key_recipients(doc, claimant) {
-            let envelope =
-                Envelope::seal(&key_sym, doc, epoch, &recipient, &x25519, rand::random()).map_err(
-                    |e| Error::Corrupt(format!("cannot wrap a key to device {recipient}: {e}")),
-                )?;
-            envelopes.push((recipient, envelope));
+            // One recipient whose key cannot take an envelope (the log refuses low-order keys,
+            // so only a log from before that rule has one) never keeps the key from the others.
+            match Envelope::seal(&key_sym, doc, epoch, &recipient, &x25519, rand::random()) {
+                Ok(envelope) => envelopes.push((recipient, envelope)),
+                Err(e) => {
+                    tracing::warn!(%doc, epoch, device = %recipient, "left a device out of a key rotation: its key cannot receive one: {e}")
+                }
+            }
         }
-        let earlier: Vec<(u32, SymmetricKey)> = earlier
+        // The newest earlier keys only: a history is bounded, and a document that went
+        // through more rotations than it holds must still be rotated.
+        let mut earlier: Vec<(u32, SymmetricKey)> = earlier
             .iter()
             .filter(|(e, _)| *e < epoch)
             .map(|(e, k)| (*e, SymmetricKey::from_bytes(*k)))
             .collect();
+        if earlier.len() > MAX_HISTORY_EPOCHS {
+            tracing::warn!(%doc, epoch, "the key history carries the newest {MAX_HISTORY_EPOCHS} of {} earlier epochs", earlier.len());
+            earlier.drain(..earlier.len() - MAX_HISTORY_EPOCHS);
+        }
         let history = if earlier.is_empty() {
             None
         } else {
-            Some(
-                SealedHistory::seal(&key_sym, doc, epoch, &earlier, rand::random())
-                    .map_err(|e| Error::Corrupt(format!("cannot seal a key history: {e}")))?,
-            )
+            match SealedHistory::seal(&key_sym, doc, epoch, &earlier, rand::random()) {
+                Ok(history) => Some(history),
+                Err(e) => {
+                    tracing::warn!(%doc, epoch, "rotating without the earlier keys: {e}");
+                    None
+                }
+            }
         };
-        Ok(OpBody::RotateKey {
+        OpBody::RotateKey {
             doc: *doc,
             epoch,
             envelopes,
             history,
-        })
+        }
     }
 }
 
@@ -219,25 +239,38 @@ impl State {
     /// Documents whose key must move to a new epoch now: the current key reached a device that
     /// may no longer read the document, or a device that may lacks it; and documents still at
     /// the epoch-0 key their creator made before keys came through the log.
-    fn rotations_due(&self, me: &DeviceId, eager: bool) -> Vec<DocId> {
+    fn rotations_due(&self, me: &DeviceId, scope: Scope<'_>) -> Vec<DocId> {
         self.docs
             .iter()
+            .filter(|(doc, _)| match scope {
+                Scope::Docs(docs) => docs.contains(doc),
+                _ => true,
+            })
             .filter(|(doc, open)| {
                 let family = &self.family;
                 let due = match family.current_keys(doc) {
-                    Some(_) => {
-                        family.needs_rotation(doc) || !family.devices_lacking_key(doc).is_empty()
-                    }
+                    Some(_) => family.rotation_due(doc),
                     None => open.record.epoch == 0,
                 };
                 // Only a device holding the current epoch's key can seal the history under it.
                 due && open.record.epoch == family.current_epoch(doc)
                     && family.may_rotate_doc(doc, me)
-                    && (eager || self.responsible_for(me, doc))
+                    && (scope != Scope::Responsible || self.responsible_for(me, doc))
             })
             .map(|(doc, _)| *doc)
             .collect()
     }
+}
+
+/// Which due rotations a device makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope<'a> {
+    /// Those the log names this device responsible for.
+    Responsible,
+    /// All it may make (it made the change that made them due).
+    Eager,
+    /// Those of these documents it may make (it is about to seal changes to them).
+    Docs(&'a [DocId]),
 }
 
 /// What taking in wrapped keys produced, to be committed.
@@ -255,11 +288,21 @@ impl Library {
     /// device may make when `eager`, else those it is responsible for). Commits what it did in
     /// one transaction.
     pub(crate) fn settle_keys(&self, state: &mut State, eager: bool) -> Result<()> {
+        let scope = if eager {
+            Scope::Eager
+        } else {
+            Scope::Responsible
+        };
+        self.settle(state, OpChain::new(state), scope)
+    }
+
+    /// [`Library::settle_keys`] on top of `chain`, whose fresh ops (if any) are committed in the
+    /// same transaction as the rotations they make due. `state`'s log is `chain`'s already.
+    fn settle(&self, state: &mut State, mut chain: OpChain, scope: Scope<'_>) -> Result<()> {
         let taken = self.take_keys(state)?;
         let me = self.device_id();
-        let mut chain = OpChain::new(state);
         let rotations: Vec<Rotation> = state
-            .rotations_due(&me, eager)
+            .rotations_due(&me, scope)
             .into_iter()
             .filter_map(|doc| {
                 let record = &state.docs.get(&doc)?.record;
@@ -271,7 +314,15 @@ impl Library {
                 })
             })
             .collect();
-        let applied = chain.rotate_all(&self.device, &state.my_person(), &rotations)?;
+        // The log evaluated before; if it does not with the rotations, they are left for the
+        // next time the log changes and the keys taken in are still committed.
+        let applied = match chain.rotate_all(&self.device, &state.my_person(), &rotations) {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::error!("cannot rotate document keys now: {e}");
+                vec![false; rotations.len()]
+            }
+        };
         let mut rotated = Vec::new();
         for (r, applied) in rotations.into_iter().zip(applied) {
             let Some(open) = state.docs.get(&r.doc).filter(|_| applied) else {
@@ -283,7 +334,7 @@ impl Library {
             record.key = r.key;
             rotated.push((r.doc, record));
         }
-        if taken.records.is_empty() && rotated.is_empty() {
+        if taken.records.is_empty() && rotated.is_empty() && chain.fresh.is_empty() {
             return Ok(());
         }
         if !rotated.is_empty() {
@@ -331,9 +382,10 @@ impl Library {
         Ok(())
     }
 
-    /// Signs `bodies` as this device on top of the log and commits those the rules apply,
-    /// then rotates at once what they make due (a removal, a role, a grant changes who may
-    /// read what). `Error::NotAllowed` when the rules apply none of them.
+    /// Signs `bodies` as this device on top of the log and commits those the rules apply
+    /// together with the rotations they make due (a removal, a role, a grant changes who may
+    /// read what), in one transaction: no crash leaves a removal without its re-keying.
+    /// `Error::NotAllowed` when the rules apply none of them.
     pub(crate) fn append_ops(&self, state: &mut State, bodies: Vec<OpBody>) -> Result<()> {
         let mut chain = OpChain::new(state);
         for body in bodies {
@@ -344,13 +396,51 @@ impl Library {
                 "the family's rules do not allow this change".into(),
             ));
         }
-        self.persist(WriteBatch {
-            ops: chain.fresh,
-            ..WriteBatch::default()
-        })?;
-        state.ops = chain.ops;
-        state.family = chain.family;
-        self.settle_keys(state, true)
+        state.ops = chain.ops.clone();
+        state.family = chain.family.clone();
+        let settled = self.settle(state, chain, Scope::Eager);
+        if let Err(e) = &settled {
+            // Memory follows disk, whether or not the transaction went through.
+            tracing::error!("appending to the membership log failed, reloading the library: {e}");
+            *state = self.reload_state()?;
+        }
+        settled
+    }
+
+    /// Before this device seals changes to `docs`: rotates those whose current key reached a
+    /// device that may no longer read them (a removal this device learned of before the
+    /// rotation it makes due, or a crash between the two on an older version), and refuses to
+    /// seal to a document still in that state, or whose newest key this device lacks, so
+    /// nothing new is sealed under a key a removed device holds.
+    pub(crate) fn rekey_before_sealing(&self, state: &mut State, docs: &[DocId]) -> Result<()> {
+        let stale = |state: &State| -> Vec<DocId> {
+            docs.iter()
+                .filter(|doc| {
+                    let held = state.docs.get(doc).map(|o| o.record.epoch);
+                    state.family.needs_rotation(doc)
+                        || held.is_some_and(|e| e < state.family.current_epoch(doc))
+                })
+                .copied()
+                .collect()
+        };
+        let due = stale(state);
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.settle(state, OpChain::new(state), Scope::Docs(&due))?;
+        match stale(state).first() {
+            None => Ok(()),
+            Some(doc) if state.family.needs_rotation(doc) => Err(Error::NotAllowed(format!(
+                "{} still has the key a removed device or person holds, and this device may not \
+                 rotate it: start `kith run` on its owner's or an admin's device, then try again",
+                state.doc_name(doc)
+            ))),
+            Some(doc) => Err(Error::NotAllowed(format!(
+                "this device lacks the newest key of {}: let it sync with the family (`kith run`), \
+                 then try again",
+                state.doc_name(doc)
+            ))),
+        }
     }
 
     /// Opens the envelopes addressed to this device for epochs it does not hold yet.

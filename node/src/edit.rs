@@ -208,7 +208,16 @@ impl Library {
     /// is not in the trash.
     pub async fn restore(&self, photos: &[String]) -> Result<Vec<PhotoView>> {
         let mut state = self.state.lock().await;
-        let ids = state.resolve_photos(photos)?;
+        // Kept photos (removed other than by the trash) come back into their library shard.
+        let (kept, photos): (Vec<&String>, Vec<&String>) = photos
+            .iter()
+            .partition(|text| state.kept_match(text).is_some());
+        let kept: Vec<PhotoId> = kept.iter().filter_map(|t| state.kept_match(t)).collect();
+        let photos: Vec<String> = photos.into_iter().cloned().collect();
+        if !kept.is_empty() {
+            self.restore_kept_locked(&mut state, &kept)?;
+        }
+        let mut ids = state.resolve_photos(&photos)?;
         state.require_trashed(&ids)?;
         let edits: Vec<(PhotoId, PhotoEdit)> = ids
             .iter()
@@ -221,6 +230,7 @@ impl Library {
             })
             .collect();
         self.commit_edits(&mut state, &edits)?;
+        ids.extend(kept);
         ids.iter().map(|id| state.view_of(id)).collect()
     }
 
@@ -233,9 +243,31 @@ impl Library {
             .filter_map(|e| e.trashed_at_ms.map(|t| (t, e.id)))
             .collect();
         ids.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        ids.iter()
+        let mut out = ids
+            .iter()
             .map(|(_, id)| state.trashed_view_of(id))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let mut kept: Vec<&crate::store::Kept> = state
+            .kept
+            .values()
+            .filter(|k| !state.photos.contains_key(&k.entry.id))
+            .collect();
+        kept.sort_by(|a, b| {
+            b.kept_at_ms
+                .cmp(&a.kept_at_ms)
+                .then(a.entry.id.cmp(&b.entry.id))
+        });
+        out.extend(kept.into_iter().map(|k| {
+            TrashedView {
+                photo: state.photo_view(&k.entry),
+                purge_at_ms: k.kept_at_ms.saturating_add(TRASH_RETENTION_MS),
+                kept_from: Some(
+                    k.removed_by
+                        .map_or_else(|| "unknown device".to_owned(), |d| d.to_string()),
+                ),
+            }
+        }));
+        Ok(out)
     }
 
     /// Writes each edit into every document that holds its photo (the library shard, and the
@@ -280,6 +312,23 @@ impl State {
         Ok(ids)
     }
 
+    /// The kept photo (see [`crate::keep`]) `text` names by id or unique id prefix, when it is
+    /// not in the index.
+    pub(crate) fn kept_match(&self, text: &str) -> Option<PhotoId> {
+        let text = text.trim().to_ascii_lowercase();
+        if text.len() < 4 {
+            return None;
+        }
+        let mut found = self
+            .kept
+            .keys()
+            .filter(|id| !self.photos.contains_key(id) && id.to_string().starts_with(&text));
+        match (found.next(), found.next()) {
+            (Some(id), None) => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Refuses, naming it, the first of `ids` that is not in the trash.
     pub(crate) fn require_trashed(&self, ids: &[PhotoId]) -> Result<()> {
         match ids.iter().find(|id| {
@@ -307,6 +356,7 @@ impl State {
         Ok(TrashedView {
             photo,
             purge_at_ms: trashed.saturating_add(TRASH_RETENTION_MS),
+            kept_from: None,
         })
     }
 }

@@ -182,8 +182,9 @@ fn live_blobs(state: &crate::library::State) -> HashSet<[u8; 32]> {
 
 impl Library {
     /// Whether `device`'s copy of blob `hash` counts for `kith free-space`: it is a current
-    /// device of an admin or member who may write a document carrying the photo. A relative's
-    /// device never counts, even with contribute access: relatives choose what they keep.
+    /// device of an admin or member who may read a document carrying the photo (household
+    /// devices replicate every original they may read). A relative's device never counts, even
+    /// with contribute access: relatives choose what they keep.
     pub(crate) async fn keeps_originals(&self, device: &DeviceId, hash: &[u8; 32]) -> bool {
         let state = self.state.lock().await;
         if !matches!(state.current_role(device), Some(Role::Admin | Role::Member)) {
@@ -193,7 +194,7 @@ impl Library {
             state
                 .docs_holding(photo)
                 .iter()
-                .any(|doc| state.family.may_write(doc, device))
+                .any(|doc| state.family.may_hold_key(doc, device))
         })
     }
 
@@ -226,8 +227,8 @@ impl Library {
             .collect();
         notes.extend(not_keepers.iter().map(|device| {
             format!(
-                "device {} keeps no originals of these photos (not an admin's or member's \
-                 device that may edit them), so its copies do not count",
+                "device {} keeps no originals of these photos (not the device of an admin \
+                 or member who may read them), so its copies do not count",
                 name(device)
             )
         }));

@@ -231,6 +231,7 @@ fn stage_file(
         favourite: false,
         tags: Vec::new(),
         trashed_at_ms: None,
+        trashed_by: None,
     };
     Staged::Ready {
         path,

@@ -35,10 +35,14 @@ impl State {
         // they are read on every core, then merged into the index in the order given.
         let read: Vec<(DocId, std::result::Result<Indexed, LibraryError>)> = {
             let open_docs = &self.docs;
+            let family = &self.family;
             docs.par_iter()
                 .filter_map(|id| {
                     let open = open_docs.get(id)?;
-                    let read = match open.doc.kind()? {
+                    // The kind comes from the log; the document's own field only for documents
+                    // made before kinds were declared there.
+                    let kind = family.doc_kind(id).or_else(|| open.doc.kind())?;
+                    let read = match kind {
                         DocKind::Library => open.doc.photos().map(Indexed::Library),
                         DocKind::Album => open
                             .doc
@@ -57,11 +61,13 @@ impl State {
                     for old in self.photos_by_doc.remove(&id).unwrap_or_default() {
                         if self.library_of.get(&old) == Some(&id) {
                             self.library_of.remove(&old);
+                            self.left_doc.insert(old, id);
                         }
                         affected.insert(old);
                     }
                     let ids = entries.iter().map(|e| e.id).collect();
-                    for entry in entries {
+                    for mut entry in entries {
+                        self.trust_trash(&mut entry);
                         self.library_of.insert(entry.id, id);
                         affected.insert(entry.id);
                         self.set_photo(entry);
@@ -72,8 +78,13 @@ impl State {
                     let old = self.album_entries.remove(&id).unwrap_or_default();
                     affected.extend(old.into_keys());
                     let ids = entries.iter().map(|e| e.id).collect();
-                    let entries: HashMap<PhotoId, PhotoEntry> =
-                        entries.into_iter().map(|e| (e.id, e)).collect();
+                    let entries: HashMap<PhotoId, PhotoEntry> = entries
+                        .into_iter()
+                        .map(|mut e| {
+                            self.trust_trash(&mut e);
+                            (e.id, e)
+                        })
+                        .collect();
                     affected.extend(entries.keys().copied());
                     self.album_entries.insert(id, entries);
                     self.albums.insert(id, (meta, ids));
@@ -92,11 +103,24 @@ impl State {
         }
     }
 
-    /// Puts `entry` in the index, replacing the blobs of what it replaces.
+    /// A photo put in the trash by a device the log has since removed is not in the trash:
+    /// a removed device deletes nothing, and the trash ends in a purge.
+    fn trust_trash(&self, entry: &mut PhotoEntry) {
+        if entry.trashed_by.is_some_and(|d| self.family.is_revoked(&d)) {
+            entry.trashed_at_ms = None;
+        }
+    }
+
+    /// Puts `entry` in the index, replacing the blobs of what it replaces. An entry whose
+    /// renditions or file key are replaced is kept restorable (see [`crate::keep`]).
     fn set_photo(&mut self, entry: PhotoEntry) {
         if let Some(old) = self.photos.remove(&entry.id) {
             for blob in old.blobs() {
                 self.blob_owner.remove(&blob.hash);
+            }
+            if old.blobs() != entry.blobs() || old.file_key != entry.file_key {
+                let doc = self.library_of.get(&old.id).copied();
+                self.keep(old, doc);
             }
         }
         for blob in entry.blobs() {
@@ -123,8 +147,14 @@ impl State {
                     for blob in old.blobs() {
                         self.blob_owner.remove(&blob.hash);
                     }
-                    // Left every document here: its blobs are candidates for collection.
-                    self.note_dropped(vec![old]);
+                    // Left every document here: purged from the trash by a device allowed
+                    // to, its blobs are candidates for collection; any other way, it is kept.
+                    let doc = self.left_doc.remove(&photo);
+                    if self.purge_ok.remove(&photo) {
+                        self.note_dropped(vec![old]);
+                    } else {
+                        self.keep(old, doc);
+                    }
                 }
             }
         }
@@ -189,8 +219,30 @@ impl State {
         parts.join("/")
     }
 
-    /// Finds an album by id, id prefix, title, or `Parent/Child` path.
+    /// Finds an album by id, id prefix, title, or `Parent/Child` path. Text that is both an
+    /// album's title or path and a prefix of another album's id is refused, naming both.
     pub(crate) fn find_album(&self, name: &str) -> Result<DocId> {
+        let found = self.find_album_by_title_or_id(name)?;
+        if kith_protocol::names::is_id_prefix(name) {
+            let prefix = name.trim().to_ascii_lowercase();
+            let others: Vec<String> = self
+                .albums
+                .keys()
+                .filter(|id| **id != found && id.to_string().starts_with(&prefix))
+                .map(|id| format!("{:?} ({id})", self.album_path(id)))
+                .collect();
+            if !others.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{name:?} is ambiguous: it names album {:?} ({found}) and is a prefix of the id of album {}; give more characters of the id you mean",
+                    self.album_path(&found),
+                    others.join(", ")
+                )));
+            }
+        }
+        Ok(found)
+    }
+
+    fn find_album_by_title_or_id(&self, name: &str) -> Result<DocId> {
         let by_path: Vec<DocId> = self
             .albums
             .keys()

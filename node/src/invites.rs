@@ -1,10 +1,14 @@
 //! Invites this device issues, and admitting the device that presents one.
 //!
-//! **Invariant:** an invite is consumed in the same redb transaction that records the new
-//! person and device in the membership log, so a ticket admits exactly one device even when
-//! the node dies mid-way.
+//! **Invariant:** an invite is bound to the joining device in the same redb transaction that
+//! records the new person and device in the membership log, so a ticket admits exactly one
+//! device even when the node dies mid-way. That device may ask again (its answer was lost)
+//! until it confirms it recorded the answer; then the invite is used up.
+//!
+//! A request is checked against the stored invite without the library's lock
+//! ([`Library::check_join`]); only a request with a valid proof goes on to [`Library::admit`].
 
-use kith_protocol::keys::{DeviceId, PersonId};
+use kith_protocol::keys::{DeviceId, FamilyId, PersonId};
 use kith_protocol::membership::{self, MembershipOp, OpBody, OpId, Role, SignedOp};
 use kith_protocol::ticket::{InviteId, Ticket, verify_invite_proof};
 use kith_protocol::wire::{Refusal, Welcome};
@@ -18,10 +22,11 @@ use crate::views::InviteView;
 pub const MAX_FAILURES: u32 = 5;
 
 /// What a joining device sent, after Noise authenticated its device id.
+#[derive(Clone)]
 pub struct JoinRequest {
     pub device: DeviceId,
     pub invite: InviteId,
-    pub family: kith_protocol::keys::FamilyId,
+    pub family: FamilyId,
     pub x25519: [u8; 32],
     pub person_name: String,
     pub device_name: String,
@@ -164,35 +169,66 @@ impl Library {
         Ok(invite_view(&id, &record, now_ms(), &state.family))
     }
 
-    /// Checks a join request against the invite and, if it holds, records the new person and
-    /// device and consumes the invite in one transaction.
-    pub(crate) async fn admit(&self, req: JoinRequest) -> Result<Welcome, Refusal> {
-        let mut state = self.state.lock().await;
-        let me = self.device_id();
-        if req.family != state.identity.family {
+    /// Checks a join request against the invite from the store alone, without the library's
+    /// lock: this is what a stranger reaches. A wrong proof counts against the invite (the
+    /// stored count, or `failed_here` if larger: failures counted in memory since start).
+    pub(crate) fn check_join(
+        &self,
+        family: Option<FamilyId>,
+        req: &JoinRequest,
+        failed_here: u32,
+    ) -> Result<(), Refusal> {
+        if family != Some(req.family) {
             return Err(Refusal::WrongFamily);
         }
+        let (id, mut record) = self.find_invite(&req.invite)?;
+        let failures = record.failures.max(failed_here);
+        usable(&record, &req.device, failures, now_ms())?;
+        if !verify_invite_proof(
+            &record.secret,
+            &id,
+            &self.device_id(),
+            &req.device,
+            &req.x25519,
+            &req.proof,
+        ) {
+            record.failures = failures + 1;
+            if let Err(e) = self.persist(WriteBatch {
+                invites: vec![(id, record)],
+                ..WriteBatch::default()
+            }) {
+                tracing::warn!("cannot count a failed proof for invite {id}: {e}");
+            }
+            return Err(Refusal::WrongSecret);
+        }
+        Ok(())
+    }
+
+    fn find_invite(&self, wanted: &InviteId) -> Result<(InviteId, InviteRecord), Refusal> {
         let invites = self
             .store
             .load_network()
             .map_err(|_| Refusal::Busy)?
             .invites;
-        let Some((id, mut record)) = invites.into_iter().find(|(id, _)| *id == req.invite) else {
-            return Err(Refusal::UnknownInvite);
-        };
-        let now = now_ms();
-        match record.state {
-            InviteState::Used { device, .. } if device == req.device => {
-                // The joiner lost our answer and asks again: it is already in; answer again.
-            }
-            InviteState::Used { .. } => return Err(Refusal::AlreadyUsed),
-            InviteState::Cancelled { .. } => return Err(Refusal::Cancelled),
-            InviteState::Pending if now >= record.expires_at_ms => return Err(Refusal::Expired),
-            InviteState::Pending if record.failures >= MAX_FAILURES => {
-                return Err(Refusal::TooManyAttempts);
-            }
-            InviteState::Pending => {}
+        invites
+            .into_iter()
+            .find(|(id, _)| id == wanted)
+            .ok_or(Refusal::UnknownInvite)
+    }
+
+    /// Admits the device of a request [`Library::check_join`] passed: records the new person and
+    /// device and marks the invite admitted for that device, in one transaction (the same device
+    /// asking again gets the same answer). Returns the welcome and the whole log to send.
+    pub(crate) async fn admit(&self, req: JoinRequest) -> Result<(Welcome, Vec<Vec<u8>>), Refusal> {
+        let mut state = self.state.lock().await;
+        let me = self.device_id();
+        if req.family != state.identity.family {
+            return Err(Refusal::WrongFamily);
         }
+        // Checked again under the lock: another request may have used the invite meanwhile.
+        let (id, mut record) = self.find_invite(&req.invite)?;
+        let now = now_ms();
+        usable(&record, &req.device, record.failures, now)?;
         if !verify_invite_proof(
             &record.secret,
             &id,
@@ -201,11 +237,6 @@ impl Library {
             &req.x25519,
             &req.proof,
         ) {
-            record.failures += 1;
-            let _ = self.persist(WriteBatch {
-                invites: vec![(id, record)],
-                ..WriteBatch::default()
-            });
             return Err(Refusal::WrongSecret);
         }
         let already = state.family.device(&req.device).is_some();
@@ -263,7 +294,7 @@ impl Library {
             if family.device(&req.device).is_none() {
                 return Err(Refusal::NotAllowed);
             }
-            record.state = InviteState::Used {
+            record.state = InviteState::Admitted {
                 device: req.device,
                 at_ms: now,
             };
@@ -286,14 +317,59 @@ impl Library {
                 tracing::error!(device = %req.device, "cannot wrap document keys to a new device yet: {e}");
             }
         }
-        Ok(Welcome {
+        let ops: Vec<Vec<u8>> = state.ops.iter().map(|o| o.to_bytes()).collect();
+        let welcome = Welcome {
             family: state.identity.family,
             root_op: OpId(state.identity.root_op),
             family_secret: state.identity.family_secret,
-            ops: state.ops.iter().map(|o| o.to_bytes()).collect(),
+            ops: u32::try_from(ops.len()).map_err(|_| Refusal::Busy)?,
             // Filled in by the network, which knows the addresses.
             peers: Vec::new(),
-        })
+        };
+        Ok((welcome, ops))
+    }
+
+    /// The joiner recorded its welcome: the invite is used up.
+    pub(crate) async fn confirm_join(&self, invite: &InviteId, device: &DeviceId) -> Result<()> {
+        let _state = self.state.lock().await;
+        let (id, mut record) = self
+            .find_invite(invite)
+            .map_err(|r| Error::Invite(r.explain().into()))?;
+        match record.state {
+            InviteState::Admitted { device: d, .. } if d == *device => {
+                record.state = InviteState::Used {
+                    device: d,
+                    at_ms: now_ms(),
+                };
+                self.persist(WriteBatch {
+                    invites: vec![(id, record)],
+                    ..WriteBatch::default()
+                })
+            }
+            InviteState::Used { device: d, .. } if d == *device => Ok(()),
+            _ => Err(Error::Invite(format!(
+                "{device} confirmed invite {id}, which did not admit it"
+            ))),
+        }
+    }
+}
+
+/// Whether `record` may still admit `device`: pending (and neither expired nor locked by
+/// failed proofs), or admitted for this same device and not yet confirmed.
+fn usable(
+    record: &InviteRecord,
+    device: &DeviceId,
+    failures: u32,
+    now: u64,
+) -> Result<(), Refusal> {
+    match record.state {
+        // The joiner lost our answer and asks again: it is already in; answer again.
+        InviteState::Admitted { device: d, .. } if d == *device => Ok(()),
+        InviteState::Admitted { .. } | InviteState::Used { .. } => Err(Refusal::AlreadyUsed),
+        InviteState::Cancelled { .. } => Err(Refusal::Cancelled),
+        InviteState::Pending if now >= record.expires_at_ms => Err(Refusal::Expired),
+        InviteState::Pending if failures >= MAX_FAILURES => Err(Refusal::TooManyAttempts),
+        InviteState::Pending => Ok(()),
     }
 }
 
@@ -304,10 +380,10 @@ fn clean_name(name: &str, fallback: &str) -> String {
         .filter(|c| !c.is_control())
         .take(100)
         .collect();
-    if name.is_empty() {
-        fallback.to_owned()
-    } else {
-        name
+    // A joiner's name that breaks the rule of names (looks like an id…) is not taken as is.
+    match kith_protocol::names::check_name(&name) {
+        Ok(()) => name,
+        Err(_) => fallback.to_owned(),
     }
 }
 
@@ -315,6 +391,7 @@ fn state_name(record: &InviteRecord, now: u64) -> &'static str {
     match record.state {
         InviteState::Pending if now >= record.expires_at_ms => "expired",
         InviteState::Pending => "pending",
+        InviteState::Admitted { .. } => "admitted",
         InviteState::Used { .. } => "used",
         InviteState::Cancelled { .. } => "cancelled",
     }
@@ -337,7 +414,9 @@ fn invite_view(
         created_at_ms: record.created_at_ms,
         expires_at_ms: record.expires_at_ms,
         used_by: match &record.state {
-            InviteState::Used { device, .. } => Some(device.to_string()),
+            InviteState::Used { device, .. } | InviteState::Admitted { device, .. } => {
+                Some(device.to_string())
+            }
             _ => None,
         },
         ticket: None,

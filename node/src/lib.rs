@@ -27,6 +27,7 @@ pub mod free_space;
 pub mod import;
 pub mod index;
 pub mod invites;
+pub mod keep;
 pub mod library;
 pub mod media;
 pub mod net;
@@ -37,6 +38,7 @@ pub mod replica;
 pub mod sharing;
 pub mod store;
 pub mod views;
+pub mod vouch;
 
 pub use client::Backend;
 pub use datadir::DataDir;

@@ -68,6 +68,18 @@ pub(crate) struct State {
     pub library_of: HashMap<PhotoId, DocId>,
     /// Blobs of entries that left the index since the last garbage collection (`purge`).
     pub dropped_blobs: HashSet<[u8; 32]>,
+    /// Photos whose entry the changes being applied purge from the trash with the right to:
+    /// their blobs may go (see [`crate::keep`]).
+    pub purge_ok: HashSet<PhotoId>,
+    /// Who removed a photo's entry, as the changes being applied say.
+    pub removed_by: HashMap<PhotoId, DeviceId>,
+    /// The library shard a photo's entry just left.
+    pub left_doc: HashMap<PhotoId, DocId>,
+    /// Entries kept restorable ([`crate::keep`]), and those not written to disk yet.
+    pub kept: HashMap<PhotoId, crate::store::Kept>,
+    pub kept_unsaved: Vec<PhotoId>,
+    /// The stored changes of other devices by author, to vouch for those of revoked ones ([`crate::vouch`]).
+    pub changes_by_author: HashMap<DeviceId, BTreeSet<ChangeId>>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
@@ -107,6 +119,7 @@ impl Library {
         if person_name.is_empty() {
             return Err(Error::Invalid("the person's name must not be empty".into()));
         }
+        crate::people::check_new_names(person_name, device_name)?;
         data_dir.create()?;
         // An existing database whose identity was never written (init interrupted) keeps its
         // device key; one with an identity, or without a readable key, is left untouched.
@@ -411,6 +424,7 @@ impl Library {
             return result;
         }
         state.reindex_docs(docs);
+        self.save_kept(state);
         Ok(())
     }
 
@@ -420,6 +434,8 @@ impl Library {
         docs: &[DocId],
         new_docs: Vec<NewDoc>,
     ) -> Result<()> {
+        // Nothing is sealed under a key that reached a removed device (see `doc_keys`).
+        self.rekey_before_sealing(state, docs)?;
         let time = now_ms() as i64;
         let me = self.device.device_id();
         let seal = |id: &DocId, record: &DocRecord, change: &[u8]| {
@@ -444,6 +460,13 @@ impl Library {
                     },
                 )?;
             }
+            // Declared in the log, so no writer of the document can change what it is.
+            let kind = state
+                .docs
+                .get(&new.id)
+                .and_then(|open| open.doc.kind())
+                .ok_or_else(|| Error::Corrupt(format!("new document {} has no kind", new.id)))?;
+            chain.push(&self.device, OpBody::DeclareDoc { doc: new.id, kind })?;
             let first = Rotation {
                 doc: new.id,
                 epoch: new.record.epoch,
@@ -545,7 +568,14 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     let mut change_ids: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let mut unopened: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
+    let mut revoked_authors: HashMap<DeviceId, BTreeSet<ChangeId>> = HashMap::new();
     for (doc_id, sealed) in loaded.changes {
+        if sealed.header().author != device.device_id() {
+            revoked_authors
+                .entry(sealed.header().author)
+                .or_default()
+                .insert(sealed.id());
+        }
         // Held for others until the key of its document and epoch arrives.
         let key = records
             .get(&doc_id)
@@ -593,11 +623,21 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         change_ids,
         blob_owner: HashMap::new(),
         set_aside: store.load_set_aside()?,
+        purge_ok: HashSet::new(),
+        removed_by: HashMap::new(),
+        left_doc: HashMap::new(),
+        kept: HashMap::new(),
+        kept_unsaved: Vec::new(),
+        changes_by_author: HashMap::new(),
         unopened,
         album_entries: HashMap::new(),
         library_of: HashMap::new(),
         dropped_blobs: HashSet::new(),
     };
+    for kept in store.load_kept(&mut state.damaged)? {
+        state.kept.insert(kept.entry.id, kept);
+    }
+    state.changes_by_author = revoked_authors;
     state.reindex();
     Ok(state)
 }

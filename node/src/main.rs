@@ -44,7 +44,9 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::execute(args)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kith: {e:#}");
+            // An error may quote text from other devices: its hidden characters are escaped.
+            let message = format!("{e:#}");
+            eprintln!("kith: {}", kith_protocol::names::escape_hidden(&message));
             ExitCode::from(1)
         }
     }

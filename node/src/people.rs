@@ -7,6 +7,7 @@
 
 use kith_protocol::keys::{DeviceId, PersonId};
 use kith_protocol::membership::{FamilyState, OpBody, Role};
+use kith_protocol::names::{check_name, is_id_prefix};
 
 use crate::error::{Error, Result};
 use crate::library::{Library, State};
@@ -19,21 +20,10 @@ impl Library {
         Ok(people_of(&state.family, &self.device_id()))
     }
 
-    /// Whether `device` was a device of this family and has been removed.
-    pub(crate) async fn was_removed(&self, device: &DeviceId) -> bool {
-        let state = self.state.lock().await;
-        state
-            .family
-            .device(device)
-            .is_some_and(|_| state.family.active_person(device).is_none())
-    }
-
     /// Renames the person this device belongs to.
     pub async fn rename_me(&self, new_name: &str) -> Result<PersonView> {
         let name = new_name.trim();
-        if name.is_empty() {
-            return Err(Error::Invalid("a name must not be empty".into()));
-        }
+        check_name(name).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut state = self.state.lock().await;
         let me = self.device_id();
         let (person, _) = state
@@ -133,6 +123,15 @@ impl Library {
     }
 }
 
+/// Checks the names of a new person and device against the rule of names
+/// ([`kith_protocol::names`]), saying which one is refused.
+pub(crate) fn check_new_names(person_name: &str, device_name: &str) -> Result<()> {
+    check_name(person_name)
+        .map_err(|e| Error::Invalid(format!("your name {person_name:?}: {e}")))?;
+    check_name(device_name)
+        .map_err(|e| Error::Invalid(format!("the device name {device_name:?}: {e}")))
+}
+
 fn people_of(family: &FamilyState, me: &DeviceId) -> Vec<PersonView> {
     let mut people: Vec<PersonView> = family
         .persons
@@ -169,7 +168,7 @@ fn person_view(family: &FamilyState, id: &PersonId, me: &DeviceId) -> Result<Per
 /// A person by exact name (case-insensitive) or by a unique prefix of their id.
 pub(crate) fn find_person(family: &FamilyState, who: &str) -> Result<PersonId> {
     let people = family.persons.iter().map(|(id, p)| (*id, p.name.as_str()));
-    match by_name_or_id(people, who).as_slice() {
+    match by_name_or_id(people, who, "person")?.as_slice() {
         [one] => Ok(*one),
         [] => Err(Error::NoSuchPerson(who.to_owned())),
         more => Err(Error::Invalid(format!(
@@ -188,7 +187,7 @@ fn find_device(family: &FamilyState, which: &str) -> Result<DeviceId> {
         .flat_map(|p| p.devices.iter())
         .filter(|(_, d)| !d.revoked)
         .map(|(id, d)| (*id, d.name.as_str()));
-    match by_name_or_id(devices, which).as_slice() {
+    match by_name_or_id(devices, which, "device")?.as_slice() {
         [one] => Ok(*one),
         [] => Err(Error::NoSuchDevice(which.to_owned())),
         more => Err(Error::Invalid(format!(
@@ -198,26 +197,96 @@ fn find_device(family: &FamilyState, which: &str) -> Result<DeviceId> {
     }
 }
 
-/// Of `(id, name)` candidates, those named `text` (case-insensitive); if none is, those whose
-/// id starts with it.
-fn by_name_or_id<'a, Id: Copy + std::fmt::Display>(
+/// Of `(id, name)` candidates, those named `text` (case-insensitive), or those whose id starts
+/// with it when it is an id prefix ([`is_id_prefix`]: 6 or more hex digits). When `text` is
+/// both the name of one and an id prefix of another, it is refused with both listed: a name
+/// made to look like someone's id (refused by the rule of names, but a log may hold one from
+/// before it) must not take the place of what the id names.
+fn by_name_or_id<'a, Id: Copy + Ord + std::fmt::Display>(
     candidates: impl Iterator<Item = (Id, &'a str)>,
     text: &str,
-) -> Vec<Id> {
+    what: &str,
+) -> Result<Vec<Id>> {
     let wanted = text.trim();
     let candidates: Vec<(Id, &str)> = candidates.collect();
-    let by_name: Vec<Id> = candidates
+    let by_name: Vec<(Id, &str)> = candidates
         .iter()
-        .filter(|(_, name)| name.eq_ignore_ascii_case(wanted))
-        .map(|(id, _)| *id)
+        .filter(|(_, name)| !wanted.is_empty() && name.eq_ignore_ascii_case(wanted))
+        .copied()
         .collect();
-    let prefix = wanted.to_ascii_lowercase();
-    if !by_name.is_empty() || prefix.is_empty() {
-        return by_name;
+    let by_id: Vec<(Id, &str)> = if is_id_prefix(wanted) {
+        let prefix = wanted.to_ascii_lowercase();
+        candidates
+            .iter()
+            .filter(|(id, _)| id.to_string().starts_with(&prefix))
+            .copied()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let same = |a: &[(Id, &str)], b: &[(Id, &str)]| {
+        let mut a: Vec<Id> = a.iter().map(|(id, _)| *id).collect();
+        let mut b: Vec<Id> = b.iter().map(|(id, _)| *id).collect();
+        a.sort();
+        b.sort();
+        a == b
+    };
+    if !by_name.is_empty() && !by_id.is_empty() && !same(&by_name, &by_id) {
+        let list = |found: &[(Id, &str)]| {
+            found
+                .iter()
+                .map(|(id, name)| format!("{name:?} ({id})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(Error::Invalid(format!(
+            "{wanted:?} is ambiguous: it is the name of {what} {} and a prefix of the id of {what} {}; \
+             give more characters of the id you mean",
+            list(&by_name),
+            list(&by_id)
+        )));
     }
-    candidates
-        .iter()
-        .filter(|(id, _)| id.to_string().starts_with(&prefix))
-        .map(|(id, _)| *id)
-        .collect()
+    let found = if by_name.is_empty() { by_id } else { by_name };
+    Ok(found.into_iter().map(|(id, _)| id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(first: u8) -> DeviceId {
+        let mut bytes = [0u8; 32];
+        bytes[0] = first;
+        DeviceId(bytes)
+    }
+
+    #[test]
+    fn a_name_that_is_another_ones_id_prefix_is_refused_naming_both() {
+        let real = id(0xab);
+        let decoy = id(0x01);
+        let prefix = &real.to_string()[..8];
+        let candidates = [(real, "Ana's phone"), (decoy, prefix)];
+        let err = by_name_or_id(candidates.into_iter(), prefix, "device")
+            .expect_err("ambiguous")
+            .to_string();
+        assert!(err.contains("ambiguous"), "{err}");
+        assert!(err.contains(&real.to_string()), "{err}");
+        assert!(err.contains(&decoy.to_string()), "{err}");
+        assert!(err.contains("Ana's phone"), "{err}");
+    }
+
+    #[test]
+    fn names_and_long_enough_id_prefixes_still_find_one() -> Result<()> {
+        let ana = id(0xab);
+        let bo = id(0xcd);
+        let candidates = [(ana, "Ana's phone"), (bo, "Ebba")];
+        let find = |text: &str| by_name_or_id(candidates.into_iter(), text, "device");
+        assert_eq!(find("ana's PHONE")?, vec![ana]);
+        assert_eq!(find(&bo.to_string()[..6])?, vec![bo]);
+        assert_eq!(find(&bo.to_string().to_uppercase())?, vec![bo]);
+        // Shorter than an id prefix: only names count.
+        assert_eq!(find("ab")?, Vec::<DeviceId>::new());
+        assert_eq!(find("ebba")?, vec![bo]);
+        Ok(())
+    }
 }

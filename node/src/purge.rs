@@ -52,6 +52,7 @@ impl Library {
     /// deletes their blobs here. Returns the purged photos as they were.
     pub async fn purge_expired(&self, now_ms: u64) -> Result<Vec<PhotoView>> {
         let mut state = self.state.lock().await;
+        self.expire_kept(&mut state, now_ms)?;
         let ids = expired(
             state.photos.values().map(|e| (e.id, e.trashed_at_ms)),
             now_ms,
@@ -153,7 +154,11 @@ impl Library {
                 }
             }
         }
-        self.commit_docs(state, &touched, Vec::new())?;
+        // Purged from the trash by this device, allowed to: their blobs may go.
+        state.purge_ok.extend(ids.iter().copied());
+        let committed = self.commit_docs(state, &touched, Vec::new());
+        state.purge_ok.clear();
+        committed?;
         Ok(purged)
     }
 
@@ -234,7 +239,8 @@ fn referenced_blobs(state: &State) -> Result<HashSet<[u8; 32]>> {
                 })
         })
         .collect();
-    let mut referenced = HashSet::new();
+    // Kept entries keep their blobs until they expire (see `crate::keep`).
+    let mut referenced: HashSet<[u8; 32]> = state.kept_blobs().collect();
     for hashes in read {
         referenced.extend(hashes.map_err(Error::Corrupt)?);
     }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use rayon::prelude::*;
 
 use kith_protocol::keys::{DeviceId, DocId, FamilyId};
-use kith_protocol::membership::{self, OpId, Role, SignedOp};
+use kith_protocol::membership::{self, OpId, Role, SignedOp, WriteScope};
 use kith_protocol::seal::{self, ChangeId, SealedChange};
 use kith_protocol::wire::{DocDigest, digest_ids};
 
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::library::{Library, OpenDoc, State};
 use crate::store::WriteBatch;
 use kith_protocol::keys::SymmetricKey;
-use kith_protocol::library::BlobRef;
+use kith_protocol::library::{BlobRef, PhotoEntry};
 
 /// How a batch from a peer fared.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -291,9 +291,16 @@ impl Library {
             ops: accepted,
             ..WriteBatch::default()
         })?;
+        let revoked_before = revoked_count(&state.family);
         state.ops = ops;
         state.family = family;
         self.settle_keys(&mut state, false)?;
+        if revoked_count(&state.family) != revoked_before {
+            // A removal learned: vouch for what this device took in from the removed device,
+            // and let its trash go (photos it trashed are back).
+            self.vouch_for_revoked(&mut state)?;
+            state.reindex();
+        }
         Ok(out)
     }
 
@@ -330,7 +337,7 @@ impl Library {
             fresh.push(sealed);
         }
         // Signatures and decryption are independent per change: checked on every core.
-        let checked: Vec<std::result::Result<Option<Vec<u8>>, String>> = {
+        let checked: Vec<Checked> = {
             let state: &State = &state;
             fresh.par_iter().map(|s| check_change(state, s)).collect()
         };
@@ -341,8 +348,11 @@ impl Library {
         for (sealed, check) in fresh.into_iter().zip(checked) {
             let header = sealed.header();
             match check {
-                Ok(Some(plain)) => by_doc.entry(header.doc).or_default().push((sealed, plain)),
-                Ok(None) => waiting.push((header.doc, sealed)),
+                Ok((scope, Some(plain))) => by_doc
+                    .entry(header.doc)
+                    .or_default()
+                    .push((sealed, plain, scope)),
+                Ok((_, None)) => waiting.push((header.doc, sealed)),
                 Err(reason) => {
                     tracing::warn!(peer = %from, change = %sealed.id(), doc = %header.doc, "rejected a change: {reason}");
                     out.rejected += 1;
@@ -352,6 +362,16 @@ impl Library {
         if by_doc.is_empty() && waiting.is_empty() {
             return Ok(out);
         }
+        // A contributor's change may touch only entries its person made.
+        let contributors: BTreeMap<DeviceId, BTreeSet<DeviceId>> = by_doc
+            .values()
+            .flatten()
+            .filter(|(_, _, scope)| *scope == WriteScope::OwnEntries)
+            .map(|(sealed, _, _)| {
+                let author = sealed.header().author;
+                (author, state.devices_of_person_of(&author))
+            })
+            .collect();
         // Apply in memory first so a change automerge refuses is never stored; if the commit
         // then fails, memory is rebuilt from disk. Documents are independent, so they are
         // applied in parallel, each one's changes in order.
@@ -360,28 +380,28 @@ impl Library {
             .iter_mut()
             .filter_map(|(id, open)| by_doc.remove(id).map(|changes| (*id, open, changes)))
             .collect();
-        let applied: Vec<(DocId, SealedChange, Option<String>)> = jobs
+        let applied: Vec<Applied> = jobs
             .into_par_iter()
             .flat_map_iter(|(id, open, changes)| {
                 changes
                     .into_iter()
-                    .map(|(sealed, plain)| {
-                        let refused = open.doc.apply_change(plain).err().map(|e| e.to_string());
-                        (id, sealed, refused)
+                    .map(|(sealed, plain, scope)| {
+                        apply_checked(id, open, sealed, plain, scope, &contributors)
                     })
                     .collect::<Vec<_>>()
             })
             .collect();
         let mut batch = WriteBatch::default();
         let mut touched = BTreeSet::new();
-        for (doc, sealed, refused) in applied {
-            match refused {
+        for applied in applied {
+            match applied.refused {
                 None => {
-                    touched.insert(doc);
-                    batch.changes.push((doc, sealed));
+                    touched.insert(applied.doc);
+                    state.note_removals(&applied);
+                    batch.changes.push((applied.doc, applied.sealed));
                 }
                 Some(e) => {
-                    tracing::warn!(peer = %from, change = %sealed.id(), "rejected a change automerge refuses: {e}");
+                    tracing::warn!(peer = %from, change = %applied.sealed.id(), doc = %applied.doc, "rejected a change: {e}");
                     out.rejected += 1;
                 }
             }
@@ -390,6 +410,11 @@ impl Library {
             waiting.iter().map(|(d, c)| (*d, c.id())).collect();
         batch.changes.extend(waiting);
         let ids: Vec<(DocId, ChangeId)> = batch.changes.iter().map(|(d, c)| (*d, c.id())).collect();
+        let batch_authors: Vec<(DeviceId, ChangeId)> = batch
+            .changes
+            .iter()
+            .map(|(_, c)| (c.header().author, c.id()))
+            .collect();
         out.applied = ids.len();
         if let Err(e) = self.persist(batch) {
             tracing::error!("commit of received changes failed, reloading from disk: {e}");
@@ -404,14 +429,111 @@ impl Library {
         for (doc, id) in waiting_ids {
             state.unopened.entry(doc).or_default().insert(id);
         }
+        let authors: Vec<(DeviceId, ChangeId)> = batch_authors;
+        state.note_authors(authors);
         let touched: Vec<DocId> = touched.into_iter().collect();
         state.reindex_docs(&touched);
+        state.purge_ok.clear();
+        state.removed_by.clear();
+        self.save_kept(&mut state);
         Ok(out)
     }
 }
 
-/// A received change that passed its checks, with its automerge bytes.
-type Opened = (SealedChange, Vec<u8>);
+/// The outcome of [`check_change`].
+type Checked = std::result::Result<(WriteScope, Option<Vec<u8>>), String>;
+
+/// A received change that passed its checks, with its automerge bytes and how far its author
+/// may write.
+type Opened = (SealedChange, Vec<u8>, WriteScope);
+
+/// A received change after it was applied in memory, or refused.
+pub(crate) struct Applied {
+    doc: DocId,
+    sealed: SealedChange,
+    refused: Option<String>,
+    scope: WriteScope,
+    /// The entries it removed or replaced, as they were.
+    removed: Vec<PhotoEntry>,
+}
+
+/// Applies one checked change to its open document, after reading what it does: a
+/// contributor's change that reaches beyond its person's entries is refused.
+fn apply_checked(
+    doc: DocId,
+    open: &mut OpenDoc,
+    sealed: SealedChange,
+    plain: Vec<u8>,
+    scope: WriteScope,
+    contributors: &BTreeMap<DeviceId, BTreeSet<DeviceId>>,
+) -> Applied {
+    let author = sealed.header().author;
+    let effects = open.doc.effects_of(&plain);
+    let refusal = match (&effects, scope) {
+        (Err(e), WriteScope::OwnEntries) => Some(format!(
+            "its author may change only its own entries, and what it does cannot be read: {e}"
+        )),
+        (Ok(effects), WriteScope::OwnEntries)
+            if !contributors
+                .get(&author)
+                .is_some_and(|mine| effects.only_entries_of(mine)) =>
+        {
+            Some(
+                "its author may only add photos and change the entries its person added, \
+                 and it changes the album itself or someone else's entries"
+                    .to_owned(),
+            )
+        }
+        _ => None,
+    };
+    let removed = effects
+        .map(|e| e.removed.into_values().collect())
+        .unwrap_or_default();
+    let refused = refusal.or_else(|| open.doc.apply_change(plain).err().map(|e| e.to_string()));
+    Applied {
+        doc,
+        sealed,
+        refused,
+        scope,
+        removed,
+    }
+}
+
+impl State {
+    /// Notes who removed which entries, and which removals are purges of the trash by a
+    /// device allowed to delete the photo now (see [`crate::keep`]).
+    fn note_removals(&mut self, applied: &Applied) {
+        let author = applied.sealed.header().author;
+        let may_delete = applied.scope == WriteScope::Document
+            && self.family.write_scope(&applied.doc, &author) == Some(WriteScope::Document);
+        for entry in &applied.removed {
+            self.removed_by.insert(entry.id, author);
+            let trashed = entry.trashed_at_ms.is_some()
+                && !entry.trashed_by.is_some_and(|d| self.family.is_revoked(&d));
+            if may_delete && trashed {
+                self.purge_ok.insert(entry.id);
+            }
+        }
+    }
+
+    /// Every device of `device`'s person.
+    fn devices_of_person_of(&self, device: &DeviceId) -> BTreeSet<DeviceId> {
+        self.family
+            .device(device)
+            .and_then(|(person, _)| self.family.persons.get(&person))
+            .map(|p| p.devices.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn revoked_count(family: &membership::FamilyState) -> usize {
+    family
+        .persons
+        .values()
+        .flat_map(|p| p.devices.values())
+        .filter(|d| d.revoked)
+        .count()
+}
 
 fn digest_of(state: &State, doc: &DocId) -> DocDigest {
     let ids = state.change_ids.get(doc);
@@ -426,20 +548,18 @@ fn digest_of(state: &State, doc: &DocId) -> DocDigest {
 /// and the signature holds; then, if this device holds the key of its epoch, that it decrypts.
 /// Returns the change's automerge bytes, or `None` for a valid change to keep sealed until the
 /// key arrives (a device without the key stores and forwards it).
-fn check_change(
-    state: &State,
-    sealed: &SealedChange,
-) -> std::result::Result<Option<Vec<u8>>, String> {
+fn check_change(state: &State, sealed: &SealedChange) -> Checked {
     let header = sealed.header();
-    if !state
-        .family
-        .accepts_change(&header.doc, &header.author, header.epoch)
-    {
+    let Some(scope) =
+        state
+            .family
+            .change_scope(&header.doc, &header.author, header.epoch, &sealed.id())
+    else {
         return Err(format!(
             "its author {} is not a current device allowed to write this document",
             header.author
         ));
-    }
+    };
     if header.epoch > state.family.current_epoch(&header.doc).max(1) {
         return Err(format!(
             "sealed for epoch {}, beyond the document's current epoch in the log",
@@ -450,7 +570,7 @@ fn check_change(
     let record = state.docs.get(&header.doc).map(|open| &open.record);
     match record.and_then(|r| r.key_for(header.epoch)) {
         Some(key) => seal::open_change(&SymmetricKey::from_bytes(key), sealed)
-            .map(Some)
+            .map(|plain| (scope, Some(plain)))
             .map_err(|e| e.to_string()),
         // Holding the current epoch's key means holding every earlier one (the history comes
         // with it): an epoch missing then is one the document never had.
@@ -460,6 +580,6 @@ fn check_change(
                 header.epoch
             ))
         }
-        None => Ok(None),
+        None => Ok((scope, None)),
     }
 }

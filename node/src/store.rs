@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use data_encoding::HEXLOWER;
 use kith_protocol::keys::{DeviceId, DocId, FamilyId, PersonId, SymmetricKey};
 use kith_protocol::library::DocKind;
 use kith_protocol::membership::{Role, SignedOp};
@@ -29,6 +30,10 @@ const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
 /// Key: hash of an original's ciphertext this device set aside (`kith free-space`) because
 /// another device holds it. Value: empty. Blob hashes are not secret (they name blob files).
 const SET_ASIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("set_aside");
+
+/// Key: photo id. Value: sealed [`Kept`]: a photo entry that left this device's documents other
+/// than by the trash, kept restorable with its blobs for 30 days.
+const KEPT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kept");
 
 /// Version of this database's layout.
 const DB_FORMAT: u8 = 1;
@@ -155,12 +160,19 @@ impl From<InviteRecordV1> for InviteRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InviteState {
     Pending,
-    /// Used by this device, at this time.
+    /// Used by this device, at this time: it confirmed it recorded its welcome.
     Used {
         device: DeviceId,
         at_ms: u64,
     },
     Cancelled {
+        at_ms: u64,
+    },
+    // New variants go at the end: postcard encodes the variant index.
+    /// This device proved the ticket and is in the log, but has not confirmed yet: it may ask
+    /// again (its answer was lost); no other device may use the invite.
+    Admitted {
+        device: DeviceId,
         at_ms: u64,
     },
 }
@@ -199,6 +211,22 @@ pub struct WriteBatch {
     /// Changes this device sealed under a key that lost a rotation race, written again under
     /// the winning key in the same batch: the old copies nobody else can open go.
     pub superseded: Vec<(DocId, ChangeId)>,
+    /// Entries kept restorable, and entries no longer kept (restored or expired).
+    pub kept: Vec<Kept>,
+    pub unkept: Vec<kith_protocol::keys::PhotoId>,
+}
+
+/// A photo entry that left the documents other than by a purge of the trash (a change deleted
+/// or replaced it, or a removed device purged it): kept with its blobs, restorable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    pub entry: kith_protocol::library::PhotoEntry,
+    /// The library shard it left, when it left one: where a restore puts it back.
+    pub doc: Option<DocId>,
+    /// When this device noticed (its own clock): the 30 days count from here.
+    pub kept_at_ms: u64,
+    /// The device whose change removed it, when known.
+    pub removed_by: Option<DeviceId>,
 }
 
 /// Network bookkeeping, read when the swarm starts.
@@ -273,12 +301,11 @@ impl Store {
         let plain = record::open_record(&self.storage_key, context, sealed).map_err(|e| {
             Error::Corrupt(format!(
                 "record {} cannot be opened ({e})",
-                String::from_utf8_lossy(context)
+                readable_context(context)
             ))
         })?;
-        postcard::from_bytes(&plain).map_err(|e| {
-            Error::Corrupt(format!("record {}: {e}", String::from_utf8_lossy(context)))
-        })
+        postcard::from_bytes(&plain)
+            .map_err(|e| Error::Corrupt(format!("record {}: {e}", readable_context(context))))
     }
 
     /// Whether the database at `path` holds an identity, read without writing to the file.
@@ -420,6 +447,17 @@ impl Store {
                 txn.open_table(META)?
                     .insert("listen_ports", sealed.as_slice())?;
             }
+            if !batch.kept.is_empty() || !batch.unkept.is_empty() {
+                let mut table = txn.open_table(KEPT)?;
+                for kept in &batch.kept {
+                    let id = kept.entry.id.0;
+                    let ctx = [b"kept/".as_slice(), id.as_slice()].concat();
+                    table.insert(id.as_slice(), self.seal(&ctx, kept)?.as_slice())?;
+                }
+                for id in &batch.unkept {
+                    table.remove(id.0.as_slice())?;
+                }
+            }
             if !batch.set_aside.is_empty() || !batch.brought_back.is_empty() {
                 let mut table = txn.open_table(SET_ASIDE)?;
                 for hash in &batch.set_aside {
@@ -432,6 +470,26 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Entries kept restorable; one that does not open is reported in `damaged` and left out.
+    pub fn load_kept(&self, damaged: &mut Vec<String>) -> Result<Vec<Kept>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(KEPT) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let ctx = [b"kept/".as_slice(), k.value()].concat();
+            match self.open_sealed::<Kept>(&ctx, v.value()) {
+                Ok(kept) => out.push(kept),
+                Err(e) => damaged.push(format!("a kept photo entry: {e}")),
+            }
+        }
+        Ok(out)
     }
 
     /// Originals this device set aside.
@@ -470,10 +528,18 @@ impl Store {
                     let ctx = [b"invites/".as_slice(), k.value()].concat();
                     let record = match self.open_sealed::<InviteRecord>(&ctx, v.value()) {
                         Ok(record) => record,
-                        Err(e) => self
+                        Err(e) => match self
                             .open_sealed::<InviteRecordV1>(&ctx, v.value())
                             .map(InviteRecord::from)
-                            .map_err(|_| e)?,
+                        {
+                            Ok(record) => record,
+                            // A damaged invite only means that invite no longer works: the
+                            // node still starts.
+                            Err(_) => {
+                                tracing::error!(invite = %HEXLOWER.encode(k.value()), "left out: {e}");
+                                continue;
+                            }
+                        },
                     };
                     out.invites.push((id, record));
                 }
@@ -489,7 +555,11 @@ impl Store {
                         Error::Corrupt("a peer id in the database is not 32 bytes".into())
                     })?);
                     let ctx = [b"peers/".as_slice(), k.value()].concat();
-                    out.peers.push((id, self.open_sealed(&ctx, v.value())?));
+                    // Where a device was last seen is a hint: a damaged one is left out.
+                    match self.open_sealed(&ctx, v.value()) {
+                        Ok(peer) => out.peers.push((id, peer)),
+                        Err(e) => tracing::error!(peer = %id, "left out: {e}"),
+                    }
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -497,7 +567,10 @@ impl Store {
         }
         let meta = txn.open_table(META)?;
         if let Some(v) = meta.get("listen_ports")? {
-            out.listen_ports = self.open_sealed(b"meta/listen_ports", v.value())?;
+            match self.open_sealed(b"meta/listen_ports", v.value()) {
+                Ok(ports) => out.listen_ports = ports,
+                Err(e) => tracing::error!("the last listen ports are left out: {e}"),
+            }
         }
         Ok(out)
     }
@@ -520,6 +593,18 @@ impl Store {
     pub fn change_count(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
         Ok(redb::ReadableTableMetadata::len(&txn.open_table(CHANGES)?)?)
+    }
+}
+
+/// A record's context (`table/` then a binary id) as text: the table, then the id in hex.
+fn readable_context(context: &[u8]) -> String {
+    match context.iter().position(|&b| b == b'/') {
+        Some(slash) if !context[slash + 1..].iter().all(u8::is_ascii_graphic) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&context[..=slash]),
+            HEXLOWER.encode(&context[slash + 1..])
+        ),
+        _ => String::from_utf8_lossy(context).into_owned(),
     }
 }
 

@@ -49,6 +49,11 @@ pub struct TrashedView {
     pub photo: PhotoView,
     /// When it is purged from every device (unix ms): 30 days after it was trashed.
     pub purge_at_ms: u64,
+    /// Set for a photo that left the library other than by the trash (a change removed or
+    /// replaced it, or a removed device purged it): kept with its blobs, restorable with
+    /// `kith trash restore` until `purge_at_ms`. The device that removed it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -220,6 +220,22 @@ impl fmt::Debug for DeviceSecret {
     }
 }
 
+/// A fixed scalar for testing X25519 public keys (any scalar not a multiple of the prime-order
+/// subgroup's order would do; clamping makes it a multiple of the cofactor 8).
+const X25519_PROBE: [u8; 32] = *b"kith x25519 public key probe v1.";
+
+/// Whether `public` can receive wrapped keys: an X25519 exchange with it gives a secret the
+/// sender contributes to. A low-order point (all-zero among them, and every non-canonical
+/// encoding of one) forces the shared secret to zero whatever the sender's scalar, so anyone
+/// could open an envelope "wrapped" to it; such a key is refused wherever it would enter the
+/// family's log. Multiplying by a clamped scalar (a multiple of the cofactor 8) sends exactly
+/// the points of order dividing 8 to zero, which `was_contributory` detects in constant time.
+pub fn x25519_public_key_is_valid(public: &[u8; 32]) -> bool {
+    StaticSecret::from(X25519_PROBE)
+        .diffie_hellman(&x25519_dalek::PublicKey::from(*public))
+        .was_contributory()
+}
+
 /// Overwrites a secret on drop. Best effort: without the `zeroize` crate as a direct
 /// dependency, `black_box` is what keeps the compiler from dropping the dead store.
 pub(crate) fn wipe(bytes: &mut [u8; 32]) {

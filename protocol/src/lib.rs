@@ -11,6 +11,7 @@
 //! - [`seal`]: sealed changes, the signed and encrypted unit of document replication.
 //! - [`membership`]: the signed operations of the family's membership log and their evaluation.
 //! - [`library`]: the photo and album schema stored in automerge documents.
+//! - [`names`]: the rule for person and device names (never like an id) and escaping text to print.
 //!
 //! **Invariant:** nothing here does I/O. Time and randomness come in as arguments, so every rule
 //! is deterministic and testable without a disk or a network.
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod keys;
 pub mod library;
 pub mod membership;
+pub mod names;
 pub mod padding;
 pub mod record;
 pub mod seal;

@@ -30,15 +30,23 @@
 //!      revoked device comes back only by an admin's `AddDevice` for the same person.
 //!    - `RenamePerson`: admins for anyone, anyone for themselves.
 //!    - `RevokeDevice`: admins for any device, anyone for their own devices.
-//!    - `GrantAlbum`, `RevokeAlbum`, `RotateKey`: admins for any document; members for documents
-//!      they own or nobody owns yet (the first applied `GrantAlbum` or `RotateKey` for a document
-//!      makes its author's person the owner); relatives never. A grant goes to a person who has
-//!      not been removed. A `RotateKey` has `epoch` exactly one more than the document's current
+//!    - `GrantAlbum`, `RevokeAlbum`: admins for any document; members for documents they own or
+//!      nobody owns yet (the first applied `GrantAlbum`, `DeclareDoc` or `RotateKey` for a
+//!      document makes its author's person the owner); relatives never. A grant goes to a person
+//!      who has not been removed.
+//!    - `RotateKey`: admins for any document at any time; anyone else the first rotation of a
+//!      document nobody owns yet (which makes them its owner), or a rotation of a document they
+//!      own while `FamilyState::rotation_due` holds. `AddDevice` and the root `CreateFamily`
+//!      must carry an X25519 key `keys::x25519_public_key_is_valid` accepts (a root that does
+//!      not makes the log fail to evaluate). A `RotateKey` has `epoch` exactly one more than the document's current
 //!      epoch (0 before its first rotation: the creator makes the first key without the log) and
 //!      at most one envelope per device, each to a device the log knows (revoked ones too: rule 5
 //!      then asks for another rotation).
 //!    - `RemovePerson`: admins, not for the last admin. It revokes all the person's devices and
 //!      drops their grants; a removed person never gets a device, a role or a grant again.
+//!    - `DeclareDoc`: whoever may rotate the document, once: the first applied one fixes its
+//!      kind (and, like a first rotation, claims its owner).
+//!    - `Vouch`: any current device, for changes by a device the log has revoked.
 //!
 //!    Ops that are not allowed are skipped but stay in the DAG, so ops built on them still count.
 //! 4. A revocation wins over what its target did concurrently or after: when `RevokeDevice(d)`
@@ -67,10 +75,12 @@ use crate::envelope::{Envelope, SealedHistory};
 use crate::keys::{
     DeviceId, DeviceSecret, DocId, FamilyId, KeyError, PersonId, id_type, read_array,
 };
+use crate::library::DocKind;
+use crate::seal::ChangeId;
 
 pub mod sharing;
 mod state;
-pub use sharing::{Access, DocKeys, DocSharing};
+pub use sharing::{Access, DocKeys, DocSharing, WriteScope};
 pub use state::{Device, FamilyState, Person};
 
 /// Signature label of membership ops.
@@ -113,6 +123,10 @@ pub enum MembershipError {
     UnknownRole(String),
     #[error("unknown access {0:?}")]
     UnknownAccess(String),
+    #[error(
+        "the root op gives the founding device a low-order X25519 key, which cannot receive keys"
+    )]
+    BadRootKey,
 }
 
 /// What a person may do (DESIGN.md, "Identities and the family").
@@ -203,6 +217,19 @@ pub enum OpBody {
     },
     RemovePerson {
         person: PersonId,
+    },
+    /// Says what a document is, made in the commit of its first `RotateKey`: a document's kind
+    /// comes from here, never from a field its writers can set.
+    DeclareDoc {
+        doc: DocId,
+        kind: DocKind,
+    },
+    /// Changes by `device`, since removed, that the author took in before it learned of the
+    /// removal (or held when it made it). Every device takes in exactly these of a removed
+    /// device's changes, so devices that were apart converge from the log alone.
+    Vouch {
+        device: DeviceId,
+        changes: Vec<ChangeId>,
     },
 }
 
@@ -434,6 +461,9 @@ fn run(
     else {
         return Err(MembershipError::RootNotFound);
     };
+    if !crate::keys::x25519_public_key_is_valid(device_x25519) {
+        return Err(MembershipError::BadRootKey);
+    }
     let first_device = Device {
         name: device_name.clone(),
         x25519: *device_x25519,
@@ -449,6 +479,7 @@ fn run(
         family: *family,
         persons: BTreeMap::from([(*person, founder)]),
         docs: BTreeMap::new(),
+        vouched: BTreeSet::new(),
     };
     let mut applied_by: BTreeMap<DeviceId, Vec<OpId>> = BTreeMap::new();
 
@@ -527,8 +558,10 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
                 Some((p, true)) => admin && p == *person,
                 Some((_, false)) => false,
             };
+            // A low-order key would make every envelope to the device readable by anyone.
+            let key_valid = crate::keys::x25519_public_key_is_valid(device_x25519);
             match state.persons.get_mut(person) {
-                Some(target) if allowed && !target.removed => {
+                Some(target) if allowed && key_valid && !target.removed => {
                     let d = Device {
                         name: device_name.clone(),
                         x25519: *device_x25519,
@@ -594,5 +627,7 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
             history,
         } => sharing::rotate(state, &by, doc, *epoch, envelopes, history.as_ref()),
         OpBody::RemovePerson { person } => sharing::remove_person(state, &by, person),
+        OpBody::DeclareDoc { doc, kind } => sharing::declare(state, &by, doc, *kind),
+        OpBody::Vouch { device, changes } => sharing::vouch(state, device, changes),
     }
 }

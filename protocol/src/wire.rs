@@ -1,4 +1,4 @@
-//! Messages of kith's own libp2p protocols (`/kith/invite/1`, `/kith/sync/1`, `/kith/have/2`)
+//! Messages of kith's own libp2p protocols (`/kith/invite/2`, `/kith/sync/1`, `/kith/have/2`)
 //! and their framing.
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of postcard; every frame
@@ -19,7 +19,8 @@ use crate::ticket::InviteId;
 
 /// Protocol names, versioned.
 pub const SYNC_PROTOCOL: &str = "/kith/sync/1";
-pub const INVITE_PROTOCOL: &str = "/kith/invite/1";
+/// Version 2 sends the membership log in pages after the welcome, and the joiner confirms.
+pub const INVITE_PROTOCOL: &str = "/kith/invite/2";
 pub const BLOBS_PROTOCOL: &str = "/kith/blobs/1";
 pub const HAVE_PROTOCOL: &str = "/kith/have/2";
 
@@ -29,6 +30,12 @@ pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 pub const MAX_IDS: usize = 16 * 1024;
 /// Target payload of one `Changes` or `Ops` frame; one item may exceed it up to [`MAX_FRAME`].
 pub const BATCH_BYTES: usize = 1024 * 1024;
+/// Largest frame an inviter reads from a joiner (a `Join` or a `Confirm`): a request is small,
+/// so an outsider cannot make the inviter buffer more than this per stream.
+pub const MAX_REQUEST_FRAME: usize = 16 * 1024;
+/// Most ops a welcome may announce. A family's log is far smaller; the bound keeps a joiner
+/// from waiting on (or collecting) an endless log.
+pub const MAX_WELCOME_OPS: u32 = 1 << 20;
 /// Version of the sync protocol's messages.
 pub const SYNC_VERSION: u8 = 2;
 
@@ -41,6 +48,8 @@ pub enum WireError {
     Malformed(String),
     #[error("message holds {0} ids, more than the limit of {MAX_IDS}")]
     TooManyIds(usize),
+    #[error("frame of {len} bytes is larger than the limit of {limit} for this message")]
+    OverLimit { len: usize, limit: usize },
 }
 
 /// A summary of the changes one side holds for a document: count and a digest of the sorted
@@ -193,7 +202,13 @@ pub fn holding_proof(
 
 // ---- end of `/kith/have/2` ------------------------------------------------------------------
 
-/// Messages of `/kith/invite/1`: one request, one answer.
+/// Messages of `/kith/invite/2`. The joiner sends `Join`; the inviter answers `Refused`, or
+/// `Welcome` followed by the membership log in `Ops` pages (each within [`BATCH_BYTES`] but
+/// for one large op) until the welcome's `ops` count is reached; the joiner then records it all
+/// and sends `Confirm`, which consumes the invite, and the inviter answers `Confirmed`.
+///
+/// A joiner whose answer was lost asks again with the same ticket and device key, and gets the
+/// same welcome: the invite admits that one device until it confirms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InviteMessage {
     /// Joiner: proof of the ticket's secret (see [`crate::ticket::invite_proof`]), its X25519
@@ -206,8 +221,14 @@ pub enum InviteMessage {
         device_name: String,
         proof: [u8; 32],
     },
-    /// Inviter: the joiner is recorded; here is what it needs to start.
+    /// Inviter: the joiner is recorded; here is what it needs to start; the log follows.
     Welcome(Box<Welcome>),
+    /// Inviter: the next signed ops of the membership log, as their bytes.
+    Ops(Vec<Vec<u8>>),
+    /// Joiner: everything is recorded here; the invite may be consumed.
+    Confirm,
+    /// Inviter: the invite is consumed.
+    Confirmed,
     /// Inviter: refused, and why.
     Refused(Refusal),
 }
@@ -218,10 +239,12 @@ pub struct Welcome {
     pub root_op: OpId,
     /// Keys photo ids with the family's secret, so one photo has one id on every device.
     pub family_secret: [u8; 32],
-    /// The whole membership log, including the ops that added the joiner.
-    pub ops: Vec<Vec<u8>>,
+    /// How many ops of the membership log (including the ops that added the joiner) follow in
+    /// `Ops` pages; at most [`MAX_WELCOME_OPS`].
+    pub ops: u32,
     /// Where the inviter last reached the family's other devices, so the joiner can connect
-    /// to them too (at most [`MAX_WELCOME_PEERS`], each with at most 8 multiaddrs).
+    /// to them too (at most [`MAX_WELCOME_PEERS`], each with at most [`MAX_PEER_ADDRS`]
+    /// multiaddrs).
     pub peers: Vec<DeviceAddrs>,
 }
 
@@ -233,6 +256,7 @@ pub struct DeviceAddrs {
 }
 
 pub const MAX_WELCOME_PEERS: usize = 64;
+pub const MAX_PEER_ADDRS: usize = 8;
 
 /// Why an invite was refused. The joiner shows [`Refusal::explain`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +319,15 @@ pub fn frame_len(prefix: [u8; 4]) -> Result<usize, WireError> {
     Ok(len)
 }
 
+/// [`frame_len`] for a message known to be smaller: refuses lengths over `limit` too.
+pub fn frame_len_within(prefix: [u8; 4], limit: usize) -> Result<usize, WireError> {
+    let len = frame_len(prefix)?;
+    if len > limit {
+        return Err(WireError::OverLimit { len, limit });
+    }
+    Ok(len)
+}
+
 /// Decodes a sync message body and checks its list limits.
 pub fn decode_sync(body: &[u8]) -> Result<SyncMessage, WireError> {
     let message: SyncMessage =
@@ -313,9 +346,55 @@ pub fn decode_sync(body: &[u8]) -> Result<SyncMessage, WireError> {
     Ok(message)
 }
 
-/// Decodes an invite message body.
+/// Decodes an invite message body and checks its list limits.
 pub fn decode_invite(body: &[u8]) -> Result<InviteMessage, WireError> {
-    postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))
+    let message: InviteMessage =
+        postcard::from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let n = match &message {
+        InviteMessage::Ops(items) => items.len(),
+        InviteMessage::Welcome(w) => {
+            if w.ops > MAX_WELCOME_OPS {
+                return Err(WireError::Malformed(format!(
+                    "a welcome announces {} ops, more than the limit of {MAX_WELCOME_OPS}",
+                    w.ops
+                )));
+            }
+            let most_addrs = w.peers.iter().map(|p| p.addrs.len()).max().unwrap_or(0);
+            if w.peers.len() > MAX_WELCOME_PEERS || most_addrs > MAX_PEER_ADDRS {
+                return Err(WireError::Malformed(
+                    "a welcome lists too many peers or addresses".into(),
+                ));
+            }
+            0
+        }
+        InviteMessage::Join { .. }
+        | InviteMessage::Confirm
+        | InviteMessage::Confirmed
+        | InviteMessage::Refused(_) => 0,
+    };
+    if n > MAX_IDS {
+        return Err(WireError::TooManyIds(n));
+    }
+    Ok(message)
+}
+
+/// Splits `items` (encoded ops or changes) into pages of about [`BATCH_BYTES`] each, keeping
+/// their order; an item larger than that is a page of its own.
+pub fn pages(items: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let full = i > start && (bytes + item.len() > BATCH_BYTES || i - start >= MAX_IDS);
+        if full {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += item.len();
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -483,6 +562,111 @@ mod tests {
             body[at] = to;
             body.truncate(cut % (body.len() + 1));
             let _ = decode_have(&body);
+        }
+    }
+
+    #[test]
+    fn invite_messages_round_trip_and_are_bounded() {
+        let welcome = Welcome {
+            family: FamilyId([1; 32]),
+            root_op: OpId([2; 32]),
+            family_secret: [3; 32],
+            ops: 3,
+            peers: vec![DeviceAddrs {
+                device: DeviceId([4; 32]),
+                addrs: vec![vec![5, 6]],
+            }],
+        };
+        for m in [
+            InviteMessage::Welcome(Box::new(welcome.clone())),
+            InviteMessage::Ops(vec![vec![1, 2], vec![3]]),
+            InviteMessage::Confirm,
+            InviteMessage::Confirmed,
+            InviteMessage::Refused(Refusal::AlreadyUsed),
+        ] {
+            let frame = encode_frame(&m).unwrap();
+            assert_eq!(decode_invite(&frame[4..]).unwrap(), m);
+        }
+        let endless = Welcome {
+            ops: MAX_WELCOME_OPS + 1,
+            ..welcome.clone()
+        };
+        let frame = encode_frame(&InviteMessage::Welcome(Box::new(endless))).unwrap();
+        assert!(decode_invite(&frame[4..]).is_err());
+        let crowded = Welcome {
+            peers: vec![welcome.peers[0].clone(); MAX_WELCOME_PEERS + 1],
+            ..welcome
+        };
+        let frame = encode_frame(&InviteMessage::Welcome(Box::new(crowded))).unwrap();
+        assert!(decode_invite(&frame[4..]).is_err());
+        let frame = encode_frame(&InviteMessage::Ops(vec![vec![]; MAX_IDS + 1])).unwrap();
+        assert_eq!(
+            decode_invite(&frame[4..]),
+            Err(WireError::TooManyIds(MAX_IDS + 1))
+        );
+    }
+
+    #[test]
+    fn small_messages_refuse_large_prefixes() {
+        let prefix = ((MAX_REQUEST_FRAME + 1) as u32).to_be_bytes();
+        assert_eq!(
+            frame_len_within(prefix, MAX_REQUEST_FRAME),
+            Err(WireError::OverLimit {
+                len: MAX_REQUEST_FRAME + 1,
+                limit: MAX_REQUEST_FRAME
+            })
+        );
+        assert_eq!(
+            frame_len_within(u32::MAX.to_be_bytes(), MAX_REQUEST_FRAME),
+            Err(WireError::TooLarge(u32::MAX as usize))
+        );
+        assert_eq!(
+            frame_len_within((MAX_REQUEST_FRAME as u32).to_be_bytes(), MAX_REQUEST_FRAME),
+            Ok(MAX_REQUEST_FRAME)
+        );
+    }
+
+    #[test]
+    fn a_log_larger_than_a_frame_is_paged_into_frames() {
+        // 5 × MAX_FRAME of ops, 300 bytes each, like a long-lived family's log.
+        let ops: Vec<Vec<u8>> = (0..5 * MAX_FRAME / 300)
+            .map(|i| vec![i as u8; 300])
+            .collect();
+        let pages = pages(&ops);
+        assert!(pages.len() > 5);
+        assert_eq!(pages.concat(), ops);
+        for page in &pages {
+            let frame = encode_frame(&InviteMessage::Ops(page.to_vec())).unwrap();
+            assert!(frame.len() <= BATCH_BYTES + 64 * 1024);
+            assert!(decode_invite(&frame[4..]).is_ok());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_invite_bytes_never_panics(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)
+        ) {
+            let _ = decode_invite(&bytes);
+            // Valid prefixes of each message kind, then arbitrary bytes.
+            for tag in 0u8..8 {
+                let mut tagged = vec![tag];
+                tagged.extend_from_slice(&bytes);
+                let _ = decode_invite(&tagged);
+            }
+        }
+
+        #[test]
+        fn pages_keep_every_item_in_order(
+            sizes in proptest::collection::vec(0usize..(3 * BATCH_BYTES / 2), 0..12)
+        ) {
+            let items: Vec<Vec<u8>> = sizes.iter().map(|n| vec![0u8; *n]).collect();
+            let pages = pages(&items);
+            proptest::prop_assert_eq!(pages.concat(), items.clone());
+            for page in pages {
+                let bytes: usize = page.iter().map(Vec::len).sum();
+                proptest::prop_assert!(page.len() == 1 || bytes <= BATCH_BYTES);
+            }
         }
     }
 }

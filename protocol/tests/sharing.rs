@@ -484,32 +484,48 @@ fn new_grantees_and_devices_lack_the_key_until_a_rotation() {
 }
 
 #[test]
-fn a_removed_devices_change_counts_only_from_before_the_rotation() {
+fn a_removed_devices_change_counts_only_when_a_current_device_vouched_for_it() {
+    use kith_protocol::seal::ChangeId;
     let mut f = Family::new();
     let to_household = rotate(ALBUM, 1, &[&f.d[0], &f.d[1], &f.d[4]]);
     f.by(1, to_household);
     let (bob, dan, cleo) = (f.d[1].device_id(), f.d[4].device_id(), f.d[2].device_id());
-    assert!(f.state().accepts_change(&ALBUM, &dan, 1));
+    let (vouched, other) = (ChangeId([1; 32]), ChangeId([2; 32]));
+    assert!(f.state().change_scope(&ALBUM, &dan, 1, &other).is_some());
     f.by(
         0,
         OpBody::RevokeDevice {
             device: f.d[4].device_id(),
         },
     );
-    // Before the rotation that follows the removal, nothing tells its changes apart.
-    assert!(!f.state().accepts_change(&ALBUM, &dan, 1));
+    // A device that knows of the removal takes nothing from it unless vouched for.
+    assert!(f.state().change_scope(&ALBUM, &dan, 1, &other).is_none());
     let without_dan = rotate(ALBUM, 2, &[&f.d[0], &f.d[1]]);
     f.by(1, without_dan);
+    f.by(
+        1,
+        OpBody::Vouch {
+            device: dan,
+            changes: vec![vouched],
+        },
+    );
     let state = f.state();
     assert!(
-        state.accepts_change(&ALBUM, &dan, 1),
-        "made while apart, at the old epoch"
+        state.change_scope(&ALBUM, &dan, 1, &vouched).is_some(),
+        "vouched for by a device that took it in before it knew"
     );
     assert!(
-        !state.accepts_change(&ALBUM, &dan, 2),
+        state.change_scope(&ALBUM, &dan, 1, &other).is_none(),
+        "not vouched for"
+    );
+    assert!(
+        state.change_scope(&ALBUM, &dan, 2, &vouched).is_none(),
         "it never had the new key"
     );
-    assert!(state.accepts_change(&ALBUM, &bob, 2) && state.accepts_change(&ALBUM, &bob, 1));
+    assert!(
+        state.change_scope(&ALBUM, &bob, 2, &other).is_some()
+            && state.change_scope(&ALBUM, &bob, 1, &other).is_some()
+    );
     // A relative with no right to write never had one.
-    assert!(!state.accepts_change(&ALBUM, &cleo, 1));
+    assert!(state.change_scope(&ALBUM, &cleo, 1, &vouched).is_none());
 }

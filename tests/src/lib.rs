@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod corpus;
+pub mod hostile;
 pub mod in_process;
 pub mod leaks;
 pub mod peer;

@@ -96,6 +96,19 @@ impl RawPeer {
 }
 
 impl RawPeer {
+    /// Opens a stream on `protocol` and hands it over, for a test to write and read at its own
+    /// pace (a trickle, a stream left open).
+    pub async fn open(&self, protocol: &'static str) -> Result<libp2p::Stream> {
+        let mut control = self.control.clone();
+        match control
+            .open_stream(self.target, StreamProtocol::new(protocol))
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(e) => bail!("stream refused: {e}"),
+        }
+    }
+
     /// Waits for the node to open its sync (pull) stream to us, reads its first frame, then
     /// writes `frames` as if we were serving, and reads until the node closes or 10 s pass.
     pub async fn serve_sync(&mut self, frames: &[Vec<u8>]) -> Result<()> {

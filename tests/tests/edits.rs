@@ -37,9 +37,19 @@ fn wait_for_photo(
     Ok(last)
 }
 
+/// A person's library is changed only by their devices and by admins: B edits A's photos as
+/// an admin.
+fn make_second_an_admin(cluster: &Cluster) -> Result<()> {
+    cluster.nodes[0].ok(&["people", "set-role", "Person 1", "admin"])?;
+    wait_until(SYNC_DEADLINE, "B to know it is an admin", || {
+        Ok(cluster.nodes[1].json(&["status", "--json"])?["role"] == "admin")
+    })
+}
+
 #[test]
 fn caption_favourite_and_tags_set_on_a_show_on_b_and_concurrent_edits_merge() -> Result<()> {
     let mut cluster = Cluster::start(2)?;
+    make_second_an_admin(&cluster)?;
     let files = some_photos(2)?;
     import(&cluster.nodes[0], &files, "Garden")?;
     cluster.wait_converged()?;
@@ -128,6 +138,7 @@ fn caption_favourite_and_tags_set_on_a_show_on_b_and_concurrent_edits_merge() ->
 #[test]
 fn trash_on_b_hides_the_photo_on_a_and_restore_brings_it_back() -> Result<()> {
     let cluster = Cluster::start(2)?;
+    make_second_an_admin(&cluster)?;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let files = some_photos(3)?;
     import(a, &files, "Beach")?;

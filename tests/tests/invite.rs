@@ -1,10 +1,15 @@
 //! Tickets that must not admit anyone: used, expired, cancelled, altered. Each refusal says
-//! which, and leaves the joiner's data dir as it was.
+//! which, and leaves the joiner's data dir as it was. And joins that must work: into a family
+//! whose log is larger than a frame, and again after the answer was lost.
 
+use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use kith_protocol::wire::MAX_FRAME;
 use kith_tests::cluster::Cluster;
+use kith_tests::hostile::{grow_log, ticket_via};
+use kith_tests::relay::Relay;
 use kith_tests::{TestNode, wait_until};
 
 /// Tries to join with `ticket`; requires failure whose message contains `expect`, and that the
@@ -107,5 +112,87 @@ fn invite_prints_a_qr_code_and_writes_svg() -> Result<()> {
     assert!(out.contains("kith1"));
     let svg = std::fs::read_to_string(&svg)?;
     assert!(svg.contains("<svg"));
+    Ok(())
+}
+
+/// Renames that make Ana's log larger than one frame (about 220 bytes each).
+const RENAMES: usize = 25_000;
+
+/// Ana's node, initialised, its log grown past one frame, running.
+fn ana_with_a_long_log() -> Result<TestNode> {
+    let mut ana = TestNode::initialised()?;
+    let bytes = grow_log(&ana, RENAMES)?;
+    assert!(bytes > MAX_FRAME, "the log is only {bytes} bytes");
+    ana.start()?;
+    Ok(ana)
+}
+
+fn invite_state(node: &TestNode, id: &str) -> Result<serde_json::Value> {
+    let list = node.json(&["invites", "--json"])?;
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["id"] == id)
+        .cloned()
+        .context("the invite is not listed")
+}
+
+#[test]
+fn a_family_whose_log_is_larger_than_a_frame_is_joined() -> Result<()> {
+    let ana = ana_with_a_long_log()?;
+    let joiner = TestNode::new();
+    joiner.ok(&["join", &ana.invite()?, "--name", "laptop", "--person", "Bo"])?;
+    // The joiner holds the whole log: it knows Ana by the last of her names.
+    let people = joiner.json(&["people", "--json"])?.to_string();
+    let last = format!("renamed for the {}th time", RENAMES - 1);
+    assert!(people.contains(&last), "{people}");
+    Ok(())
+}
+
+#[test]
+fn a_join_whose_answer_was_cut_is_asked_again_with_the_same_ticket() -> Result<()> {
+    // The long log makes the answer several MiB, so the relay can cut it half way.
+    let ana = ana_with_a_long_log()?;
+    let relay = Relay::new();
+    let relay_addr = relay.listen("127.0.0.1:0".parse()?)?;
+    relay.set_target(ana.listen_addr()?);
+    relay.hold_back_after(Some(1 << 20));
+    let v = ana.json(&["invite", "--json"])?;
+    let id = v["id"].as_str().context("invite id")?.to_owned();
+    let ticket = v["ticket"].as_str().context("ticket")?.to_owned();
+    let via_relay = ticket_via(&ticket, relay_addr)?;
+
+    let joiner = TestNode::new();
+    let first = joiner
+        .command(&["join", &via_relay, "--name", "laptop", "--person", "Bo"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    wait_until(
+        Duration::from_secs(60),
+        "the answer to be half sent",
+        || Ok(relay.holding() && invite_state(&ana, &id)?["state"] == "admitted"),
+    )?;
+    relay.cut();
+    let out = first.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a join without its answer succeeded");
+    assert!(
+        stderr.contains("run the same `kith join` again"),
+        "{stderr}"
+    );
+
+    // Asked again with the same ticket (and the key kept from the first try): admitted.
+    relay.hold_back_after(None);
+    joiner.ok(&["join", &via_relay, "--name", "laptop", "--person", "Bo"])?;
+    let status = joiner.json(&["status", "--json"])?;
+    let invite = invite_state(&ana, &id)?;
+    assert_eq!(invite["state"], "used", "{invite}");
+    assert_eq!(invite["used_by"], status["device_id"], "{invite}");
+    let devices = ana.json(&["devices", "--json"])?;
+    assert_eq!(devices.as_array().map(Vec::len), Some(2), "{devices}");
+
+    // Any other device with the used ticket is refused.
+    refused(&ticket, "already used")?;
     Ok(())
 }

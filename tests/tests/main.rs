@@ -1,6 +1,7 @@
 //! All integration tests in one binary (the ripgrep habit): real `kith` processes on temp data
 //! dirs, the shared photo corpus, waits with deadlines.
 
+mod bad_keys;
 mod capture;
 mod cli;
 mod crash;
@@ -8,14 +9,19 @@ mod edits;
 mod export;
 mod faults;
 mod fixture;
+mod flood;
 mod free_space;
+mod hostile_files;
+mod impersonation;
 mod import;
 mod in_process;
+mod inflation;
 mod invite;
 mod node;
 mod people;
 mod privacy;
 mod purge;
+mod rekey;
 mod sharing;
 mod sync;
 mod tamper;

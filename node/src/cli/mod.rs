@@ -168,7 +168,7 @@ enum Command {
     Share {
         /// The album: its title, `Parent/Child` path or id prefix.
         album: String,
-        /// The person's name, or a prefix of their id (see `kith people`).
+        /// The person's name, or a prefix of their id, 6+ hex digits (see `kith people`).
         person: String,
         /// `view`: see the album and its photos; `contribute`: also add photos to it.
         #[arg(long, value_parser = ["view", "contribute"], default_value = "view")]
@@ -219,12 +219,12 @@ enum PeopleAction {
     /// Remove a person from the family (admin only): all their devices are refused from then
     /// on and their album access ends. What their devices already hold, they keep.
     Remove {
-        /// The person's name, or a prefix of their id.
+        /// The person's name, or a prefix of their id (6+ hex digits).
         person: String,
     },
     /// Give a person another role (admin only).
     SetRole {
-        /// The person's name, or a prefix of their id.
+        /// The person's name, or a prefix of their id (6+ hex digits).
         person: String,
         #[arg(value_parser = ["admin", "member", "relative"])]
         role: String,
@@ -236,7 +236,7 @@ enum DevicesAction {
     /// Remove a device from the family (admin, or the device's own person): it is refused and
     /// disconnected from then on. What it already holds, it keeps.
     Remove {
-        /// The device's name, or a prefix of its id.
+        /// The device's name, or a prefix of its id (6+ hex digits).
         device: String,
     },
 }
@@ -286,7 +286,9 @@ pub async fn execute(args: Args) -> Result<ExitCode> {
             } else {
                 println!(
                     "Created device {} for {} (admin of a new family) in {}",
-                    view.device_id, view.person, view.data_dir
+                    view.device_id,
+                    render::esc(&view.person),
+                    view.data_dir
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -395,7 +397,7 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                     } else {
                         println!(
                             "Created album {} ({})",
-                            album.path,
+                            render::esc(&album.path),
                             album.id.get(..12).unwrap_or(&album.id)
                         );
                     }
@@ -405,7 +407,7 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                     if json {
                         render::print_json(&view)?;
                     } else {
-                        println!("Renamed {album:?} to {}", view.path);
+                        println!("Renamed {album:?} to {}", render::esc(&view.path));
                     }
                 }
                 Some(AlbumAction::Add { album, photos }) => {
@@ -413,7 +415,7 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                     if json {
                         render::print_json(&serde_json::json!({ "added": count }))?;
                     } else {
-                        println!("Added {count} photo(s) to {album}");
+                        println!("Added {count} photo(s) to {}", render::esc(&album));
                     }
                 }
                 Some(AlbumAction::Remove { album, photos }) => {
@@ -421,7 +423,7 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                     if json {
                         render::print_json(&serde_json::json!({ "removed": count }))?;
                     } else {
-                        println!("Removed {count} photo(s) from {album}");
+                        println!("Removed {count} photo(s) from {}", render::esc(&album));
                     }
                 }
             }
@@ -445,7 +447,7 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                         println!(
                             "Removed {} and their {} device(s) from the family. They are refused \
                              from now on; what their devices already hold, they keep.",
-                            person.name,
+                            render::esc(&person.name),
                             person.devices.len()
                         );
                     }
@@ -455,7 +457,7 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                     if json {
                         render::print_json(&person)?;
                     } else {
-                        println!("{} is now {}", person.name, person.role);
+                        println!("{} is now {}", render::esc(&person.name), person.role);
                     }
                 }
                 Some(PeopleAction::Rename { new_name }) => {
@@ -581,7 +583,9 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                 println!(
                     "Removed {:?} ({}'s device {}) from the family. It is refused from now on; \
                      what it already holds, it keeps.",
-                    removed.name, removed.person, removed.id
+                    removed.name,
+                    render::esc(&removed.person),
+                    removed.id
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ use kith_node::views::{FamilyDeviceView, InviteView, StatusView, SyncView};
 use kith_node::{Backend, DataDir};
 use kith_protocol::ticket::Ticket;
 
-use super::render::{human_bytes, print_json};
+use super::render::{esc, human_bytes, print_json};
 
 /// Parses `24h`, `7d`, `30m`, `90s` (a number alone is hours).
 pub fn parse_duration(text: &str) -> Result<Duration> {
@@ -69,7 +69,7 @@ pub async fn invite(
     println!("{text}");
     println!();
     let whom = match &view.person {
-        Some(name) => format!("a new device of {name}"),
+        Some(name) => format!("a new device of {}", esc(name)),
         None => format!("a new {}", view.role),
     };
     println!(
@@ -116,13 +116,20 @@ pub async fn join(
     json: bool,
 ) -> Result<ExitCode> {
     let ticket = Ticket::decode(ticket_text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Checked here too, before anything is sent: the admin's device would not take these names.
+    for (what, name) in [("the device name", device_name), ("your name", person)] {
+        kith_protocol::names::check_name(name)
+            .map_err(|e| anyhow::anyhow!("{what} {name:?}: {e}"))?;
+    }
     let view = kith_node::net::invite::join(data_dir, &ticket, person, device_name).await?;
     if json {
         print_json(&view)?;
     } else {
         println!(
             "Joined the family as {} with device {} in {}.",
-            view.person, view.device_id, view.data_dir
+            esc(&view.person),
+            view.device_id,
+            view.data_dir
         );
         if let Some(kept) = &view.kept {
             println!(
@@ -132,7 +139,7 @@ pub async fn join(
                 kept.albums
             );
             for skipped in &kept.skipped {
-                println!("  not carried over (damaged): {skipped}");
+                println!("  not carried over (damaged): {}", esc(skipped));
             }
             println!(
                 "The data dir as it was is kept in {}; delete it once you have checked the photos.",
@@ -150,7 +157,7 @@ pub fn devices_table(devices: &[FamilyDeviceView]) {
         "ID", "PERSON", "NAME", "ONLINE"
     );
     for d in devices {
-        let mut name = d.name.clone();
+        let mut name = esc(&d.name).into_owned();
         if d.this {
             name.push_str(" (this)");
         }
@@ -169,7 +176,7 @@ pub fn devices_table(devices: &[FamilyDeviceView]) {
         println!(
             "{:<14} {:<16} {:<20} {:<8} {seen}",
             &d.id[..12],
-            d.person,
+            esc(&d.person),
             name,
             online
         );
@@ -187,7 +194,7 @@ pub fn sync_text(s: &SyncView) {
     for p in &s.peers {
         println!(
             "peer:      {} {} — {}, {} changes in ({} rejected), {} blobs ({}) fetched",
-            p.name,
+            esc(&p.name),
             &p.device[..12],
             match (p.online, p.caught_up) {
                 (true, true) => "online, caught up",

@@ -117,7 +117,7 @@ pub async fn trash(
                     println!(
                         "Moved {} ({}) to the trash; purged after {}",
                         render::short_id(&t.photo.id),
-                        t.photo.file_name,
+                        render::esc(&t.photo.file_name),
                         render::utc_time(t.purge_at_ms)
                     );
                 }
@@ -131,7 +131,11 @@ pub async fn trash(
             let restored = backend.restore(&photos).await?;
             render::print_as(json, &restored, |restored| {
                 for p in restored {
-                    println!("Restored {} ({})", render::short_id(&p.id), p.file_name);
+                    println!(
+                        "Restored {} ({})",
+                        render::short_id(&p.id),
+                        render::esc(&p.file_name)
+                    );
                 }
             })?;
         }
@@ -143,7 +147,11 @@ pub async fn trash(
                     return;
                 }
                 for p in purged {
-                    println!("Purged {} ({})", render::short_id(&p.id), p.file_name);
+                    println!(
+                        "Purged {} ({})",
+                        render::short_id(&p.id),
+                        render::esc(&p.file_name)
+                    );
                 }
                 println!(
                     "{} photo(s) purged on every device; their files are deleted here, and on \

@@ -9,6 +9,15 @@ use kith_node::views::{
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+/// Text from the library (names, captions, tags, titles, file names, EXIF fields: much of it
+/// written by other devices) as it may reach a terminal: control, bidi and invisible characters
+/// escaped, so an ANSI sequence or a right-to-left override prints as `\u{1b}` or `\u{202e}`
+/// instead of acting. JSON output needs none of this: serde escapes control characters and the
+/// bytes stay exact.
+pub fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    kith_protocol::names::escape_hidden(text)
+}
+
 pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
@@ -140,7 +149,7 @@ pub async fn import_events(
         problem: |o: &FileOutcome| {
             (o.status == FileStatus::Skipped).then(|| {
                 let reason = o.reason.as_deref().unwrap_or("no reason given");
-                format!("skipped  {}: {reason}", o.path)
+                format!("skipped  {}: {}", esc(&o.path), esc(reason))
             })
         },
         summary: |s: &ImportSummary| {
@@ -162,7 +171,7 @@ pub async fn export_events(
         problem: |o: &ExportOutcome| {
             (o.status == ExportStatus::Failed).then(|| {
                 let reason = o.reason.as_deref().unwrap_or("no reason given");
-                format!("failed   {}: {reason}", o.path)
+                format!("failed   {}: {}", esc(&o.path), esc(reason))
             })
         },
         summary: |s: &ExportSummary| {
@@ -195,9 +204,9 @@ pub fn photos_table(photos: &[PhotoView]) {
             .as_ref()
             .map(|g| format!("{:.5},{:.5}", g.lat, g.lon))
             .unwrap_or_default();
-        let mut last = p.albums.join(", ");
+        let mut last = esc(&p.albums.join(", ")).into_owned();
         for tag in &p.tags {
-            last.push_str(&format!(" #{tag}"));
+            last.push_str(&format!(" #{}", esc(tag)));
         }
         println!(
             "{:<12}  {:<1}  {:<19}  {:>11}  {:<28}  {:<20}  {:<30}  {}",
@@ -205,9 +214,9 @@ pub fn photos_table(photos: &[PhotoView]) {
             if p.favourite { "*" } else { "" },
             p.taken_at.as_deref().unwrap_or("-"),
             format!("{}x{}", p.display_width, p.display_height),
-            p.camera.as_deref().unwrap_or("-"),
+            esc(p.camera.as_deref().unwrap_or("-")),
             gps,
-            p.file_name,
+            esc(&p.file_name),
             last.trim_start()
         );
     }
@@ -216,14 +225,14 @@ pub fn photos_table(photos: &[PhotoView]) {
 /// One photo, a field a line.
 pub fn photo_text(p: &PhotoView) {
     println!("id:        {}", p.id);
-    println!("name:      {}", p.file_name);
-    println!("taken:     {}", p.taken_at.as_deref().unwrap_or("-"));
+    println!("name:      {}", esc(&p.file_name));
+    println!("taken:     {}", esc(p.taken_at.as_deref().unwrap_or("-")));
     println!("size:      {}x{}", p.display_width, p.display_height);
-    println!("camera:    {}", p.camera.as_deref().unwrap_or("-"));
-    println!("caption:   {}", p.caption.as_deref().unwrap_or("-"));
+    println!("camera:    {}", esc(p.camera.as_deref().unwrap_or("-")));
+    println!("caption:   {}", esc(p.caption.as_deref().unwrap_or("-")));
     println!("favourite: {}", if p.favourite { "yes" } else { "no" });
-    println!("tags:      {}", p.tags.join(", "));
-    println!("albums:    {}", p.albums.join(", "));
+    println!("tags:      {}", esc(&p.tags.join(", ")));
+    println!("albums:    {}", esc(&p.albums.join(", ")));
     if let Some(t) = p.trashed_at_ms {
         println!("trashed:   {}", utc_time(t));
     }
@@ -244,7 +253,7 @@ pub fn trash_table(trashed: &[TrashedView]) {
             short_id(&t.photo.id),
             t.photo.trashed_at_ms.map(utc_time).unwrap_or_default(),
             utc_time(t.purge_at_ms),
-            t.photo.file_name
+            esc(&t.photo.file_name)
         );
     }
 }
@@ -252,15 +261,15 @@ pub fn trash_table(trashed: &[TrashedView]) {
 pub fn people_table(people: &[PersonView]) {
     for p in people {
         if p.removed {
-            println!("{} (removed)", p.name);
+            println!("{} (removed)", esc(&p.name));
         } else {
-            println!("{} ({})", p.name, p.role);
+            println!("{} ({})", esc(&p.name), p.role);
         }
         for d in &p.devices {
             println!(
                 "  {}  {}{}{}",
                 &d.id[..12.min(d.id.len())],
-                d.name,
+                esc(&d.name),
                 if d.this { "  (this device)" } else { "" },
                 if d.revoked { "  (removed)" } else { "" }
             );
@@ -283,7 +292,7 @@ pub fn albums_table(albums: &[AlbumView]) {
             let with: Vec<String> = a
                 .shared_with
                 .iter()
-                .map(|g| format!("{} ({})", g.person, g.access))
+                .map(|g| format!("{} ({})", esc(&g.person), g.access))
                 .collect();
             notes.push(format!("shared with {}", with.join(", ")));
         }
@@ -296,7 +305,7 @@ pub fn albums_table(albums: &[AlbumView]) {
             "{:<12}  {:>6}  {}{notes}",
             &a.id[..12.min(a.id.len())],
             a.photos,
-            a.path
+            esc(&a.path)
         );
     }
 }
@@ -315,11 +324,11 @@ pub fn shared(view: &kith_node::sharing::ShareView) {
     match &view.access {
         Some(access) => println!(
             "Shared {first:?}{under} with {}, who can {access}.",
-            view.person
+            esc(&view.person)
         ),
         None => println!(
             "Stopped sharing {first:?}{under} with {}. What their devices already received, they keep.",
-            view.person
+            esc(&view.person)
         ),
     }
 }
@@ -349,8 +358,8 @@ pub fn status_text(s: &StatusView) {
         }
     );
     println!("data dir:  {}", s.data_dir);
-    println!("device:    {} ({})", s.device_name, s.device_id);
-    println!("person:    {} ({})", s.person, s.role);
+    println!("device:    {} ({})", esc(&s.device_name), s.device_id);
+    println!("person:    {} ({})", esc(&s.person), s.role);
     println!("photos:    {}", s.photos);
     println!("albums:    {}", s.albums);
     println!("documents: {} ({} changes)", s.documents, s.changes);
@@ -362,7 +371,7 @@ pub fn status_text(s: &StatusView) {
             s.damaged.len()
         );
         for d in &s.damaged {
-            println!("  {d}");
+            println!("  {}", esc(d));
         }
     }
 }

@@ -1,5 +1,11 @@
-//! Header walkers for the non-HEIF containers: pixel size and the raw EXIF
-//! (TIFF structure) without decoding any pixels.
+//! Header walkers for the containers: pixel size and the raw EXIF (TIFF
+//! structure) without decoding any pixels, and the top-level ISO-BMFF box walk
+//! that HEIF files get before libheif sees them.
+//!
+//! Every length, offset and count here is the file's to claim, so every walk
+//! moves strictly forward through the bytes (at most one step per byte), index
+//! arithmetic is checked, and nothing is allocated from a header field: the
+//! EXIF block is borrowed from the file, never copied by a claimed size.
 
 use std::io::Cursor;
 
@@ -9,14 +15,17 @@ use super::{ImageFormatKind, MediaError};
 
 /// What a container header tells us.
 #[derive(Debug, Default)]
-pub(super) struct Header {
+pub(super) struct Header<'a> {
     pub width: u32,
     pub height: u32,
+    /// The size of the first frame when it may differ from the image's (GIF: a
+    /// frame is not bound to the logical screen, and the decoder allocates it).
+    pub first_frame: Option<(u32, u32)>,
     /// The EXIF TIFF structure (starting with `II*\0` or `MM\0*`), if any.
-    pub exif: Option<Vec<u8>>,
+    pub exif: Option<&'a [u8]>,
 }
 
-pub(super) fn read_header(format: ImageFormatKind, bytes: &[u8]) -> Result<Header, MediaError> {
+pub(super) fn read_header(format: ImageFormatKind, bytes: &[u8]) -> Result<Header<'_>, MediaError> {
     match format {
         ImageFormatKind::Jpeg => {
             let jpeg = scan_jpeg(bytes)?;
@@ -29,7 +38,8 @@ pub(super) fn read_header(format: ImageFormatKind, bytes: &[u8]) -> Result<Heade
             Ok(Header {
                 width: jpeg.width,
                 height: jpeg.height,
-                exif: jpeg.exif.map(<[u8]>::to_vec),
+                first_frame: None,
+                exif: jpeg.exif,
             })
         }
         ImageFormatKind::Png => png_header(bytes),
@@ -74,7 +84,10 @@ pub(super) struct JpegScan<'a> {
     pub has_eoi: bool,
 }
 
-/// Walks the marker segments up to the first SOS.
+/// Walks the marker segments up to the first SOS. Every step moves at least two
+/// bytes forward (a segment's length counts its own two bytes and must be at
+/// least 2), so the walk ends within the file's length; the EOI search after it
+/// is one linear pass.
 pub(super) fn scan_jpeg(b: &[u8]) -> Result<JpegScan<'_>, MediaError> {
     const F: ImageFormatKind = ImageFormatKind::Jpeg;
     let truncated = || MediaError::truncated(F, "the file ends inside the JPEG headers");
@@ -92,15 +105,15 @@ pub(super) fn scan_jpeg(b: &[u8]) -> Result<JpegScan<'_>, MediaError> {
             ));
         }
         // Skip fill bytes.
-        while b.get(pos + 1) == Some(&0xFF) {
+        while b.get(pos.saturating_add(1)) == Some(&0xFF) {
             pos += 1;
         }
-        let Some(&marker) = b.get(pos + 1) else {
+        let Some(&marker) = b.get(pos.saturating_add(1)) else {
             return Err(truncated());
         };
         match marker {
             0xD8 | 0x01 | 0xD0..=0xD7 => {
-                pos += 2;
+                pos = pos.saturating_add(2);
                 continue;
             }
             0xD9 => {
@@ -111,10 +124,11 @@ pub(super) fn scan_jpeg(b: &[u8]) -> Result<JpegScan<'_>, MediaError> {
             }
             _ => {}
         }
-        let len = usize::from(be16(b, pos + 2).ok_or_else(truncated)?);
+        let len = usize::from(be16(b, pos.saturating_add(2)).ok_or_else(truncated)?);
         if len < 2 {
             return Err(MediaError::corrupt(F, "a JPEG segment has a bad length"));
         }
+        // pos < b.len() here (b[pos] was read) and len <= 65535: no overflow.
         let end = pos + 2 + len;
         let seg = b.get(pos + 4..end).ok_or_else(truncated)?;
         match marker {
@@ -150,9 +164,66 @@ pub(super) fn scan_jpeg(b: &[u8]) -> Result<JpegScan<'_>, MediaError> {
     }
 }
 
+// ---------------------------------------------------------------- ISO-BMFF (HEIF)
+
+/// Walks the top-level ISO-BMFF boxes: a box that claims to run past the end
+/// of the file means the file was cut short (libheif >= 1.19 would otherwise
+/// fill the missing tiles with grey).
+///
+/// Every size is the file's to claim (up to `u64::MAX` with a 64-bit
+/// `largesize`), so the arithmetic is checked: an unchecked `pos + size` wraps
+/// and can send the walk back to the start of the file forever. Each box is at
+/// least 8 bytes and the position only moves forward, so the walk takes at most
+/// `len / 8` steps; nested boxes are libheif's (its own limits on nesting depth,
+/// children per box and item counts apply).
+pub(super) fn check_boxes(format: ImageFormatKind, b: &[u8]) -> Result<(), MediaError> {
+    let len = b.len() as u64;
+    let mut pos: u64 = 0;
+    while len - pos >= 8 {
+        // pos < len here, so it fits in usize.
+        let at = pos as usize;
+        let (Some(size32), Some(kind)) = (be32(b, at), b.get(at + 4..at + 8)) else {
+            break;
+        };
+        let kind = String::from_utf8_lossy(kind).into_owned();
+        let size = match size32 {
+            0 => return Ok(()), // extends to the end of the file
+            1 => {
+                let Some(large) = b
+                    .get(at + 8..at + 16)
+                    .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                else {
+                    return Err(MediaError::truncated(
+                        format,
+                        format!("the file ends inside the '{kind}' box header"),
+                    ));
+                };
+                u64::from_be_bytes(large)
+            }
+            n => u64::from(n),
+        };
+        let header = if size32 == 1 { 16 } else { 8 };
+        if size < header {
+            return Err(MediaError::corrupt(
+                format,
+                format!("the '{kind}' box has an impossible size ({size} bytes)"),
+            ));
+        }
+        let left = len - pos;
+        if size > left {
+            return Err(MediaError::truncated(
+                format,
+                format!("the '{kind}' box needs {size} bytes but only {left} are left"),
+            ));
+        }
+        pos += size; // size <= len - pos: cannot overflow, never passes len
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- PNG
 
-fn png_header(b: &[u8]) -> Result<Header, MediaError> {
+fn png_header(b: &[u8]) -> Result<Header<'_>, MediaError> {
     const F: ImageFormatKind = ImageFormatKind::Png;
     // IHDR must be the first chunk.
     if b.get(12..16) != Some(b"IHDR") {
@@ -171,40 +242,56 @@ fn png_header(b: &[u8]) -> Result<Header, MediaError> {
     let mut header = Header {
         width,
         height,
+        first_frame: None,
         exif: None,
     };
-    // Walk the chunks (no decompression) looking for eXIf.
-    let mut pos = 8;
-    while let (Some(len), Some(kind)) = (be32(b, pos), b.get(pos + 4..pos + 8)) {
-        let data_start = pos + 8;
-        let Some(data) = data_start
-            .checked_add(len as usize)
-            .and_then(|end| b.get(data_start..end))
-        else {
+    // Walk the chunks (no decompression) looking for eXIf. Each step moves at
+    // least 12 bytes forward (length, type, CRC), and a chunk that claims to run
+    // past the end ends the walk.
+    let mut pos = 8usize;
+    while let (Some(len), Some(kind)) = (
+        be32(b, pos),
+        pos.checked_add(4).and_then(|at| b.get(at..at + 4)),
+    ) {
+        let Some(data_start) = pos.checked_add(8) else {
+            break;
+        };
+        let Some(data_end) = data_start.checked_add(len as usize) else {
+            break;
+        };
+        let Some(data) = b.get(data_start..data_end) else {
             break;
         };
         match kind {
             b"eXIf" => {
-                header.exif = tiff_payload(data).map(<[u8]>::to_vec);
+                header.exif = tiff_payload(data);
                 break;
             }
             b"IEND" => break,
             _ => {}
         }
-        pos = data_start + len as usize + 4;
+        let Some(next) = data_end.checked_add(4) else {
+            break;
+        };
+        pos = next;
     }
     Ok(header)
 }
 
 // ---------------------------------------------------------------- WebP
 
-fn webp_header(b: &[u8]) -> Result<Header, MediaError> {
+fn webp_header(b: &[u8]) -> Result<Header<'_>, MediaError> {
     const F: ImageFormatKind = ImageFormatKind::Webp;
     let mut size = None;
     let mut exif = None;
-    let mut pos = 12;
-    while let (Some(kind), Some(len)) = (b.get(pos..pos + 4), le32(b, pos + 4)) {
-        let start = pos + 8;
+    // Each step moves at least 8 bytes forward; sizes saturate, so a chunk
+    // claiming 4 GiB just ends the walk.
+    let mut pos = 12usize;
+    while let (Some(kind), Some(len)) = (
+        pos.checked_add(4).and_then(|end| b.get(pos..end)),
+        pos.checked_add(4).and_then(|at| le32(b, at)),
+    ) {
+        let start = pos.saturating_add(8);
         let end = start.saturating_add(len as usize);
         // A cut-off chunk: use what is there for the size, the decoder will complain.
         let data = &b[start.min(b.len())..end.min(b.len())];
@@ -223,7 +310,7 @@ fn webp_header(b: &[u8]) -> Result<Header, MediaError> {
                 let bits = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
                 size = Some(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1));
             }
-            b"EXIF" if exif.is_none() => exif = tiff_payload(data).map(<[u8]>::to_vec),
+            b"EXIF" if exif.is_none() => exif = tiff_payload(data),
             _ => {}
         }
         pos = end.saturating_add(len as usize & 1);
@@ -238,36 +325,96 @@ fn webp_header(b: &[u8]) -> Result<Header, MediaError> {
     Ok(Header {
         width,
         height,
+        first_frame: None,
         exif,
     })
 }
 
 // ---------------------------------------------------------------- GIF
 
-fn gif_header(b: &[u8]) -> Result<Header, MediaError> {
-    let (Some(w), Some(h)) = (b.get(6..8), b.get(8..10)) else {
-        return Err(MediaError::truncated(
-            ImageFormatKind::Gif,
-            "the file ends inside the GIF header",
-        ));
+/// The logical screen size, and the first frame's size: the decoder allocates
+/// the frame at its own size (a 1×1 screen may carry a 20000×20000 frame), so
+/// both are checked against the limits before decoding.
+fn gif_header(b: &[u8]) -> Result<Header<'_>, MediaError> {
+    const F: ImageFormatKind = ImageFormatKind::Gif;
+    let le16 = |at: usize| -> Option<u32> {
+        Some(u32::from(u16::from_le_bytes([
+            *b.get(at)?,
+            *b.get(at.checked_add(1)?)?,
+        ])))
+    };
+    let truncated = || MediaError::truncated(F, "the file ends inside the GIF header");
+    let (Some(width), Some(height), Some(&flags)) = (le16(6), le16(8), b.get(10)) else {
+        return Err(truncated());
+    };
+    // Header (13 bytes), then the global colour table: 3 × 2^(n+1) bytes.
+    let mut pos: usize = 13;
+    if flags & 0x80 != 0 {
+        pos += 3usize << ((flags & 0x07) + 1);
+    }
+    // Extensions up to the first image descriptor. Every step moves at least
+    // one byte forward, so the walk ends within the file's length.
+    let first_frame = loop {
+        match b.get(pos) {
+            None => {
+                return Err(MediaError::truncated(
+                    F,
+                    "the file ends before the first GIF frame",
+                ));
+            }
+            Some(0x21) => {
+                // Extension: introducer, label, then sub-blocks up to a 0 length.
+                pos = pos.checked_add(2).ok_or_else(truncated)?;
+                loop {
+                    let Some(&n) = b.get(pos) else {
+                        return Err(MediaError::truncated(
+                            F,
+                            "the file ends inside a GIF extension",
+                        ));
+                    };
+                    pos = pos.checked_add(1 + usize::from(n)).ok_or_else(truncated)?;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            Some(0x2C) => {
+                let (Some(w), Some(h)) = (le16(pos + 5), le16(pos + 7)) else {
+                    return Err(MediaError::truncated(
+                        F,
+                        "the file ends inside the first GIF frame header",
+                    ));
+                };
+                break (w, h);
+            }
+            Some(0x3B) => return Err(MediaError::corrupt(F, "the GIF ends before any frame")),
+            Some(other) => {
+                return Err(MediaError::corrupt(
+                    F,
+                    format!("unexpected GIF block 0x{other:02X} at byte {pos}"),
+                ));
+            }
+        }
     };
     Ok(Header {
-        width: u32::from(u16::from_le_bytes([w[0], w[1]])),
-        height: u32::from(u16::from_le_bytes([h[0], h[1]])),
+        width,
+        height,
+        first_frame: Some(first_frame),
         exif: None,
     })
 }
 
 // ---------------------------------------------------------------- TIFF
 
-fn tiff_header(b: &[u8]) -> Result<Header, MediaError> {
+fn tiff_header(b: &[u8]) -> Result<Header<'_>, MediaError> {
     let decoder = image::codecs::tiff::TiffDecoder::new(Cursor::new(b))
         .map_err(|e| super::render::image_error(ImageFormatKind::Tiff, e))?;
     let (width, height) = decoder.dimensions();
     Ok(Header {
         width,
         height,
+        first_frame: None,
         // The file itself is the TIFF structure that holds the EXIF tags.
-        exif: Some(b.to_vec()),
+        exif: Some(b),
     })
 }

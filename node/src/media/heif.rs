@@ -32,53 +32,8 @@ fn heif_error(format: ImageFormatKind, err: &HeifError) -> MediaError {
     }
 }
 
-/// Walks the top-level ISO-BMFF boxes: a box that claims to run past the end
-/// of the file means the file was cut short (libheif >= 1.19 would otherwise
-/// fill the missing tiles with grey).
-fn check_boxes(format: ImageFormatKind, b: &[u8]) -> Result<(), MediaError> {
-    let mut pos: u64 = 0;
-    let len = b.len() as u64;
-    while pos + 8 <= len {
-        let at = pos as usize;
-        let size32 = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let kind = String::from_utf8_lossy(&b[at + 4..at + 8]).into_owned();
-        let size = match size32 {
-            0 => return Ok(()), // extends to the end of the file
-            1 => {
-                let Some(large) = b.get(at + 8..at + 16) else {
-                    return Err(MediaError::truncated(
-                        format,
-                        format!("the file ends inside the '{kind}' box header"),
-                    ));
-                };
-                let mut be = [0u8; 8];
-                be.copy_from_slice(large);
-                u64::from_be_bytes(be)
-            }
-            n => u64::from(n),
-        };
-        if size < 8 {
-            return Err(MediaError::corrupt(
-                format,
-                format!("the '{kind}' box has an impossible size"),
-            ));
-        }
-        if pos + size > len {
-            return Err(MediaError::truncated(
-                format,
-                format!(
-                    "the '{kind}' box needs {size} bytes but only {} are left",
-                    len - pos
-                ),
-            ));
-        }
-        pos += size;
-    }
-    Ok(())
-}
-
 fn open(format: ImageFormatKind, bytes: &[u8]) -> Result<HeifContext<'_>, MediaError> {
-    check_boxes(format, bytes)?;
+    super::container::check_boxes(format, bytes)?;
     lib();
     HeifContext::read_from_bytes(bytes).map_err(|e| heif_error(format, &e))
 }
@@ -153,14 +108,16 @@ pub(super) fn decode(meta: &PhotoMeta, bytes: &[u8]) -> Result<Rgb, MediaError> 
         });
     }
     let (width, height) = (plane.width, plane.height);
-    let row = width as usize * 3;
-    let mut data = Vec::with_capacity(row * height as usize);
+    // The decoded size is libheif's, not the header's we checked: check it again before
+    // sizing a buffer from it.
+    check_dimensions(format, width, height)?;
+    let short = || MediaError::corrupt(format, "libheif returned a short image");
+    let row = (width as usize).checked_mul(3).ok_or_else(short)?;
+    let mut data = Vec::with_capacity(row.checked_mul(height as usize).ok_or_else(short)?);
     for y in 0..height as usize {
-        let start = y * plane.stride;
-        let line = plane
-            .data
-            .get(start..start + row)
-            .ok_or_else(|| MediaError::corrupt(format, "libheif returned a short image"))?;
+        let start = y.checked_mul(plane.stride).ok_or_else(short)?;
+        let end = start.checked_add(row).ok_or_else(short)?;
+        let line = plane.data.get(start..end).ok_or_else(short)?;
         data.extend_from_slice(line);
     }
     Ok(Rgb {

@@ -16,9 +16,15 @@
 //!   `irot`/`imir` transforms are applied instead (the HEIF rule).
 
 mod container;
+#[doc(hidden)]
+pub mod crafted;
 mod exif;
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(feature = "heif")]
 mod heif;
+#[cfg(test)]
+mod hostile_tests;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -33,10 +39,19 @@ pub const PREVIEW_EDGE: u32 = 2048;
 pub const THUMBNAIL_QUALITY: u8 = 80;
 /// JPEG quality of the preview rendition.
 pub const PREVIEW_QUALITY: u8 = 85;
-/// Largest image accepted, in pixels (width × height as stored).
+/// Largest image accepted, in pixels (width × height as stored, and for GIF also the first
+/// frame's declared size). Above the largest phone sensors (200 MP) with some room; checked
+/// from the header, before any decoder allocates.
 pub const MAX_PIXELS: u64 = 250_000_000;
-/// Largest single allocation a decoder may make, in bytes.
-pub const MAX_ALLOC: u64 = 2 * 1024 * 1024 * 1024;
+/// Most bytes a decoder may allocate for one image (the `image` crate's `Limits::max_alloc`).
+/// A [`MAX_PIXELS`] image as RGBA8 is 1.0 GB, so every 8-bit image under the pixel limit fits;
+/// a 16-bit one fits up to about 130 MP. Anything that would need more (a small PNG declaring
+/// 15000×15000 RGBA16 wants 1.8 GB) is refused before its pixels are inflated.
+pub const MAX_ALLOC: u64 = 1024 * 1024 * 1024;
+/// Most `ftyp` compatible brands looked at when sniffing. Real files list fewer than ten; the
+/// box size is the file's to claim, so without a bound a crafted `ftyp` spanning the whole file
+/// would make the sniffer walk (and once, collect) every four bytes of it.
+const MAX_FTYP_BRANDS: usize = 64;
 
 /// The container format, as sniffed from the content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -181,7 +196,7 @@ pub enum MediaError {
         detail: String,
     },
     #[error(
-        "the image says it is {width}×{height} pixels, more than the limit of 250 megapixels, so it is refused to protect the device's memory (a damaged or deliberately malformed file?)"
+        "the image says it is {width}×{height} pixels, more than kith decodes (250 megapixels, 1 GiB of pixel data), so it is refused to protect the device's memory (a damaged or deliberately malformed file?)"
     )]
     TooLarge { width: u32, height: u32 },
     #[error(
@@ -268,8 +283,14 @@ fn sniff_ftyp(bytes: &[u8]) -> Result<Sniffed, MediaError> {
     // max then min, never clamp: a 12..16-byte file has len < 16.
     let end = size.max(16).min(bytes.len());
     let major = &bytes[8..12];
-    let compatible: Vec<&[u8]> = bytes.get(16..end).unwrap_or(&[]).chunks_exact(4).collect();
-    let has = |brand: &[u8]| major == brand || compatible.contains(&brand);
+    let compatible = bytes.get(16..end).unwrap_or(&[]);
+    let has = |brand: &[u8]| {
+        major == brand
+            || compatible
+                .chunks_exact(4)
+                .take(MAX_FTYP_BRANDS)
+                .any(|b| b == brand)
+    };
     if major == b"heic" {
         return Ok(Sniffed::Known(ImageFormatKind::Heic));
     }
@@ -315,6 +336,11 @@ fn check_dimensions(format: ImageFormatKind, width: u32, height: u32) -> Result<
             format!("the header says the image is {width}×{height} pixels"),
         ));
     }
+    check_pixel_count(width, height)
+}
+
+/// Refuse more than [`MAX_PIXELS`] (u32 × u32 always fits in u64).
+fn check_pixel_count(width: u32, height: u32) -> Result<(), MediaError> {
     if u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(MediaError::TooLarge { width, height });
     }
@@ -340,7 +366,10 @@ pub fn read_meta(bytes: &[u8]) -> Result<PhotoMeta, MediaError> {
     }
     let header = container::read_header(format, bytes)?;
     check_dimensions(format, header.width, header.height)?;
-    let fields = match &header.exif {
+    if let Some((width, height)) = header.first_frame {
+        check_pixel_count(width, height)?;
+    }
+    let fields = match header.exif {
         Some(tiff) => exif::parse(tiff),
         None => exif::ExifFields::default(),
     };

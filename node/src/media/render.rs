@@ -13,6 +13,13 @@ use zune_jpeg::zune_core::options::DecoderOptions;
 
 use super::{ImageFormatKind, MAX_ALLOC, MediaError, Rendition};
 
+/// Most scans a progressive JPEG may have. Each scan is a full pass over the
+/// image, and a few bytes can describe a scan that changes nothing, so without
+/// a cap a small file costs hours. Real encoders write at most a few dozen
+/// (libjpeg's default progression has 10, mozjpeg's about 20); this is also
+/// zune-jpeg's default, written here so an upgrade cannot quietly drop it.
+const MAX_JPEG_SCANS: usize = 100;
+
 /// An interleaved RGB8 image.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct Rgb {
@@ -36,7 +43,7 @@ pub(super) fn decode(
     height: u32,
 ) -> Result<Rgb, MediaError> {
     match format {
-        ImageFormatKind::Jpeg => decode_jpeg(bytes),
+        ImageFormatKind::Jpeg => decode_jpeg(bytes, width, height),
         ImageFormatKind::Png
         | ImageFormatKind::Webp
         | ImageFormatKind::Gif
@@ -47,12 +54,15 @@ pub(super) fn decode(
     }
 }
 
-/// Strict zune-jpeg: damaged entropy data is an error, not a grey patch.
-fn decode_jpeg(bytes: &[u8]) -> Result<Rgb, MediaError> {
+/// Strict zune-jpeg: damaged entropy data is an error, not a grey patch. The
+/// decoder may not go past the size the header walk checked (zune refuses a
+/// second frame header, and any frame larger than this).
+fn decode_jpeg(bytes: &[u8], width: u32, height: u32) -> Result<Rgb, MediaError> {
     let options = DecoderOptions::default()
         .set_strict_mode(true)
-        .set_max_width(usize::from(u16::MAX))
-        .set_max_height(usize::from(u16::MAX))
+        .set_max_width(width.max(1) as usize)
+        .set_max_height(height.max(1) as usize)
+        .jpeg_set_max_scans(MAX_JPEG_SCANS)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     let result = decoder.decode();
@@ -139,19 +149,24 @@ pub(super) fn image_error(format: ImageFormatKind, err: ImageError) -> MediaErro
 }
 
 /// Converts any decoded image to RGB8; transparency is flattened onto white.
+/// The RGBA buffer is flattened in place, so a large image costs one buffer
+/// here, not two.
 pub(super) fn to_rgb8(image: DynamicImage) -> Rgb {
     let (width, height) = (image.width(), image.height());
     let data = if image.color().has_alpha() {
-        let rgba = image.into_rgba8().into_raw();
-        let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
-        for px in rgba.chunks_exact(4) {
-            let a = u32::from(px[3]);
-            for &c in &px[..3] {
-                let v = (u32::from(c) * a + 255 * (255 - a) + 127) / 255;
-                out.push(v as u8);
+        let mut rgba = image.into_rgba8().into_raw();
+        let pixels = rgba.len() / 4;
+        // Pixel i moves from 4i to 3i: it is read before anything writes there.
+        for i in 0..pixels {
+            let a = u32::from(rgba[4 * i + 3]);
+            for c in 0..3 {
+                let v = (u32::from(rgba[4 * i + c]) * a + 255 * (255 - a) + 127) / 255;
+                rgba[3 * i + c] = v as u8;
             }
         }
-        out
+        rgba.truncate(pixels * 3);
+        rgba.shrink_to_fit();
+        rgba
     } else {
         image.into_rgb8().into_raw()
     };

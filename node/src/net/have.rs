@@ -40,7 +40,8 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), St
     let Some(device) = device_of(&peer) else {
         return Err("its peer id is not an ed25519 key".into());
     };
-    if net.lib.peer_role(&device).await.is_none() {
+    // The snapshot first: a stranger never waits on, or takes, the library's lock.
+    if !net.members().is_current(&device) || net.lib.peer_role(&device).await.is_none() {
         return Err("it is not a current device of this family".into());
     }
     let body = read_frame(&mut stream)

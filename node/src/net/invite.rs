@@ -1,9 +1,18 @@
-//! `/kith/invite/1`: a device that holds a ticket joins the family.
+//! `/kith/invite/2`: a device that holds a ticket joins the family.
 //!
 //! The joiner dials the inviter at the ticket's addresses, with the inviter's device id as the
 //! expected peer id (Noise checks it), and sends a proof of the ticket's secret bound to both
-//! device ids and its X25519 key — never the secret. The inviter answers with the membership
-//! log, the family's photo-id secret and the keys of the documents the new device may read.
+//! device ids and its X25519 key — never the secret. The inviter answers with a welcome (the
+//! family's photo-id secret, where the other devices are) and then the membership log in pages
+//! (it holds the envelopes of the keys the new device may read); the joiner records it all and
+//! confirms, which uses the invite up. A joiner whose answer was lost asks again with the same
+//! device key and ticket.
+//!
+//! Strangers reach this protocol, so it is bounded: [`STREAMS_PER_PEER`] and [`STREAMS`]
+//! requests at once (more are dropped unread), requests of at most `MAX_REQUEST_FRAME` bytes
+//! read within [`REQUEST_TIMEOUT`], [`PEER_FAILURES_PER_MINUTE`] failed requests per peer and
+//! `MAX_FAILURES` wrong proofs per invite; and everything up to a valid proof is answered
+//! without the library's lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +20,11 @@ use std::time::Duration;
 use futures::{AsyncWriteExt, StreamExt};
 use kith_protocol::keys::{DeviceId, DeviceSecret, PersonId};
 use kith_protocol::membership::{self, SignedOp};
-use kith_protocol::ticket::{Ticket, invite_proof};
-use kith_protocol::wire::{self, DeviceAddrs, InviteMessage, Refusal, Welcome};
+use kith_protocol::ticket::{InviteId, Ticket, invite_proof};
+use kith_protocol::wire::{self, DeviceAddrs, InviteMessage, MAX_REQUEST_FRAME, Refusal, Welcome};
 use libp2p::{Multiaddr, PeerId, Stream};
 
-use super::frame::{read_frame, write_frame};
+use super::frame::{read_frame, read_frame_within, write_frame};
 use super::{INVITE, Network, build_swarm, device_of, keypair, peer_id};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
@@ -25,20 +34,70 @@ use crate::library::now_ms;
 use crate::store::{Identity, PeerRecord, Store, WriteBatch};
 use crate::views::InitView;
 
-/// Failed invite attempts one peer may make per minute.
+/// Failed invite requests one peer may make per minute.
 const PEER_FAILURES_PER_MINUTE: u32 = 5;
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Invite requests answered at once for one peer, and for all peers together. A joiner needs
+/// one; more from one peer are dropped unread.
+pub const STREAMS_PER_PEER: usize = 2;
+pub const STREAMS: usize = 32;
+/// Time a peer has to send its (small) request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the joiner has to record the log and confirm.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Peers whose failures are remembered; older entries are forgotten first.
+const REMEMBERED_PEERS: usize = 4096;
+/// Time a joiner waits for the whole answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) async fn accept_loop(net: Arc<Network>, mut incoming: libp2p_stream::IncomingStreams) {
     while let Some((peer, stream)) = incoming.next().await {
+        let Some(slot) = StreamSlot::take(&net, peer) else {
+            tracing::debug!(%peer, "dropped an invite stream: too many at once");
+            drop(stream);
+            continue;
+        };
         let net = net.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(ANSWER_TIMEOUT, serve(&net, peer, stream)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(%peer, "invite request rejected: {e}"),
-                Err(_) => tracing::warn!(%peer, "invite request timed out"),
+            let _slot = slot;
+            if let Err(e) = serve(&net, peer, stream).await {
+                tracing::warn!(%peer, "invite request rejected: {e}");
             }
         });
+    }
+}
+
+/// One invite stream being answered; counted until dropped.
+struct StreamSlot {
+    net: Arc<Network>,
+    peer: PeerId,
+}
+
+impl StreamSlot {
+    fn take(net: &Arc<Network>, peer: PeerId) -> Option<StreamSlot> {
+        let mut streams = net.invite_streams.lock().ok()?;
+        let total: usize = streams.values().sum();
+        let mine = streams.entry(peer).or_insert(0);
+        if total >= STREAMS || *mine >= STREAMS_PER_PEER {
+            return None;
+        }
+        *mine += 1;
+        Some(StreamSlot {
+            net: net.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut streams) = self.net.invite_streams.lock()
+            && let Some(n) = streams.get_mut(&self.peer)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                streams.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -49,11 +108,27 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), St
         let _ = write_frame(&mut stream, &reply).await;
         return Err("too many failed attempts from this peer".into());
     }
-    let body = read_frame(&mut stream)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the stream closed before a request")?;
-    let message = wire::decode_invite(&body).map_err(|e| e.to_string())?;
+    let request = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_frame_within(&mut stream, MAX_REQUEST_FRAME),
+    )
+    .await;
+    let body = match request {
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return Err("the stream closed before a request".into()),
+        Ok(Err(e)) => {
+            net.note_failure(&peer);
+            return Err(e.to_string());
+        }
+        Err(_) => {
+            net.note_failure(&peer);
+            return Err(format!("no request within {REQUEST_TIMEOUT:?}"));
+        }
+    };
+    let message = wire::decode_invite(&body).map_err(|e| {
+        net.note_failure(&peer);
+        e.to_string()
+    })?;
     let InviteMessage::Join {
         invite,
         family,
@@ -63,38 +138,72 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), St
         proof,
     } = message
     else {
+        net.note_failure(&peer);
         return Err("expected a Join request".into());
     };
-    let answer = net
+    if !kith_protocol::keys::x25519_public_key_is_valid(&joiner_x25519) {
+        net.note_failure(&peer);
+        let _ = write_frame(&mut stream, &InviteMessage::Refused(Refusal::NotAllowed)).await;
+        return Err("its X25519 key is a low-order point, which could not keep keys secret".into());
+    }
+    let req = JoinRequest {
+        device,
+        invite,
+        family,
+        x25519: joiner_x25519,
+        person_name,
+        device_name,
+        proof,
+    };
+    // Up to a valid proof, nothing here waits on the library's lock.
+    let checked = net
         .lib
-        .admit(JoinRequest {
-            device,
-            invite,
-            family,
-            x25519: joiner_x25519,
-            person_name,
-            device_name,
-            proof,
-        })
-        .await;
-    let reply = match answer {
-        Ok(mut welcome) => {
-            welcome.peers = net.addrs_for_joiner(&device);
-            InviteMessage::Welcome(Box::new(welcome))
-        }
+        .check_join(net.members().family, &req, net.failures_of(&invite));
+    let answer = match checked {
+        Ok(()) => net.lib.admit(req).await,
+        Err(refusal) => Err(refusal),
+    };
+    let (mut welcome, ops) = match answer {
+        Ok(answer) => answer,
         Err(refusal) => {
             net.note_failure(&peer);
-            InviteMessage::Refused(refusal)
+            if refusal == Refusal::WrongSecret {
+                net.note_proof_failure(&invite);
+            }
+            let _ = write_frame(&mut stream, &InviteMessage::Refused(refusal)).await;
+            let _ = stream.close().await;
+            return Err(format!("refused: {}", refusal.explain()));
         }
     };
-    write_frame(&mut stream, &reply)
+    // The joiner is family from now on: serve it as such as soon as it connects.
+    net.refresh_members().await;
+    net.blobs_wanted.notify_one();
+    welcome.peers = net.addrs_for_joiner(&device);
+    let sent = async {
+        write_frame(&mut stream, &InviteMessage::Welcome(Box::new(welcome))).await?;
+        for page in wire::pages(&ops) {
+            write_frame(&mut stream, &InviteMessage::Ops(page.to_vec())).await?;
+        }
+        Ok::<_, super::frame::FrameError>(())
+    };
+    sent.await
+        .map_err(|e| format!("sending the welcome failed (the joiner may ask again): {e}"))?;
+    let confirm = tokio::time::timeout(
+        CONFIRM_TIMEOUT,
+        read_frame_within(&mut stream, MAX_REQUEST_FRAME),
+    )
+    .await;
+    match confirm {
+        Ok(Ok(Some(body))) if wire::decode_invite(&body) == Ok(InviteMessage::Confirm) => {}
+        _ => return Err("the joiner did not confirm; it may ask again".into()),
+    }
+    net.lib
+        .confirm_join(&invite, &device)
         .await
         .map_err(|e| e.to_string())?;
+    let _ = write_frame(&mut stream, &InviteMessage::Confirmed).await;
     let _ = stream.close().await;
-    if let InviteMessage::Refused(r) = reply {
-        return Err(format!("refused: {}", r.explain()));
-    }
-    net.blobs_wanted.notify_one();
+    tracing::info!(%device, "the new device confirmed its join; invite {invite} is used");
     Ok(())
 }
 
@@ -111,7 +220,7 @@ impl Network {
                     .iter()
                     .filter_map(|a| a.parse::<Multiaddr>().ok())
                     .map(|a| a.to_vec())
-                    .take(8)
+                    .take(wire::MAX_PEER_ADDRS)
                     .collect(),
             })
             .filter(|d| !d.addrs.is_empty())
@@ -125,7 +234,7 @@ impl Network {
             .lock()
             .map(|m| {
                 m.get(peer).is_some_and(|(n, since)| {
-                    now - since < 60_000 && *n >= PEER_FAILURES_PER_MINUTE
+                    now.saturating_sub(*since) < 60_000 && *n >= PEER_FAILURES_PER_MINUTE
                 })
             })
             .unwrap_or(false)
@@ -134,11 +243,36 @@ impl Network {
     fn note_failure(&self, peer: &PeerId) {
         let now = now_ms();
         if let Ok(mut m) = self.invite_failures.lock() {
+            if m.len() >= REMEMBERED_PEERS {
+                m.retain(|_, (_, since)| now.saturating_sub(*since) < 60_000);
+            }
+            if m.len() >= REMEMBERED_PEERS {
+                // Every entry is recent: a flood of fresh keys. Forget the oldest half.
+                let mut since: Vec<u64> = m.values().map(|(_, s)| *s).collect();
+                since.sort_unstable();
+                let cut = since[since.len() / 2];
+                m.retain(|_, (_, s)| *s > cut);
+            }
             let entry = m.entry(*peer).or_insert((0, now));
-            if now - entry.1 >= 60_000 {
+            if now.saturating_sub(entry.1) >= 60_000 {
                 *entry = (0, now);
             }
             entry.0 += 1;
+        }
+    }
+
+    fn failures_of(&self, invite: &InviteId) -> u32 {
+        self.invite_proof_failures
+            .lock()
+            .map(|m| m.get(invite).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Counts a wrong proof for an invite this node issued (unknown invite ids are never
+    /// counted, so this map holds at most this node's invites).
+    fn note_proof_failure(&self, invite: &InviteId) {
+        if let Ok(mut m) = self.invite_proof_failures.lock() {
+            *m.entry(*invite).or_insert(0) += 1;
         }
     }
 }
@@ -163,15 +297,36 @@ pub async fn join(
     let device = existing_key
         .clone()
         .unwrap_or_else(|| DeviceSecret::from_seeds(rand::random(), rand::random()));
-    let welcome = ask_to_join(&device, ticket, person_name, device_name).await?;
-    record_welcome(
-        data_dir,
-        &device,
-        existing_key.is_none(),
-        ticket,
-        device_name,
-        welcome,
-    )
+    let write_key = existing_key.is_none();
+    let joined = ask_to_join(&device, ticket, person_name, device_name, |welcome, ops| {
+        record_welcome(
+            data_dir,
+            &device,
+            write_key,
+            ticket,
+            device_name,
+            welcome,
+            ops,
+        )
+    })
+    .await;
+    match joined {
+        Ok(view) => Ok(view),
+        Err(Failure {
+            error,
+            answer_lost: true,
+        }) if write_key => {
+            // The inviter may have admitted this device already: only this key can ask again.
+            data_dir.create()?;
+            data_dir.write_device_secret(&device)?;
+            Err(Error::Invite(format!(
+                "{error}. The inviting device may have admitted this device already; its key \
+                 is kept in {}: run the same `kith join` again to ask again with this ticket",
+                data_dir.root().display()
+            )))
+        }
+        Err(f) => Err(f.error),
+    }
 }
 
 /// Joins from a data dir that holds a library: the family's state is written to a new data dir
@@ -199,21 +354,23 @@ async fn join_with_library(
     // Opening it first checks that it is readable and that no node runs on it.
     let old = Library::open(data_dir).await?;
     let device = data_dir.read_device_secret()?;
-    let welcome = ask_to_join(&device, ticket, person_name, device_name).await;
-    let welcome = match welcome {
-        Ok(w) => w,
-        Err(e) => {
+    let new_dir = DataDir::new(&staging);
+    let joined = ask_to_join(&device, ticket, person_name, device_name, |welcome, ops| {
+        if staging.exists() {
+            // Left by a join that stopped half way; the library it copied from is untouched.
+            std::fs::remove_dir_all(&staging)
+                .map_err(|e| Error::Invite(format!("cannot clear {}: {e}", staging.display())))?;
+        }
+        record_welcome(&new_dir, &device, true, ticket, device_name, welcome, ops)
+    })
+    .await;
+    let mut view = match joined {
+        Ok(view) => view,
+        Err(f) => {
             old.close().await;
-            return Err(e);
+            return Err(f.error);
         }
     };
-    if staging.exists() {
-        // Left by a join that stopped half way; the library it copied from is untouched.
-        std::fs::remove_dir_all(&staging)
-            .map_err(|e| Error::Invite(format!("cannot clear {}: {e}", staging.display())))?;
-    }
-    let new_dir = DataDir::new(&staging);
-    let mut view = record_welcome(&new_dir, &device, true, ticket, device_name, welcome)?;
     let new = Library::open(&new_dir).await?;
     let kept = new.take_in(&old).await;
     new.close().await;
@@ -246,12 +403,31 @@ async fn join_with_library(
     Ok(view)
 }
 
-async fn ask_to_join(
+/// Why `kith join` failed, and whether the request may have been answered (so the inviter
+/// may have admitted this device and only its key can ask again).
+struct Failure {
+    error: Error,
+    answer_lost: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            answer_lost: false,
+        }
+    }
+}
+
+/// Asks the inviter to admit `device`; `record` writes what it answered, before this device
+/// confirms (so a crash before recording leaves the invite open to this device).
+async fn ask_to_join<T>(
     device: &DeviceSecret,
     ticket: &Ticket,
     person_name: &str,
     device_name: &str,
-) -> Result<Welcome> {
+    record: impl FnOnce(Welcome, Vec<Vec<u8>>) -> Result<T>,
+) -> Result<T, Failure> {
     let inviter = peer_id(&ticket.inviter)
         .ok_or_else(|| Error::Invite("the ticket's inviter id is not a device key".into()))?;
     let addrs: Vec<Multiaddr> = ticket
@@ -262,9 +438,10 @@ async fn ask_to_join(
     if addrs.is_empty() {
         return Err(Error::Invite(
             "the ticket holds no address to reach the inviting device: ask for a new one".into(),
-        ));
+        )
+        .into());
     }
-    let mut swarm = build_swarm(keypair(device)?, false)?;
+    let mut swarm = build_swarm(keypair(device)?, false, super::members::nobody())?;
     let mut control = swarm.behaviour().stream.new_control();
     let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(inviter)
         .addresses(addrs.clone())
@@ -313,6 +490,7 @@ async fn ask_to_join(
             &device.x25519_public(),
         ),
     };
+    let mut sent = false;
     let exchange = async {
         let _ = connected_rx.await;
         let mut stream = control.open_stream(inviter, INVITE).await.map_err(|e| {
@@ -324,34 +502,86 @@ async fn ask_to_join(
         write_frame(&mut stream, &request)
             .await
             .map_err(|e| Error::Invite(format!("sending the request failed: {e}")))?;
-        let body = read_frame(&mut stream)
-            .await
-            .map_err(|e| Error::Invite(format!("reading the answer failed: {e}")))?
-            .ok_or_else(|| {
-                Error::Invite("the inviting device closed the connection without an answer".into())
-            })?;
-        wire::decode_invite(&body)
-            .map_err(|e| Error::Invite(format!("the answer is unreadable: {e}")))
+        sent = true;
+        let (welcome, ops) = read_answer(&mut stream).await?;
+        let recorded = record(welcome, ops).map_err(Failure::from)?;
+        // Recorded: from here the join stands, whether or not the inviter hears the confirm
+        // (it then keeps the invite open to this device alone).
+        let _ = write_frame(&mut stream, &InviteMessage::Confirm).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream)).await;
+        let _ = stream.close().await;
+        Ok::<T, Failure>(recorded)
     };
-    let answer = tokio::time::timeout(Duration::from_secs(30), exchange).await;
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, exchange).await;
     let _ = done_tx.send(());
     let dial_error = driver.await.ok().flatten();
-    let answer = match answer {
-        Ok(a) => a,
-        Err(_) => {
-            return Err(Error::Invite(format!(
-                "the inviting device did not answer within 30 s{}",
-                dial_error.map(|e| format!(" ({e})")).unwrap_or_default()
-            )));
-        }
-    }?;
     match answer {
-        InviteMessage::Welcome(w) => Ok(*w),
-        InviteMessage::Refused(r) => Err(Error::Invite(format!("refused: {}", r.explain()))),
-        InviteMessage::Join { .. } => Err(Error::Invite(
-            "the inviting device answered with a request".into(),
-        )),
+        Ok(Ok(recorded)) => Ok(recorded),
+        Ok(Err(mut f)) => {
+            f.answer_lost |= sent && !f.answer_lost && is_lost(&f.error);
+            Err(f)
+        }
+        Err(_) => Err(Failure {
+            error: Error::Invite(format!(
+                "the inviting device did not answer within {ANSWER_TIMEOUT:?}{}",
+                dial_error.map(|e| format!(" ({e})")).unwrap_or_default()
+            )),
+            answer_lost: sent,
+        }),
     }
+}
+
+/// Whether a failure after the request was sent means the answer was lost on the way (rather
+/// than refused or wrong).
+fn is_lost(error: &Error) -> bool {
+    matches!(error, Error::Invite(m) if m.starts_with(LOST))
+}
+
+const LOST: &str = "the answer was lost";
+
+/// Reads the welcome and the pages of the log that follow it.
+async fn read_answer(stream: &mut Stream) -> Result<(Welcome, Vec<Vec<u8>>), Failure> {
+    let lost = |e: &dyn std::fmt::Display| Failure {
+        error: Error::Invite(format!("{LOST}: {e}")),
+        answer_lost: true,
+    };
+    let unreadable =
+        |e: wire::WireError| Failure::from(Error::Invite(format!("the answer is unreadable: {e}")));
+    let body = read_frame(stream)
+        .await
+        .map_err(|e| lost(&e))?
+        .ok_or_else(|| lost(&"the inviting device closed the connection without an answer"))?;
+    let welcome = match wire::decode_invite(&body).map_err(unreadable)? {
+        InviteMessage::Welcome(w) => *w,
+        InviteMessage::Refused(r) => {
+            return Err(Error::Invite(format!("refused: {}", r.explain())).into());
+        }
+        _ => {
+            return Err(Error::Invite("the inviting device answered out of turn".into()).into());
+        }
+    };
+    let total = welcome.ops as usize;
+    let mut ops = Vec::with_capacity(total.min(wire::MAX_IDS));
+    while ops.len() < total {
+        let body = read_frame(stream)
+            .await
+            .map_err(|e| lost(&e))?
+            .ok_or_else(|| lost(&"the connection closed in the middle of the log"))?;
+        let InviteMessage::Ops(page) = wire::decode_invite(&body).map_err(unreadable)? else {
+            return Err(Error::Invite(
+                "the inviting device sent something else than the log".into(),
+            )
+            .into());
+        };
+        if ops.len() + page.len() > total {
+            return Err(Error::Invite(
+                "the inviting device sent more of the log than it announced".into(),
+            )
+            .into());
+        }
+        ops.extend(page);
+    }
+    Ok((welcome, ops))
 }
 
 /// Checks the welcome and writes the new identity, the log and the keys in one transaction.
@@ -362,14 +592,14 @@ fn record_welcome(
     ticket: &Ticket,
     device_name: &str,
     welcome: Welcome,
+    ops: Vec<Vec<u8>>,
 ) -> Result<InitView> {
     if welcome.family != ticket.family {
         return Err(Error::Invite(
             "the inviting device answered for another family".into(),
         ));
     }
-    let ops = welcome
-        .ops
+    let ops = ops
         .iter()
         .map(|b| SignedOp::from_bytes(b))
         .collect::<std::result::Result<Vec<_>, _>>()

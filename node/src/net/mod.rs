@@ -5,15 +5,26 @@
 //! - this file: the swarm task, peers and their addresses, reconnecting.
 //! - [`sync`]: `/kith/sync/1`, documents and the membership log.
 //! - [`transfer`]: `/kith/blobs/1`, iroh-blobs' verified transfer over libp2p streams.
-//! - [`invite`]: `/kith/invite/1`, admitting a device with a ticket, and `kith join`.
+//! - [`invite`]: `/kith/invite/2`, admitting a device with a ticket, and `kith join`.
+//! - [`members`]: the family's devices as a snapshot that outsiders are judged against.
+//! - [`limits`]: how many connections peers, addresses and strangers may hold.
 //!
 //! **Architecture invariant:** a peer that is not a current device of the family gets no kith
 //! protocol but `invite`, and that only with a valid ticket. Every handler checks the peer id
 //! Noise authenticated against the membership log before it reads a byte.
+//!
+//! **Architecture invariant:** nothing a stranger does takes the library's lock: connections,
+//! invite requests up to a valid proof, and refusals are answered from the [`members`]
+//! snapshot and the store's records; strangers' connections and invite streams are bounded in
+//! number ([`limits`], [`invite`]) and their frames in size.
 
 pub mod frame;
 mod have;
 pub mod invite;
+pub mod limits;
+pub mod members;
+#[cfg(test)]
+mod outsiders;
 pub mod report;
 pub mod sync;
 pub mod transfer;
@@ -27,7 +38,9 @@ use futures::StreamExt;
 use kith_protocol::keys::DeviceId;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, mdns, multiaddr::Protocol, ping};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
+
+use members::{Members, MembersRx};
 
 use crate::error::{Error, Result};
 use crate::library::{Library, now_ms};
@@ -50,6 +63,8 @@ pub(crate) struct Behaviour {
     ping: ping::Behaviour,
     mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
     stream: libp2p_stream::Behaviour,
+    limits: libp2p::connection_limits::Behaviour,
+    strangers: limits::StrangerLimits,
 }
 
 /// The libp2p identity of a device: the same ed25519 key.
@@ -77,6 +92,7 @@ pub fn device_of(peer: &PeerId) -> Option<DeviceId> {
 pub(crate) fn build_swarm(
     keypair: libp2p::identity::Keypair,
     with_mdns: bool,
+    members: MembersRx,
 ) -> Result<libp2p::Swarm<Behaviour>> {
     let net_err = |e: &dyn std::fmt::Display| Error::Net(format!("cannot set up networking: {e}"));
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -109,6 +125,8 @@ pub(crate) fn build_swarm(
                 ping: ping::Behaviour::default(),
                 mdns: mdns.into(),
                 stream: libp2p_stream::Behaviour::new(),
+                limits: limits::connection_limits(),
+                strangers: limits::StrangerLimits::new(members),
             }
         })
         .map_err(|e| net_err(&e))?
@@ -163,6 +181,13 @@ pub struct Network {
     pub(crate) connection_changes: AtomicU64,
     pub(crate) transfer: transfer::Progress,
     pub(crate) invite_failures: Mutex<HashMap<PeerId, (u32, u64)>>,
+    /// Invite streams being answered: per peer, and all together.
+    pub(crate) invite_streams: Mutex<HashMap<PeerId, usize>>,
+    /// Failed proofs per invite since this node started (the store keeps the count too, but
+    /// concurrent failures could each read the same stored count).
+    pub(crate) invite_proof_failures: Mutex<HashMap<kith_protocol::ticket::InviteId, u32>>,
+    members: MembersRx,
+    members_tx: watch::Sender<Arc<Members>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -176,7 +201,9 @@ impl Network {
     pub async fn start(lib: Arc<Library>, config: NetConfig) -> Result<Arc<Network>> {
         // Keys wrapped to this device while it was away (or at its join) are taken in first.
         lib.settle_keys_now().await?;
-        let mut swarm = build_swarm(keypair(&lib.device)?, config.mdns)?;
+        let (members_tx, members_rx) = watch::channel(Arc::new(Members::default()));
+        members::refresh(&lib, &members_tx).await;
+        let mut swarm = build_swarm(keypair(&lib.device)?, config.mdns, members_rx.clone())?;
         let mut control = swarm.behaviour().stream.new_control();
         let records = lib.store.load_network()?;
         let kept: HashMap<String, String> = records.listen_ports.iter().cloned().collect();
@@ -237,7 +264,12 @@ impl Network {
             connection_changes: AtomicU64::new(0),
             transfer: transfer::Progress::default(),
             invite_failures: Mutex::new(HashMap::new()),
+            invite_streams: Mutex::new(HashMap::new()),
+            invite_proof_failures: Mutex::new(HashMap::new()),
+            members: members_rx.clone(),
+            members_tx: members_tx.clone(),
         });
+        tokio::spawn(members::keep_fresh(net.lib.clone(), members_tx));
         tokio::spawn(sync::accept_loop(net.clone(), sync_in));
         tokio::spawn(transfer::accept_loop(net.clone(), blobs_in));
         tokio::spawn(invite::accept_loop(net.clone(), invite_in));
@@ -251,21 +283,27 @@ impl Network {
         tokio::spawn(async move {
             let net = task_net;
             let mut redial = tokio::time::interval(REDIAL_EVERY);
-            let mut updates = net.lib.subscribe();
+            let mut members_rx = members_rx;
+            // The first connection of each peer: where it came from and who dialled.
+            let mut endpoints: HashMap<PeerId, (Multiaddr, bool)> = HashMap::new();
             loop {
                 tokio::select! {
                     // A device removed from the family, here or on another device, is cut off
-                    // as soon as the op is committed.
-                    Ok(update) = updates.recv() => {
-                        if matches!(update, crate::library::Update::Ops(_)) {
-                            let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
-                            for peer in peers {
-                                if let Some(device) = device_of(&peer)
-                                    && net.lib.was_removed(&device).await
-                                {
-                                    tracing::info!(peer = %device, "disconnecting a device removed from the family");
-                                    let _ = swarm.disconnect_peer_id(peer);
-                                }
+                    // as soon as the op is committed; a peer that became a device of the family
+                    // while connected (a joiner, a device another admitted) is synced with.
+                    Ok(()) = members_rx.changed() => {
+                        let members = members_rx.borrow_and_update().clone();
+                        let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+                        for peer in peers {
+                            let Some(device) = device_of(&peer) else { continue };
+                            if members.was_removed(&device) {
+                                tracing::info!(peer = %device, "disconnecting a device removed from the family");
+                                let _ = swarm.disconnect_peer_id(peer);
+                            } else if members.is_current(&device)
+                                && !net.peer_status().get(&device).is_some_and(|s| s.connected)
+                                && let Some((remote, dialer)) = endpoints.get(&peer)
+                            {
+                                net.on_connected(peer, remote, *dialer);
                             }
                         }
                     }
@@ -291,25 +329,27 @@ impl Network {
                                     let _ = tx.send(());
                                 }
                             }
-                            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                                 if let Some(device) = device_of(&peer_id)
-                                    && net.lib.was_removed(&device).await
+                                    && net.members().was_removed(&device)
                                 {
                                     tracing::info!(peer = %device, "refused a connection from a device removed from the family");
                                     let _ = swarm.disconnect_peer_id(peer_id);
                                     continue;
                                 }
-                                net.on_connected(peer_id, endpoint.get_remote_address(), endpoint.is_dialer(), num_established.get()).await;
+                                endpoints.entry(peer_id).or_insert_with(|| (endpoint.get_remote_address().clone(), endpoint.is_dialer()));
+                                net.on_connected(peer_id, endpoint.get_remote_address(), endpoint.is_dialer());
                             }
                             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                                endpoints.remove(&peer_id);
                                 net.on_disconnected(peer_id);
                             }
                             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                                net.on_identified(peer_id, info.listen_addrs).await;
+                                net.on_identified(peer_id, info.listen_addrs);
                             }
                             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                                 for (peer, addr) in found {
-                                    if net.wants_to_dial(&peer).await {
+                                    if net.wants_to_dial(&peer) {
                                         let _ = swarm.dial(libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(vec![addr]).build());
                                     }
                                 }
@@ -332,7 +372,7 @@ impl Network {
                         }
                     },
                     _ = redial.tick() => {
-                        for (peer, addrs) in net.unconnected_family().await {
+                        for (peer, addrs) in net.unconnected_family() {
                             if !swarm.is_connected(&peer) && !addrs.is_empty() {
                                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs).build();
                                 let _ = swarm.dial(opts);
@@ -390,19 +430,33 @@ impl Network {
         }
     }
 
-    async fn wants_to_dial(&self, peer: &PeerId) -> bool {
+    /// The family's devices as of the last commit of ops (see [`members`]).
+    pub fn members(&self) -> Arc<Members> {
+        self.members.borrow().clone()
+    }
+
+    /// Takes a fresh snapshot of the family's devices now (after admitting a device, so the
+    /// joiner is served as family as soon as it has its answer).
+    pub(crate) async fn refresh_members(&self) {
+        members::refresh(&self.lib, &self.members_tx).await;
+    }
+
+    fn wants_to_dial(&self, peer: &PeerId) -> bool {
         match device_of(peer) {
-            Some(d) => self.lib.peer_role(&d).await.is_some() && d != self.lib.device_id(),
+            Some(d) => self.members().is_current(&d) && d != self.lib.device_id(),
             None => false,
         }
     }
 
-    async fn unconnected_family(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
-        let devices = self.lib.family_devices().await;
+    fn unconnected_family(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let me = self.lib.device_id();
+        let members = self.members();
         let peers = self.peer_status();
-        devices
-            .into_iter()
-            .filter_map(|d| {
+        members
+            .roles
+            .keys()
+            .filter(|d| **d != me)
+            .filter_map(|&d| {
                 let status = peers.get(&d);
                 if status.is_some_and(|s| s.connected) {
                     return None;
@@ -415,24 +469,20 @@ impl Network {
             .collect()
     }
 
-    async fn on_connected(
-        self: &Arc<Self>,
-        peer: PeerId,
-        remote: &Multiaddr,
-        dialer: bool,
-        count: u32,
-    ) {
+    fn on_connected(self: &Arc<Self>, peer: PeerId, remote: &Multiaddr, dialer: bool) {
         let Some(device) = device_of(&peer) else {
             return;
         };
-        if self.lib.peer_role(&device).await.is_none() {
+        if !self.members().is_current(&device) {
             tracing::debug!(%peer, "connection from a peer outside the family (only invites are served)");
             return;
         }
         tracing::info!(peer = %device, %remote, "family device connected");
         let now = now_ms();
         let addr = dialer.then(|| remote.to_string());
+        let mut was_connected = false;
         self.with_peer(&device, |p| {
+            was_connected = p.connected;
             p.connected = true;
             p.last_seen_ms = now;
             if let Some(a) = &addr
@@ -441,7 +491,8 @@ impl Network {
                 p.addrs.insert(0, a.clone());
             }
         });
-        if count == 1 {
+        // One pull per device, from its first connection (or from the moment it joined).
+        if !was_connected {
             tokio::spawn(sync::pull_loop(self.clone(), device, peer));
         }
         self.connection_changes.fetch_add(1, Ordering::Relaxed);
@@ -478,11 +529,11 @@ impl Network {
         }
     }
 
-    async fn on_identified(&self, peer: PeerId, listen: Vec<Multiaddr>) {
+    fn on_identified(&self, peer: PeerId, listen: Vec<Multiaddr>) {
         let Some(device) = device_of(&peer) else {
             return;
         };
-        if self.lib.peer_role(&device).await.is_none() {
+        if !self.members().is_current(&device) {
             return;
         }
         let addrs: Vec<String> = listen

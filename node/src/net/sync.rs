@@ -57,7 +57,8 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), Sy
     let Some(device) = device_of(&peer) else {
         return refuse(stream, "its peer id is not an ed25519 key").await;
     };
-    if net.lib.peer_role(&device).await.is_none() {
+    // A stranger is turned away by the snapshot, without waiting on the library's lock.
+    if !net.members().is_current(&device) || net.lib.peer_role(&device).await.is_none() {
         return refuse(stream, "it is not a current device of this family").await;
     }
     let family = net.lib.family_id().await;

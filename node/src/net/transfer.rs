@@ -171,7 +171,8 @@ async fn serve(net: &Network, peer: PeerId, stream: Stream) -> Result<(), String
     let Some(device) = device_of(&peer) else {
         return Err("its peer id is not an ed25519 key".into());
     };
-    if net.lib.peer_role(&device).await.is_none() {
+    // A stranger is turned away by the snapshot, without waiting on the library's lock.
+    if !net.members().is_current(&device) || net.lib.peer_role(&device).await.is_none() {
         return Err("it is not a current device of this family".into());
     }
     let (recv, send) = split(stream);

@@ -9,15 +9,20 @@
 //! (a caption here, a favourite there) merge instead of one overwriting the other.
 
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Change, ObjType, ReadDoc, ScalarValue, Value, transaction};
+use automerge::{ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, Value, transaction};
 use automerge::{ObjId, ROOT};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::FileKey;
 use crate::keys::{DeviceId, DocId, PhotoId};
 
+mod bounds;
 mod edit;
+mod guard;
+mod scope;
+pub use bounds::{BoundError, ChangeLimits, ChangeSize, check_change_bounds};
 pub use edit::PhotoEdit;
+pub use scope::{ChangeEffects, actor_device};
 
 /// Schema version written into every document's root.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -68,6 +73,10 @@ pub struct PhotoEntry {
     pub favourite: bool,
     pub tags: Vec<String>,
     pub trashed_at_ms: Option<u64>,
+    /// The device whose change put the photo in the trash (the author of the winning
+    /// `trashed_at` value); not written, read from the document's history.
+    #[serde(default)]
+    pub trashed_by: Option<DeviceId>,
 }
 
 impl PhotoEntry {
@@ -92,8 +101,14 @@ pub enum LibraryError {
     Automerge(#[from] automerge::AutomergeError),
     #[error("a change is not a valid automerge change: {0}")]
     BadChange(String),
+    #[error("a change was refused before decoding: {0}")]
+    OutOfBounds(#[from] BoundError),
+    #[error("automerge cannot apply the change (its ops do not fit the document); it is refused")]
+    Unapplicable,
     #[error("photo entry {key} is malformed: field `{field}` is missing or has the wrong type")]
     BadEntry { key: String, field: &'static str },
+    #[error("the change builds on change {0}, which this document does not have yet")]
+    MissingDependency(String),
     #[error("the document is not a kith {expected:?} document")]
     WrongKind { expected: DocKind },
 }
@@ -129,19 +144,16 @@ impl Document {
         let mut doc = Document::new(device);
         let parsed = changes
             .into_iter()
-            .map(|bytes| {
-                Change::from_bytes(bytes).map_err(|e| LibraryError::BadChange(e.to_string()))
-            })
+            .map(guard::decode_change)
             .collect::<Result<Vec<_>, _>>()?;
-        doc.doc.apply_changes(parsed)?;
+        guard::apply_changes_to_new(&mut doc.doc, parsed)?;
         Ok(doc)
     }
 
     /// Applies one change received or read from disk.
     pub fn apply_change(&mut self, bytes: Vec<u8>) -> Result<(), LibraryError> {
-        let change =
-            Change::from_bytes(bytes).map_err(|e| LibraryError::BadChange(e.to_string()))?;
-        self.doc.apply_changes([change])?;
+        let change = guard::decode_change(bytes)?;
+        guard::apply_changes(&mut self.doc, vec![change])?;
         Ok(())
     }
 
@@ -265,12 +277,9 @@ impl Document {
         Ok(())
     }
 
+    /// The album's fields. Whether the document is an album is the log's to say
+    /// (`DeclareDoc`), not the document's `kind` field, which any writer could set.
     pub fn album(&self) -> Result<AlbumMeta, LibraryError> {
-        if self.kind() != Some(DocKind::Album) {
-            return Err(LibraryError::WrongKind {
-                expected: DocKind::Album,
-            });
-        }
         let title = get_str(&self.doc, &ROOT, "title").unwrap_or_default();
         let parent = get_str(&self.doc, &ROOT, "parent").and_then(|s| s.parse().ok());
         let created_at_ms = get_u64(&self.doc, &ROOT, "created_at").unwrap_or(0);
@@ -445,6 +454,12 @@ fn read_entry(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<PhotoEntry, Li
             .unwrap_or(false),
         tags,
         trashed_at_ms: get_u64(doc, obj, "trashed_at"),
+        trashed_by: match doc.get(obj, "trashed_at").ok().flatten() {
+            Some((Value::Scalar(s), automerge::ObjId::Id(_, actor, _))) if !s.is_null() => {
+                scope::actor_device(&actor)
+            }
+            _ => None,
+        },
     })
 }
 
@@ -486,6 +501,7 @@ pub(crate) mod tests {
             favourite: false,
             tags: vec![],
             trashed_at_ms: None,
+            trashed_by: None,
         }
     }
 

@@ -5,16 +5,33 @@
 //! its key for epoch 0 without the log, and the log cannot tell who holds it. The first applied
 //! `GrantAlbum` or `RotateKey` for a document makes its author's person the document's owner.
 //!
-//! Who reads and writes a document (one rule for both, from the log alone):
-//! - the document's owner and the persons it is granted to (`Contribute` to write);
-//! - admins: every document (admins manage sharing, and the recovery identity is enrolled like
-//!   an admin device);
-//! - members: every document of the household, that is every document not owned by a relative
-//!   (a relative's own library and albums stay theirs unless shared);
+//! Who reads and writes a document (from the log alone; its kind comes from `DeclareDoc`):
+//! - the document's owner and admins read and write all of it (admins manage sharing, and the
+//!   recovery identity is enrolled like an admin device);
+//! - members read every document of the household, that is every document not owned by a
+//!   relative (a relative's own library and albums stay theirs unless shared), and write the
+//!   household's albums, but not another person's library;
+//! - persons it is granted to read it, and with `Contribute` add entries and change or remove
+//!   the entries they added ([`WriteScope::OwnEntries`]);
 //! - relatives: nothing else.
 //!
 //! A device *may hold* a document's key when it may read it. A removed device keeps every key
 //! it was once given; rotation protects only what is written after it.
+//!
+//! Who may move a document to a new key epoch (`RotateKey`):
+//! - admins: any document, at any time (they manage sharing and removals);
+//! - anyone else: the first rotation of a document the log has not named yet, which makes
+//!   them its owner (every device names the documents it creates with a `RotateKey` in the
+//!   commit that creates them, and ops travel before changes, so a document's id reaches
+//!   others only after it is named); and later rotations of a document they own, only while
+//!   one is due ([`FamilyState::rotation_due`]: its current key reached a device that may no
+//!   longer read it, a device that may read it lacks the key, or it was named by a grant and
+//!   has no key in the log yet).
+//!
+//! So nobody below admin moves someone else's document to a new epoch, and an owner cannot
+//! spend epochs on rotations nobody needs. Epochs are a `u32`; a rotation's sealed history
+//! carries the newest earlier keys only (see `envelope::MAX_HISTORY_EPOCHS`), so a document
+//! that went through many rotations can still be rotated.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +42,8 @@ use serde::{Deserialize, Serialize};
 use super::{Applied, FamilyState, MembershipError, Role};
 use crate::envelope::{Envelope, SealedHistory};
 use crate::keys::{DeviceId, DocId, PersonId};
+use crate::library::DocKind;
+use crate::seal::ChangeId;
 
 /// What a grant lets a person do with a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -62,8 +81,22 @@ pub struct DocSharing {
     /// The person whose device first granted or rotated the document.
     pub owner: PersonId,
     pub grants: BTreeMap<PersonId, Access>,
+    /// What the document is, as its `DeclareDoc` said; `None` for documents made before kinds
+    /// were declared, which count as albums.
+    #[serde(default)]
+    pub kind: Option<DocKind>,
     /// The latest key epoch the log delivered; `None` while the document is at epoch 0.
     pub keys: Option<DocKeys>,
+}
+
+/// How much of a document a device may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WriteScope {
+    /// The entries its person added (a grant with `contribute`): add photos, edit and remove
+    /// its own entries; not the document's own fields nor anybody else's entries.
+    OwnEntries,
+    /// Anything in it: its owner's devices, admins, and members for the household's albums.
+    Document,
 }
 
 /// One key epoch of a document, as its `RotateKey` op delivered it.
@@ -108,51 +141,90 @@ impl FamilyState {
         self.access_of(doc, device).is_some()
     }
 
-    /// Whether `device` may write `doc` now: seal changes to it that others apply.
+    /// Whether `device` may write `doc` now: seal changes to it that others apply (within
+    /// [`FamilyState::write_scope`]).
     pub fn may_write(&self, doc: &DocId, device: &DeviceId) -> bool {
-        self.access_of(doc, device) == Some(Access::Contribute)
+        self.write_scope(doc, device).is_some()
     }
 
-    /// Whether a change to `doc` sealed at `epoch` by `device` is to be taken in: its author may
-    /// write the document now, or was removed but sealed it at an epoch from before the
-    /// rotation that followed its removal, with rights it had then. The second case is a
-    /// change made while apart from the devices that knew of the removal; every node takes it
-    /// in the same way, so partitions converge. A removed device can make no change at a later
-    /// epoch: it never gets that key.
-    pub fn accepts_change(&self, doc: &DocId, device: &DeviceId, epoch: u32) -> bool {
-        if self.may_write(doc, device) {
-            return true;
+    /// How much of `doc` a current device may change, or `None`.
+    pub fn write_scope(&self, doc: &DocId, device: &DeviceId) -> Option<WriteScope> {
+        let (person_id, person) = self.active_person(device)?;
+        if person.removed {
+            return None;
         }
-        if epoch >= self.current_epoch(doc) {
-            return false;
-        }
-        let Some((person_id, _)) = self.device(device) else {
-            return false;
-        };
-        let Some(person) = self.persons.get(&person_id) else {
-            return false;
-        };
-        let sharing = self.docs.get(doc);
-        sharing.is_some_and(|d| d.owner == person_id)
-            || person.role == Role::Admin
-            || (person.role == Role::Member && sharing.is_none_or(|d| !self.owned_by_relative(d)))
-            || sharing.is_some_and(|d| d.grants.get(&person_id) == Some(&Access::Contribute))
+        self.scope_of_person(doc, &person_id, person.role)
     }
 
-    /// What `device` may do with `doc`, or `None` when it may not read it.
+    /// The kind the log declared for `doc`; `None` for documents never declared.
+    pub fn doc_kind(&self, doc: &DocId) -> Option<DocKind> {
+        self.docs.get(doc).and_then(|d| d.kind)
+    }
+
+    /// Whether a change to `doc` sealed at `epoch` by `device` is to be taken in, and how far
+    /// it may reach: its author may write the document now; or its author was removed, a
+    /// current device vouched for this very change in the log (it took it in before it
+    /// learned of the removal), and it was sealed at an epoch from before the rotation that
+    /// followed the removal, with rights its person had. Every node decides this from the log
+    /// alone, so devices that were apart converge; a device that knows of a removal takes
+    /// nothing else from the removed device.
+    pub fn change_scope(
+        &self,
+        doc: &DocId,
+        device: &DeviceId,
+        epoch: u32,
+        change: &ChangeId,
+    ) -> Option<WriteScope> {
+        if let Some(scope) = self.write_scope(doc, device) {
+            return Some(scope);
+        }
+        if !self.vouched.contains(change) || epoch >= self.current_epoch(doc) {
+            return None;
+        }
+        let (person_id, _) = self.device(device)?;
+        let person = self.persons.get(&person_id)?;
+        self.scope_of_person(doc, &person_id, person.role)
+    }
+
+    /// Whether `device` is a device the log knows and has revoked.
+    pub fn is_revoked(&self, device: &DeviceId) -> bool {
+        self.device(device).is_some_and(|(_, d)| d.revoked)
+    }
+
+    /// What `device` may do with `doc`, or `None` when it may not read it: `Contribute` when
+    /// it may write it at all (see [`FamilyState::write_scope`]).
     pub fn access_of(&self, doc: &DocId, device: &DeviceId) -> Option<Access> {
         let (person_id, person) = self.active_person(device)?;
         if person.removed {
             return None;
         }
-        let sharing = self.docs.get(doc);
-        let owner = sharing.is_some_and(|d| d.owner == person_id);
-        let household =
-            person.role == Role::Member && sharing.is_none_or(|d| !self.owned_by_relative(d));
-        if owner || household || person.role == Role::Admin {
+        if self.scope_of_person(doc, &person_id, person.role).is_some() {
             return Some(Access::Contribute);
         }
+        let sharing = self.docs.get(doc);
+        // Members read the whole household, other people's libraries too.
+        if person.role == Role::Member && sharing.is_none_or(|d| !self.owned_by_relative(d)) {
+            return Some(Access::View);
+        }
         sharing.and_then(|d| d.grants.get(&person_id).copied())
+    }
+
+    /// The write scope of `person` on `doc` (see the module docs): owners and admins write
+    /// all of it; members the household's albums (a person's library is theirs alone);
+    /// contributors their own entries.
+    fn scope_of_person(&self, doc: &DocId, person: &PersonId, role: Role) -> Option<WriteScope> {
+        let sharing = self.docs.get(doc);
+        if role == Role::Admin || sharing.is_some_and(|d| d.owner == *person) {
+            return Some(WriteScope::Document);
+        }
+        let library = sharing.is_some_and(|d| d.kind == Some(DocKind::Library));
+        if role == Role::Member && !library && sharing.is_none_or(|d| !self.owned_by_relative(d)) {
+            return Some(WriteScope::Document);
+        }
+        match sharing.and_then(|d| d.grants.get(person)) {
+            Some(Access::Contribute) => Some(WriteScope::OwnEntries),
+            _ => None,
+        }
     }
 
     /// The devices that may hold `doc`'s key if `claimant` is the person making a first
@@ -233,13 +305,28 @@ impl FamilyState {
         }
     }
 
-    /// Whether `person` may rotate `doc`'s key: whoever may share it, and a relative for a
-    /// document of their own (their library, an album they made), which the first rotation
-    /// claims.
+    /// Whether `person` may rotate `doc`'s key (see the module docs): admins always; anyone
+    /// else the first rotation of a document nobody owns yet (which claims it), or a rotation
+    /// of a document they own while one is due.
     fn may_rotate(&self, person: &PersonId, role: Role, doc: &DocId) -> bool {
-        match role {
-            Role::Relative => self.docs.get(doc).is_none_or(|d| d.owner == *person),
-            _ => self.may_share(person, role, doc),
+        if role == Role::Admin {
+            return true;
+        }
+        match self.docs.get(doc) {
+            None => true,
+            Some(d) => d.owner == *person && self.rotation_due(doc),
+        }
+    }
+
+    /// Whether the log asks for a new epoch of `doc`: its current key reached a device that may
+    /// no longer hold it ([`FamilyState::needs_rotation`]), a device that may hold it has none
+    /// ([`FamilyState::devices_lacking_key`]), or a grant named it and no rotation has given it
+    /// a key through the log yet.
+    pub fn rotation_due(&self, doc: &DocId) -> bool {
+        match self.docs.get(doc) {
+            None => false,
+            Some(d) if d.keys.is_none() => true,
+            Some(_) => self.needs_rotation(doc) || !self.devices_lacking_key(doc).is_empty(),
         }
     }
 
@@ -358,10 +445,42 @@ pub(super) fn remove_person(
     Applied::Revoked(revoked)
 }
 
+/// Fixes a document's kind, once, by whoever may rotate it.
+pub(super) fn declare(
+    state: &mut FamilyState,
+    author: &Author,
+    doc: &DocId,
+    kind: DocKind,
+) -> Applied {
+    if !state.may_rotate(&author.person, author.role, doc) {
+        return Applied::No;
+    }
+    let sharing = state
+        .docs
+        .entry(*doc)
+        .or_insert_with(|| unowned(author.person));
+    if sharing.kind.is_some() {
+        return Applied::No;
+    }
+    sharing.kind = Some(kind);
+    Applied::Yes
+}
+
+/// Records changes of a revoked device that a current device took in (see
+/// [`FamilyState::change_scope`]).
+pub(super) fn vouch(state: &mut FamilyState, device: &DeviceId, changes: &[ChangeId]) -> Applied {
+    if changes.is_empty() || !state.is_revoked(device) {
+        return Applied::No;
+    }
+    state.vouched.extend(changes.iter().copied());
+    Applied::Yes
+}
+
 fn unowned(owner: PersonId) -> DocSharing {
     DocSharing {
         owner,
         grants: BTreeMap::new(),
+        kind: None,
         keys: None,
     }
 }

@@ -1,11 +1,12 @@
 //! The family as the membership log describes it, and the questions the node asks of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::{DocSharing, Role};
 use crate::keys::{DeviceId, DocId, FamilyId, PersonId};
+use crate::seal::ChangeId;
 
 /// A device as the log describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +37,9 @@ pub struct FamilyState {
     /// Documents a grant or rotation has named.
     #[serde(default)]
     pub docs: BTreeMap<DocId, DocSharing>,
+    /// Changes of removed devices that current devices vouched for (`Vouch`).
+    #[serde(default)]
+    pub vouched: BTreeSet<ChangeId>,
 }
 
 impl FamilyState {

@@ -1,0 +1,216 @@
+//! What a change does to a document, read from its operations before it is applied: whether it
+//! writes the document's own fields, which existing photo entries it touches and which devices
+//! made them, and which entries it removes or replaces (with the entry as it was).
+//!
+//! Who made an entry is not a field anybody can write: an entry is an automerge map, and the
+//! id of the operation that made the map names the device (actor) that made it. So a
+//! contributor's change can be held to the entries its person made, on every node alike, from
+//! the change and the document it builds on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{ActorId, ObjType, Prop, ReadDoc, Value};
+
+use super::{Document, LibraryError, PhotoEntry, read_entry};
+use crate::keys::DeviceId;
+
+/// What one change does (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeEffects {
+    /// It writes the document's own fields (kind, title, parent, the `photos` map itself) or
+    /// something outside the schema.
+    pub touches_document: bool,
+    /// The devices that made the existing entries it edits, removes or replaces.
+    pub entry_makers: BTreeSet<DeviceId>,
+    /// Entries it removes or replaces, keyed by photo id (hex), as they were before it.
+    pub removed: BTreeMap<String, PhotoEntry>,
+    /// Photo ids (hex) of the entries it makes.
+    pub added: BTreeSet<String>,
+}
+
+impl ChangeEffects {
+    /// Whether every existing entry it touches was made by one of `devices` and it writes
+    /// nothing but entries: what a contributor may do.
+    pub fn only_entries_of(&self, devices: &BTreeSet<DeviceId>) -> bool {
+        !self.touches_document && self.entry_makers.is_subset(devices)
+    }
+}
+
+/// Where an object sits in the schema.
+#[derive(Debug, Clone)]
+enum Place {
+    Root,
+    Photos,
+    /// A photo entry's map, and the device that made it.
+    Entry(String, DeviceId),
+    /// The tags map of an entry.
+    Tags(String, DeviceId),
+    Elsewhere,
+}
+
+/// The device an automerge actor stands for (kith writes each device's changes as the actor of
+/// its id); `None` for actors that are not 32 bytes, e.g. a shared genesis' fixed actor.
+pub fn actor_device(actor: &ActorId) -> Option<DeviceId> {
+    <[u8; 32]>::try_from(actor.to_bytes()).ok().map(DeviceId)
+}
+
+impl Document {
+    /// Reads what `change` would do to this document, without applying it. Fails when the
+    /// change does not decode or builds on changes this document lacks (its effects cannot be
+    /// known before those arrive).
+    pub fn effects_of(&self, change: &[u8]) -> Result<ChangeEffects, LibraryError> {
+        // Bounded and guarded like every change that enters automerge.
+        let change = super::guard::decode_change(change.to_vec())?;
+        if let Some(missing) = change
+            .deps()
+            .iter()
+            .find(|d| self.doc.get_change_by_hash(d).is_none())
+        {
+            return Err(LibraryError::MissingDependency(missing.to_string()));
+        }
+        let expanded = change.decode();
+        let actor = expanded.actor_id.clone();
+        let start = expanded.start_op.get();
+        let mut effects = ChangeEffects::default();
+        // Objects this change makes: op counter → their place.
+        let mut made: BTreeMap<u64, Place> = BTreeMap::new();
+        for (i, op) in expanded.operations.iter().enumerate() {
+            let counter = start.saturating_add(i as u64);
+            let place = match &op.obj {
+                ObjectId::Root => Place::Root,
+                ObjectId::Id(id) if id.1 == actor && made.contains_key(&id.0) => {
+                    made.get(&id.0).cloned().unwrap_or(Place::Elsewhere)
+                }
+                ObjectId::Id(id) => self.place_of(&format!("{}@{}", id.0, id.1)),
+            };
+            let key = match &op.key {
+                Key::Map(k) => Some(k.to_string()),
+                Key::Seq(_) => None,
+            };
+            match (&place, key) {
+                (Place::Root, Some(k)) if k == "photos" => {
+                    effects.touches_document = true;
+                    if matches!(op.action, OpType::Make(ObjType::Map)) {
+                        made.insert(counter, Place::Photos);
+                    }
+                }
+                (Place::Photos, Some(photo)) => {
+                    self.note_entry_op(&mut effects, &photo)?;
+                    match op.action {
+                        OpType::Make(ObjType::Map) => {
+                            let maker = actor_device(&actor);
+                            match maker {
+                                Some(d) => {
+                                    made.insert(counter, Place::Entry(photo.clone(), d));
+                                    effects.added.insert(photo);
+                                }
+                                None => effects.touches_document = true,
+                            }
+                        }
+                        OpType::Delete => {}
+                        _ => effects.touches_document = true,
+                    }
+                }
+                (Place::Entry(photo, maker), Some(field)) => {
+                    if !effects.added.contains(photo) {
+                        effects.entry_makers.insert(*maker);
+                    }
+                    if field == "tags" && matches!(op.action, OpType::Make(ObjType::Map)) {
+                        made.insert(counter, Place::Tags(photo.clone(), *maker));
+                    }
+                    if matches!(field.as_str(), "original" | "preview" | "thumbnail" | "key")
+                        && !effects.added.contains(photo)
+                    {
+                        // Replacing a rendition or the file key is replacing the photo.
+                        if let Some(was) = self.entry(photo)? {
+                            effects.removed.entry(photo.clone()).or_insert(was);
+                        }
+                    }
+                }
+                (Place::Tags(photo, maker), Some(_)) => {
+                    if !effects.added.contains(photo) {
+                        effects.entry_makers.insert(*maker);
+                    }
+                }
+                _ => effects.touches_document = true,
+            }
+        }
+        Ok(effects)
+    }
+
+    /// Records an op on `photos[photo]` that replaces or deletes what is there.
+    fn note_entry_op(&self, effects: &mut ChangeEffects, photo: &str) -> Result<(), LibraryError> {
+        let Some(photos) = self.photos_obj() else {
+            return Ok(());
+        };
+        for (value, id) in self.doc.get_all(&photos, photo)? {
+            match (value, &id) {
+                (Value::Object(ObjType::Map), automerge::ObjId::Id(_, actor, _)) => {
+                    match actor_device(actor) {
+                        Some(d) => {
+                            effects.entry_makers.insert(d);
+                        }
+                        None => effects.touches_document = true,
+                    }
+                    if let Ok(was) = read_entry(&self.doc, &id, photo) {
+                        effects.removed.entry(photo.to_owned()).or_insert(was);
+                    }
+                }
+                _ => effects.touches_document = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// The visible entry for `photo`, if any.
+    fn entry(&self, photo: &str) -> Result<Option<PhotoEntry>, LibraryError> {
+        let Some(photos) = self.photos_obj() else {
+            return Ok(None);
+        };
+        match self.doc.get(&photos, photo)? {
+            Some((Value::Object(ObjType::Map), obj)) => {
+                read_entry(&self.doc, &obj, photo).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Where the object `id` ("counter@actor") sits in the schema.
+    fn place_of(&self, id: &str) -> Place {
+        let Ok(obj) = self.doc.import_obj(id) else {
+            return Place::Elsewhere;
+        };
+        let Ok(parents) = self.doc.parents(&obj) else {
+            return Place::Elsewhere;
+        };
+        let path = parents.path();
+        let maker = match &obj {
+            automerge::ObjId::Id(_, actor, _) => actor_device(actor),
+            automerge::ObjId::Root => None,
+        };
+        let keys: Vec<Option<String>> = path
+            .iter()
+            .map(|(_, prop)| match prop {
+                Prop::Map(k) => Some(k.clone()),
+                Prop::Seq(_) => None,
+            })
+            .collect();
+        match (keys.as_slice(), maker) {
+            ([Some(p)], _) if p == "photos" => Place::Photos,
+            ([Some(p), Some(photo)], Some(maker)) if p == "photos" => {
+                Place::Entry(photo.clone(), maker)
+            }
+            ([Some(p), Some(photo), Some(t)], _) if p == "photos" && t == "tags" => {
+                match path.get(2).map(|(obj, _)| obj) {
+                    Some(automerge::ObjId::Id(_, actor, _)) => match actor_device(actor) {
+                        Some(entry_maker) => Place::Tags(photo.clone(), entry_maker),
+                        None => Place::Elsewhere,
+                    },
+                    _ => Place::Elsewhere,
+                }
+            }
+            _ => Place::Elsewhere,
+        }
+    }
+}
