@@ -137,23 +137,12 @@ impl Blobs {
         released: &HashSet<[u8; 32]>,
         keep: HashSet<[u8; 32]>,
     ) -> Result<()> {
-        let mut tags = self
-            .store
-            .tags()
-            .list()
-            .await
-            .map_err(|e| Error::Blobs(format!("cannot list tags: {e}")))?;
-        let mut doomed = Vec::new();
-        while let Some(tag) = tags.next().await {
-            let tag = tag.map_err(|e| Error::Blobs(format!("cannot list tags: {e}")))?;
-            if released.contains(tag.hash.as_bytes()) {
-                doomed.push(tag.name);
-            }
-        }
-        for name in doomed {
+        // Tags are named by hash alone (older stores are renamed at open), so each released
+        // blob's tag is deleted by name: the cost follows the purge, not the library.
+        for hash in released {
             self.store
                 .tags()
-                .delete(name)
+                .delete(tag_name(&Hash::from_bytes(*hash)))
                 .await
                 .map_err(|e| Error::Blobs(format!("cannot delete a tag: {e}")))?;
         }
@@ -312,6 +301,11 @@ impl Blobs {
                 Hash::from_bytes(blob.hash).to_hex()
             )));
         }
+        self.tag(Hash::from_bytes(blob.hash)).await
+    }
+
+    /// Tags a blob about to be fetched, so garbage collection keeps what arrives.
+    pub async fn protect(&self, blob: &BlobRef) -> Result<()> {
         self.tag(Hash::from_bytes(blob.hash)).await
     }
 

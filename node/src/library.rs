@@ -643,7 +643,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
 }
 
 /// Opens one stored change with the key of its epoch: signature, author, decryption.
-fn open_sealed(
+pub(crate) fn open_sealed(
     family: &FamilyState,
     doc_id: &DocId,
     key: [u8; 32],

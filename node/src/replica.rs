@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::library::{Library, OpenDoc, State};
 use crate::store::WriteBatch;
 use kith_protocol::keys::SymmetricKey;
-use kith_protocol::library::{BlobRef, PhotoEntry};
+use kith_protocol::library::{BlobRef, DecodedChange, LibraryError, PhotoEntry, causal_order};
 
 /// How a batch from a peer fared.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -383,10 +383,16 @@ impl Library {
         let applied: Vec<Applied> = jobs
             .into_par_iter()
             .flat_map_iter(|(id, open, changes)| {
-                changes
+                // Decoded once; applied after what each builds on, so that what each does
+                // can be read (see `kith_protocol::library::causal_order`).
+                let decoded: Vec<_> = changes
                     .into_iter()
-                    .map(|(sealed, plain, scope)| {
-                        apply_checked(id, open, sealed, plain, scope, &contributors)
+                    .map(|(sealed, plain, scope)| (sealed, DecodedChange::decode(plain), scope))
+                    .collect();
+                causal_order(decoded, |(_, change, _)| change.as_ref().ok())
+                    .into_iter()
+                    .map(|(sealed, change, scope)| {
+                        apply_checked(id, open, sealed, change, scope, &contributors)
                     })
                     .collect::<Vec<_>>()
             })
@@ -463,12 +469,24 @@ fn apply_checked(
     doc: DocId,
     open: &mut OpenDoc,
     sealed: SealedChange,
-    plain: Vec<u8>,
+    change: std::result::Result<DecodedChange, LibraryError>,
     scope: WriteScope,
     contributors: &BTreeMap<DeviceId, BTreeSet<DeviceId>>,
 ) -> Applied {
     let author = sealed.header().author;
-    let effects = open.doc.effects_of(&plain);
+    let change = match change {
+        Ok(change) => change,
+        Err(e) => {
+            return Applied {
+                doc,
+                sealed,
+                refused: Some(e.to_string()),
+                scope,
+                removed: Vec::new(),
+            };
+        }
+    };
+    let effects = open.doc.effects_of_decoded(&change);
     let refusal = match (&effects, scope) {
         (Err(e), WriteScope::OwnEntries) => Some(format!(
             "its author may change only its own entries, and what it does cannot be read: {e}"
@@ -489,7 +507,7 @@ fn apply_checked(
     let removed = effects
         .map(|e| e.removed.into_values().collect())
         .unwrap_or_default();
-    let refused = refusal.or_else(|| open.doc.apply_change(plain).err().map(|e| e.to_string()));
+    let refused = refusal.or_else(|| open.doc.apply_decoded(change).err().map(|e| e.to_string()));
     Applied {
         doc,
         sealed,

@@ -23,6 +23,7 @@ mod privacy;
 mod purge;
 mod rekey;
 mod sharing;
+mod stolen;
 mod sync;
 mod tamper;
 mod transfer;

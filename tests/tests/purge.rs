@@ -18,7 +18,7 @@ use crate::sync::import;
 /// The hashes of the blobs the store keeps in files (`blobs/data/HASH.data`): originals and
 /// previews. Thumbnails are small enough for iroh-blobs to keep inside its database; the
 /// in-process test below sees those deleted too.
-fn blob_files(data_dir: &Path) -> BTreeSet<String> {
+pub(crate) fn blob_files(data_dir: &Path) -> BTreeSet<String> {
     walk(&data_dir.join("blobs").join("data"))
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "data"))

@@ -317,6 +317,13 @@ pub(crate) async fn fetch_one(
     let (recv, send) = split(stream);
     let store = net.lib.blobs.api_store();
     let hash = Hash::from_bytes(blob.hash);
+    // Tagged before anything is read or written: a garbage collection armed by an earlier
+    // release (of a blob wanted again since, e.g. a kept entry) must not sweep it mid-fetch.
+    net.lib
+        .blobs
+        .protect(blob)
+        .await
+        .map_err(|e| e.to_string())?;
     let fresh = blob.len <= WHOLE_IN_MEMORY_MAX
         && matches!(
             store.status(hash).await.map_err(|e| e.to_string())?,

@@ -17,10 +17,12 @@ use crate::blob::FileKey;
 use crate::keys::{DeviceId, DocId, PhotoId};
 
 mod bounds;
+mod decoded;
 mod edit;
 mod guard;
 mod scope;
 pub use bounds::{BoundError, ChangeLimits, ChangeSize, check_change_bounds};
+pub use decoded::{DecodedChange, causal_order};
 pub use edit::PhotoEdit;
 pub use scope::{ChangeEffects, actor_device};
 

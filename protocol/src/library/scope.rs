@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{ActorId, ObjType, Prop, ReadDoc, Value};
 
-use super::{Document, LibraryError, PhotoEntry, read_entry};
+use super::{DecodedChange, Document, LibraryError, PhotoEntry, read_entry};
 use crate::keys::DeviceId;
 
 /// What one change does (see the module docs).
@@ -36,6 +36,10 @@ impl ChangeEffects {
         !self.touches_document && self.entry_makers.is_subset(devices)
     }
 }
+
+/// The fields of an entry whose overwrite replaces the photo (its renditions or file key): the
+/// entry as it was is noted as removed.
+pub(super) const REPLACING_FIELDS: [&str; 4] = ["original", "preview", "thumbnail", "key"];
 
 /// Where an object sits in the schema.
 #[derive(Debug, Clone)]
@@ -61,7 +65,15 @@ impl Document {
     /// known before those arrive).
     pub fn effects_of(&self, change: &[u8]) -> Result<ChangeEffects, LibraryError> {
         // Bounded and guarded like every change that enters automerge.
-        let change = super::guard::decode_change(change.to_vec())?;
+        self.effects_of_decoded(&DecodedChange::decode(change.to_vec())?)
+    }
+
+    /// [`Document::effects_of`] for a change already decoded.
+    pub fn effects_of_decoded(
+        &self,
+        change: &DecodedChange,
+    ) -> Result<ChangeEffects, LibraryError> {
+        let change = &change.0;
         if let Some(missing) = change
             .deps()
             .iter()
@@ -119,8 +131,7 @@ impl Document {
                     if field == "tags" && matches!(op.action, OpType::Make(ObjType::Map)) {
                         made.insert(counter, Place::Tags(photo.clone(), *maker));
                     }
-                    if matches!(field.as_str(), "original" | "preview" | "thumbnail" | "key")
-                        && !effects.added.contains(photo)
+                    if REPLACING_FIELDS.contains(&field.as_str()) && !effects.added.contains(photo)
                     {
                         // Replacing a rendition or the file key is replacing the photo.
                         if let Some(was) = self.entry(photo)? {
@@ -212,5 +223,76 @@ impl Document {
             }
             _ => Place::Elsewhere,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+
+    use crate::keys::{DeviceId, DocId, PhotoId};
+    use crate::library::tests::entry;
+    use crate::library::{DocKind, Document, PhotoEdit};
+
+    const OWNER: DeviceId = DeviceId([1; 32]);
+    const CONTRIBUTOR: DeviceId = DeviceId([3; 32]);
+
+    /// An album by its owner holding entry 1, and the contributor's replica of it.
+    fn album() -> (Document, Document) {
+        let genesis = Document::genesis_change(DocKind::Album, &DocId([8; 32])).unwrap();
+        let mut owner = Document::new(&OWNER);
+        owner.apply_change(genesis.clone()).unwrap();
+        owner.put_photos(&[entry(1)]).unwrap();
+        let first = owner.commit(1).unwrap();
+        let contributor = Document::from_changes(&CONTRIBUTOR, [genesis, first]).unwrap();
+        (owner, contributor)
+    }
+
+    /// What the contributor's next change does, read by the owner's replica.
+    fn effects(owner: &Document, contributor: &mut Document) -> super::ChangeEffects {
+        let change = contributor.commit(2).unwrap();
+        owner.effects_of(&change).unwrap()
+    }
+
+    #[test]
+    fn a_contributor_may_add_and_edit_its_own_entries_only() {
+        let mine = BTreeSet::from([CONTRIBUTOR]);
+        let (owner, mut c) = album();
+
+        c.put_photos(&[entry(2)]).unwrap();
+        let added = effects(&owner, &mut c);
+        assert!(added.only_entries_of(&mine), "{added:?}");
+        assert!(added.added.contains(&PhotoId([2; 32]).to_string()));
+
+        let (owner, mut c) = album();
+        let caption = PhotoEdit {
+            caption: Some(Some("mine now".into())),
+            ..PhotoEdit::default()
+        };
+        c.edit_photo(&PhotoId([1; 32]), &caption).unwrap();
+        let edited = effects(&owner, &mut c);
+        assert!(
+            !edited.only_entries_of(&mine),
+            "edited the owner's entry: {edited:?}"
+        );
+        assert!(edited.entry_makers.contains(&OWNER));
+
+        let (owner, mut c) = album();
+        c.remove_photo(&PhotoId([1; 32])).unwrap();
+        let removed = effects(&owner, &mut c);
+        assert!(
+            !removed.only_entries_of(&mine),
+            "removed the owner's entry: {removed:?}"
+        );
+        assert!(removed.removed.contains_key(&PhotoId([1; 32]).to_string()));
+
+        let (owner, mut c) = album();
+        c.doc.put(ROOT, "kind", "library").unwrap();
+        let kind = effects(&owner, &mut c);
+        assert!(!kind.only_entries_of(&mine), "changed the kind: {kind:?}");
+        assert!(kind.touches_document);
     }
 }
