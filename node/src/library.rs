@@ -242,6 +242,11 @@ impl Library {
                 .values()
                 .filter(|p| p.trashed_at_ms.is_none())
                 .count(),
+            kept: state
+                .kept
+                .values()
+                .filter(|k| !state.photos.contains_key(&k.entry.id))
+                .count(),
             albums: state.albums.len(),
             documents: state.docs.len(),
             changes: self.store.change_count()?,

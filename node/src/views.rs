@@ -83,6 +83,9 @@ pub struct StatusView {
     pub role: String,
     pub family_id: String,
     pub photos: usize,
+    /// Entries that left the library other than by the trash, kept restorable (`crate::keep`).
+    #[serde(default)]
+    pub kept: usize,
     pub albums: usize,
     pub documents: usize,
     pub changes: u64,

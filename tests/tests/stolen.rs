@@ -113,6 +113,20 @@ fn a_removed_phone_deletes_nothing_even_through_a_device_that_has_not_heard() ->
         "the laptop deleted {:?}",
         laptop_blobs.difference(&kept).collect::<Vec<_>>()
     );
+    // `kith status` counts what was kept, as `kith trash` lists it.
+    for (name, i) in [("laptop", 0), ("tablet", 1)] {
+        let node = &cluster.nodes[i];
+        let trash = node.json(&["trash", "--json"])?;
+        let kept = trash
+            .as_array()
+            .context("a list")?
+            .iter()
+            .filter(|t| !t["kept_from"].is_null())
+            .count();
+        let status = node.json(&["status", "--json"])?;
+        ensure!(kept > 0, "{name} kept nothing: {trash}");
+        ensure!(status["kept"] == kept, "{name}: {status} against {trash}");
+    }
     // What is in the trash is restored, and both devices hold every original as it was.
     let trashed = ids(&cluster.nodes[0].json(&["trash", "--json"])?)?;
     if !trashed.is_empty() {

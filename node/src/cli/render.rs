@@ -361,6 +361,13 @@ pub fn status_text(s: &StatusView) {
     println!("device:    {} ({})", esc(&s.device_name), s.device_id);
     println!("person:    {} ({})", esc(&s.person), s.role);
     println!("photos:    {}", s.photos);
+    if s.kept > 0 {
+        println!(
+            "kept:      {} photo(s) left the library other than by the trash; restorable for \
+             30 days (`kith trash`, `kith trash restore`)",
+            s.kept
+        );
+    }
     println!("albums:    {}", s.albums);
     println!("documents: {} ({} changes)", s.documents, s.changes);
     println!("database:  {}", human_bytes(s.db_bytes));
