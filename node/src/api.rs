@@ -237,6 +237,7 @@ pub fn router(library: Arc<Library>, net: Arc<Network>, token: String) -> Router
         .route("/people/set-role", post(set_role))
         .route("/people/remove", post(remove_person))
         .route("/devices/remove", post(remove_device))
+        .route("/devices/undo", post(undo_device))
         .route("/devices", get(devices))
         .route("/invites", get(invites).post(create_invite))
         .route("/invites/cancel", post(cancel_invite))
@@ -404,6 +405,13 @@ async fn remove_device(
         .find(|d| d.id == device.to_string())
         .ok_or_else(|| Error::Corrupt("the removed device is gone from the log".into()))?;
     Ok(Json(view))
+}
+
+async fn undo_device(
+    State(app): State<AppState>,
+    Json(body): Json<RemoveDevice>,
+) -> ApiResult<crate::views::UndoView> {
+    Ok(Json(app.library.undo_removed_device(&body.device).await?))
 }
 
 async fn albums(State(app): State<AppState>) -> ApiResult<Vec<crate::views::AlbumView>> {

@@ -485,6 +485,19 @@ impl Backend {
         }
     }
 
+    /// Puts back what a removed device's changes removed (see [`Library::undo_removed_device`]).
+    pub async fn undo_device(&self, device: &str) -> Result<crate::views::UndoView> {
+        match self {
+            Backend::Local(l) => l.undo_removed_device(device).await,
+            Backend::Remote(c) => {
+                let body = crate::api::RemoveDevice {
+                    device: device.to_owned(),
+                };
+                c.post("/devices/undo", body).await
+            }
+        }
+    }
+
     /// Removes a device from the family; returns it as `kith devices` now shows it.
     pub async fn remove_device(&self, device: &str) -> Result<FamilyDeviceView> {
         match self {

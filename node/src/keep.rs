@@ -11,13 +11,16 @@
 
 use std::collections::BTreeSet;
 
-use kith_protocol::keys::{DocId, PhotoId};
+use kith_protocol::keys::{DeviceId, DocId, PhotoId};
 use kith_protocol::library::PhotoEntry;
+use kith_protocol::membership::Role;
 
 use crate::edit::TRASH_RETENTION_MS;
 use crate::error::{Error, Result};
 use crate::library::{Library, State, now_ms};
+use crate::people::find_removed_device;
 use crate::store::{Kept, WriteBatch};
+use crate::views::UndoView;
 
 impl State {
     /// Keeps `entry` restorable (see the module docs); `doc` is the library shard it left.
@@ -34,6 +37,15 @@ impl State {
         tracing::warn!(photo = %kept.entry.id, by = ?kept.removed_by, "a photo left the library other than by the trash; kept restorable for 30 days");
         self.kept_unsaved.push(kept.entry.id);
         self.kept.insert(kept.entry.id, kept);
+    }
+
+    /// The kept photos that `device`'s changes removed, not back in the library since.
+    pub(crate) fn kept_from_device(&self, device: &DeviceId) -> Vec<PhotoId> {
+        self.kept
+            .values()
+            .filter(|k| k.removed_by == Some(*device) && !self.photos.contains_key(&k.entry.id))
+            .map(|k| k.entry.id)
+            .collect()
     }
 
     /// Blobs of kept entries: never collected while kept.
@@ -88,6 +100,25 @@ impl Library {
             .collect();
         state.note_dropped(entries);
         Ok(())
+    }
+
+    /// Undoes what a removed device's changes did to the library: every entry they removed or
+    /// replaced that is kept here goes back into its shard, in one commit (one change per
+    /// document touched). Its trash needs no undo: it never counted. Admins only.
+    pub async fn undo_removed_device(&self, which: &str) -> Result<UndoView> {
+        let mut state = self.state.lock().await;
+        if state.current_role(&self.device_id()) != Some(Role::Admin) {
+            return Err(Error::NotAllowed(
+                "only an admin can undo what a removed device did".into(),
+            ));
+        }
+        let device = find_removed_device(&state.family, which)?;
+        let ids = state.kept_from_device(&device);
+        let restored = self.restore_kept_locked(&mut state, &ids)?;
+        Ok(UndoView {
+            device: device.to_string(),
+            restored,
+        })
     }
 
     /// Puts kept photos back in the library shards they left, out of the trash, in one commit.

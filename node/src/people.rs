@@ -178,14 +178,22 @@ pub(crate) fn find_person(family: &FamilyState, who: &str) -> Result<PersonId> {
     }
 }
 
-/// A device by exact name (case-insensitive) or by a unique prefix of its id; revoked devices
-/// are not candidates.
+/// A current device by exact name (case-insensitive) or by a unique prefix of its id.
 fn find_device(family: &FamilyState, which: &str) -> Result<DeviceId> {
+    find_device_where(family, which, false)
+}
+
+/// A removed device, named like [`find_device`].
+pub(crate) fn find_removed_device(family: &FamilyState, which: &str) -> Result<DeviceId> {
+    find_device_where(family, which, true)
+}
+
+fn find_device_where(family: &FamilyState, which: &str, revoked: bool) -> Result<DeviceId> {
     let devices = family
         .persons
         .values()
         .flat_map(|p| p.devices.iter())
-        .filter(|(_, d)| !d.revoked)
+        .filter(|(_, d)| d.revoked == revoked)
         .map(|(id, d)| (*id, d.name.as_str()));
     match by_name_or_id(devices, which, "device")?.as_slice() {
         [one] => Ok(*one),

@@ -291,14 +291,18 @@ impl Library {
             ops: accepted,
             ..WriteBatch::default()
         })?;
-        let revoked_before = revoked_count(&state.family);
+        let revoked_before = revoked_devices(&state.family);
         state.ops = ops;
         state.family = family;
         self.settle_keys(&mut state, false)?;
-        if revoked_count(&state.family) != revoked_before {
-            // A removal learned: vouch for what this device took in from the removed device,
-            // and let its trash go (photos it trashed are back).
-            self.vouch_for_revoked(&mut state)?;
+        let newly_revoked: Vec<DeviceId> = revoked_devices(&state.family)
+            .difference(&revoked_before)
+            .copied()
+            .collect();
+        if !newly_revoked.is_empty() {
+            // A removal learned: keep what the removed device removed here, vouch for what
+            // this device took in from it, and let its trash go (photos it trashed are back).
+            self.vouch_for_revoked(&mut state, &newly_revoked)?;
             state.reindex();
         }
         Ok(out)
@@ -474,18 +478,25 @@ fn apply_checked(
     contributors: &BTreeMap<DeviceId, BTreeSet<DeviceId>>,
 ) -> Applied {
     let author = sealed.header().author;
+    let refuse = |sealed, reason: String| Applied {
+        doc,
+        sealed,
+        refused: Some(reason),
+        scope,
+        removed: Vec::new(),
+    };
     let change = match change {
         Ok(change) => change,
-        Err(e) => {
-            return Applied {
-                doc,
-                sealed,
-                refused: Some(e.to_string()),
-                scope,
-                removed: Vec::new(),
-            };
-        }
+        Err(e) => return refuse(sealed, e.to_string()),
     };
+    if !change.written_by(&author, &doc) {
+        return refuse(
+            sealed,
+            "it is written under another device's automerge actor; a device writes its \
+             changes under its own id"
+                .into(),
+        );
+    }
     let effects = open.doc.effects_of_decoded(&change);
     let refusal = match (&effects, scope) {
         (Err(e), WriteScope::OwnEntries) => Some(format!(
@@ -544,13 +555,14 @@ impl State {
     }
 }
 
-fn revoked_count(family: &membership::FamilyState) -> usize {
+fn revoked_devices(family: &membership::FamilyState) -> BTreeSet<DeviceId> {
     family
         .persons
         .values()
-        .flat_map(|p| p.devices.values())
-        .filter(|d| d.revoked)
-        .count()
+        .flat_map(|p| p.devices.iter())
+        .filter(|(_, d)| d.revoked)
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 fn digest_of(state: &State, doc: &DocId) -> DocDigest {

@@ -247,6 +247,18 @@ pub struct FamilyDeviceView {
     /// Unix ms; `None` when never seen (or for this device).
     pub last_seen_ms: Option<u64>,
     pub this: bool,
+    /// For a removed device: photos its changes removed or replaced that are kept restorable
+    /// here (`kith devices undo` puts them back).
+    #[serde(default)]
+    pub undoable: usize,
+}
+
+/// What `kith devices undo` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UndoView {
+    pub device: String,
+    /// Photos put back in the library.
+    pub restored: usize,
 }
 
 /// Sync progress with one peer.

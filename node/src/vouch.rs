@@ -15,7 +15,7 @@ use kith_protocol::membership::OpBody;
 use kith_protocol::seal::{ChangeId, SealedChange};
 
 use crate::doc_keys::OpChain;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::library::{Library, State, open_sealed};
 use crate::store::WriteBatch;
 
@@ -23,9 +23,16 @@ use crate::store::WriteBatch;
 const IDS_PER_VOUCH: usize = 1024;
 
 impl Library {
-    /// Signs `Vouch` ops for the stored changes of revoked devices the log does not vouch for
-    /// yet, and commits them. Called whenever the log changes.
-    pub(crate) fn vouch_for_revoked(&self, state: &mut State) -> Result<()> {
+    /// Called when this device learns that `newly_revoked` were removed: keeps restorable what
+    /// their changes removed here (see [`Library::keep_what_they_removed`]), then signs `Vouch`
+    /// ops for the stored changes of revoked devices the log does not vouch for yet, and
+    /// commits them.
+    pub(crate) fn vouch_for_revoked(
+        &self,
+        state: &mut State,
+        newly_revoked: &[DeviceId],
+    ) -> Result<()> {
+        self.keep_what_they_removed(state, newly_revoked);
         let due: Vec<(DeviceId, Vec<ChangeId>)> = state
             .changes_by_author
             .iter()
@@ -43,7 +50,6 @@ impl Library {
         if due.is_empty() || state.current_role(&self.device_id()).is_none() {
             return Ok(());
         }
-        self.keep_what_they_removed(state, &due);
         let mut chain = OpChain::new(state);
         for (device, ids) in &due {
             for chunk in ids.chunks(IDS_PER_VOUCH) {
@@ -69,33 +75,35 @@ impl Library {
         // The caller re-indexes once the log settled (a removed device's trash no longer counts).
         Ok(())
     }
-}
 
-impl Library {
-    /// Keeps restorable every entry that `due` changes of removed devices removed or replaced
-    /// here, taken in before this device knew of their removal (a purge passed on by a
-    /// device that had not heard either). Their blobs, deleted here since, are fetched again
-    /// from devices that never took the purge. Runs once per learned removal, over that
-    /// device's changes only.
-    fn keep_what_they_removed(&self, state: &mut State, due: &[(DeviceId, Vec<ChangeId>)]) {
+    /// Keeps restorable every entry that the changes of `devices` (just learned removed)
+    /// removed or replaced here, whether this device or another vouches for them: a purge
+    /// passed on by a device that had not heard of the removal. Their blobs, deleted here
+    /// since, are fetched again from devices that never took the purge. Runs once per learned
+    /// removal, over those devices' changes only; a change that cannot be read is skipped and
+    /// logged, so one bad change never keeps the others from being read.
+    fn keep_what_they_removed(&self, state: &mut State, devices: &[DeviceId]) {
         let mut removed: Vec<(PhotoEntry, DocId, DeviceId)> = Vec::new();
-        for (device, ids) in due {
+        for device in devices {
+            let Some(ids) = state.changes_by_author.get(device) else {
+                continue;
+            };
             let held: Vec<(DocId, Vec<ChangeId>)> = state
                 .change_ids
                 .iter()
                 .map(|(doc, held)| {
-                    let here = ids.iter().filter(|id| held.contains(id)).copied();
+                    let unopened = state.unopened.get(doc);
+                    let here = ids
+                        .iter()
+                        .filter(|id| held.contains(id) && !unopened.is_some_and(|u| u.contains(id)))
+                        .copied();
                     (*doc, here.collect::<Vec<_>>())
                 })
                 .filter(|(_, here)| !here.is_empty())
                 .collect();
             for (doc, here) in held {
-                match self.removed_by_changes(state, &doc, &here) {
-                    Ok(entries) => removed.extend(entries.into_iter().map(|e| (e, doc, *device))),
-                    Err(e) => {
-                        tracing::warn!(%doc, %device, "cannot read what a removed device's changes removed: {e}");
-                    }
-                }
+                let entries = self.removed_by_changes(state, &doc, &here);
+                removed.extend(entries.into_iter().map(|e| (e, doc, *device)));
             }
         }
         for (entry, doc, device) in removed {
@@ -108,33 +116,51 @@ impl Library {
         self.save_kept(state);
     }
 
-    /// The entries the stored changes `ids` of `doc` removed or replaced, as they were.
+    /// The entries the stored changes `ids` of `doc` removed or replaced, as they were. Changes
+    /// this device never applied (no key, or built on changes it lacks) removed nothing here.
     fn removed_by_changes(
         &self,
         state: &mut State,
         doc: &DocId,
         ids: &[ChangeId],
-    ) -> Result<Vec<PhotoEntry>> {
+    ) -> Vec<PhotoEntry> {
         let mut out = Vec::new();
-        let Some(open) = state.docs.get_mut(doc) else {
-            return Ok(out);
+        let stored = match self.store.changes_by_id(doc, ids) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(%doc, "cannot read a removed device's changes: {e}");
+                return out;
+            }
         };
-        for bytes in self.store.changes_by_id(doc, ids)? {
-            let sealed =
-                SealedChange::from_bytes(bytes).map_err(|e| Error::Corrupt(e.to_string()))?;
-            // Without the key of its epoch this device never applied it: nothing to undo.
-            let Some(key) = open.record.key_for(sealed.header().epoch) else {
-                continue;
-            };
-            let plain = open_sealed(&state.family, doc, key, &sealed).map_err(Error::Corrupt)?;
-            let change = DecodedChange::decode(plain).map_err(|e| Error::Corrupt(e.to_string()))?;
-            out.extend(
-                open.doc
-                    .removed_by_change(&change)
-                    .map_err(|e| Error::Corrupt(e.to_string()))?,
-            );
+        let family = &state.family;
+        let Some(open) = state.docs.get_mut(doc) else {
+            return out;
+        };
+        for bytes in stored {
+            let read = SealedChange::from_bytes(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|sealed| {
+                    let Some(key) = open.record.key_for(sealed.header().epoch) else {
+                        return Ok(None);
+                    };
+                    let plain = open_sealed(family, doc, key, &sealed)?;
+                    let change = DecodedChange::decode(plain).map_err(|e| e.to_string())?;
+                    if !open.doc.has_deps_of(&change) {
+                        return Ok(None);
+                    }
+                    open.doc
+                        .removed_by_change(&change)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                });
+            match read {
+                Ok(entries) => out.extend(entries.into_iter().flatten()),
+                Err(e) => {
+                    tracing::warn!(%doc, "cannot read what a removed device's change removed: {e}");
+                }
+            }
         }
-        Ok(out)
+        out
     }
 }
 

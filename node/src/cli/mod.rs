@@ -239,6 +239,12 @@ enum DevicesAction {
         /// The device's name, or a prefix of its id (6+ hex digits).
         device: String,
     },
+    /// Undo what a removed device did to the library (admins): every photo its changes
+    /// removed or replaced, kept restorable here, goes back, in one commit.
+    Undo {
+        /// The removed device's name, or a prefix of its id (6+ hex digits).
+        device: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -588,6 +594,20 @@ async fn data_command(backend: &Backend, command: Command) -> Result<ExitCode> {
                     removed.id
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Devices {
+            action: Some(DevicesAction::Undo { device }),
+            json,
+        } => {
+            let undone = backend.undo_device(&device).await?;
+            render::print_as(json, &undone, |u| {
+                println!(
+                    "Put back {} photo(s) that removed device {} had removed; every device \
+                     gets them back as it syncs.",
+                    u.restored, u.device
+                );
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Devices { action: None, json } => {

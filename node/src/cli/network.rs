@@ -180,6 +180,14 @@ pub fn devices_table(devices: &[FamilyDeviceView]) {
             name,
             online
         );
+        if d.undoable > 0 {
+            println!(
+                "{:<14} after its removal it removed {} photo(s), kept here: `kith devices undo {}` puts them back",
+                "",
+                d.undoable,
+                &d.id[..12]
+            );
+        }
     }
 }
 

@@ -47,6 +47,11 @@ impl Library {
                         online: *id == me || status.is_some_and(|s| s.connected),
                         last_seen_ms: status.map(|s| s.last_seen_ms).filter(|t| *t > 0),
                         this: *id == me,
+                        undoable: if d.revoked {
+                            state.kept_from_device(id).len()
+                        } else {
+                            0
+                        },
                     }
                 })
             })

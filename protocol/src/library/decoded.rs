@@ -13,6 +13,7 @@ use automerge::{Change, ChangeHash, ReadDoc};
 
 use super::scope::REPLACING_FIELDS;
 use super::{Document, LibraryError, PhotoEntry, guard};
+use crate::keys::{DeviceId, DocId};
 
 /// One automerge change, decoded after [`super::check_change_bounds`] passed.
 #[derive(Debug, Clone)]
@@ -30,6 +31,15 @@ impl DecodedChange {
 
     pub fn deps(&self) -> Vec<[u8; 32]> {
         self.0.deps().iter().map(|h| h.0).collect()
+    }
+
+    /// Whether the change is written under `author`'s own actor, as every device writes its
+    /// changes, or is a document's first change by the fixed actor of its id (see
+    /// [`Document::genesis_change`]). Who made an entry and who trashed a photo are read from
+    /// actors, so a change under another device's actor would speak for that device.
+    pub fn written_by(&self, author: &DeviceId, doc: &DocId) -> bool {
+        let actor = self.0.actor_id().to_bytes();
+        actor == author.0.as_slice() || (actor == doc.0.as_slice() && self.0.deps().is_empty())
     }
 }
 
@@ -126,7 +136,6 @@ pub fn causal_order<T>(items: Vec<T>, change: impl Fn(&T) -> Option<&DecodedChan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{DeviceId, DocId};
     use crate::library::DocKind;
     use crate::library::tests::entry;
 
@@ -152,5 +161,21 @@ mod tests {
             b.apply_decoded(c).unwrap();
         }
         assert_eq!(b.photos().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_change_speaks_only_for_the_actor_it_is_written_under() {
+        let doc = DocId([8; 32]);
+        let genesis = Document::genesis_change(DocKind::Library, &doc).unwrap();
+        let first = DecodedChange::decode(genesis.clone()).unwrap();
+        assert!(first.written_by(&DeviceId([1; 32]), &doc));
+        assert!(!first.written_by(&DeviceId([1; 32]), &DocId([9; 32])));
+        let mut a = Document::new(&DeviceId([1; 32]));
+        a.apply_change(genesis).unwrap();
+        a.put_photos(&[entry(1)]).unwrap();
+        let change = DecodedChange::decode(a.commit(1).unwrap()).unwrap();
+        assert!(change.written_by(&DeviceId([1; 32]), &doc));
+        // Sealed by another device, it would make device 1 the maker of the entry.
+        assert!(!change.written_by(&DeviceId([2; 32]), &doc));
     }
 }
