@@ -43,6 +43,9 @@ pub(crate) struct OpChain {
     pub ops: Vec<SignedOp>,
     pub family: FamilyState,
     pub fresh: Vec<SignedOp>,
+    /// Documents whose history starts over with the rotation this chain makes of them
+    /// ([`crate::fresh_start`]): rotated without the earlier keys.
+    pub start_over: BTreeSet<DocId>,
 }
 
 impl OpChain {
@@ -52,6 +55,7 @@ impl OpChain {
             ops: state.ops.clone(),
             family: state.family.clone(),
             fresh: Vec::new(),
+            start_over: BTreeSet::new(),
         }
     }
 
@@ -306,11 +310,23 @@ impl Library {
             .into_iter()
             .filter_map(|doc| {
                 let record = &state.docs.get(&doc)?.record;
+                // A history that starts over gets no earlier keys; one that started over
+                // before gets none from before that.
+                let since = state.family.fresh_start(&doc).map_or(0, |f| f.epoch);
+                let earlier = if chain.start_over.contains(&doc) {
+                    Vec::new()
+                } else {
+                    record
+                        .all_keys()
+                        .into_iter()
+                        .filter(|(e, _)| *e >= since)
+                        .collect()
+                };
                 Some(Rotation {
                     doc,
                     epoch: record.epoch + 1,
                     key: rand::random(),
-                    earlier: record.all_keys(),
+                    earlier,
                 })
             })
             .collect();
@@ -329,13 +345,23 @@ impl Library {
                 continue;
             };
             let mut record = open.record.clone();
-            record.older = r.earlier;
+            // The record keeps every key this device held, whatever the rotation carried.
+            record.older = record.all_keys();
             record.epoch = r.epoch;
             record.key = r.key;
             rotated.push((r.doc, record));
         }
+        let mut started = Vec::new();
+        for (doc, record) in &rotated {
+            if chain.start_over.contains(doc) {
+                match self.start_over(state, &mut chain, doc, record) {
+                    Ok(s) => started.push(s),
+                    Err(e) => tracing::warn!(%doc, "the history was not started over: {e}"),
+                }
+            }
+        }
         if taken.records.is_empty() && rotated.is_empty() && chain.fresh.is_empty() {
-            return Ok(());
+            return self.follow_fresh_starts(state);
         }
         if !rotated.is_empty() {
             tracing::info!("rotated the keys of {} documents", rotated.len());
@@ -343,11 +369,17 @@ impl Library {
         let mut records = taken.records;
         records.extend(rotated);
         let opened: Vec<DocId> = records.iter().map(|(d, _)| *d).collect();
+        let mut changes = taken.resealed.clone();
+        let mut superseded = taken.superseded.clone();
+        for s in &started {
+            changes.push((s.doc, s.base.clone()));
+            superseded.extend(s.retired.iter().map(|id| (s.doc, *id)));
+        }
         self.persist(WriteBatch {
             ops: chain.fresh,
             docs: records.clone(),
-            changes: taken.resealed.clone(),
-            superseded: taken.superseded.clone(),
+            changes,
+            superseded,
             ..WriteBatch::default()
         })?;
         state.ops = chain.ops;
@@ -378,8 +410,9 @@ impl Library {
                 }
             }
         }
+        self.adopt_started(state, started);
         self.open_waiting(state, &opened)?;
-        Ok(())
+        self.follow_fresh_starts(state)
     }
 
     /// Signs `bodies` as this device on top of the log and commits those the rules apply
@@ -387,7 +420,19 @@ impl Library {
     /// read what), in one transaction: no crash leaves a removal without its re-keying.
     /// `Error::NotAllowed` when the rules apply none of them.
     pub(crate) fn append_ops(&self, state: &mut State, bodies: Vec<OpBody>) -> Result<()> {
+        self.append_ops_starting_over(state, bodies, BTreeSet::new())
+    }
+
+    /// [`Library::append_ops`], starting the histories of `start_over` over with the rotations
+    /// the ops make due ([`crate::fresh_start`]).
+    pub(crate) fn append_ops_starting_over(
+        &self,
+        state: &mut State,
+        bodies: Vec<OpBody>,
+        start_over: BTreeSet<DocId>,
+    ) -> Result<()> {
         let mut chain = OpChain::new(state);
+        chain.start_over = start_over;
         for body in bodies {
             chain.push(&self.device, body)?;
         }
@@ -582,6 +627,13 @@ impl Library {
                 let Some(key) = open.record.key_for(sealed.header().epoch) else {
                     continue;
                 };
+                let epoch = sealed.header().epoch;
+                let fresh = state.family.fresh_start(doc);
+                let lineage = state.lineage.get(doc).copied().unwrap_or(0);
+                if fresh.is_some_and(|f| epoch >= f.epoch && lineage < f.epoch) || epoch < lineage {
+                    // Of another history than the open one: `follow_fresh_starts` takes it.
+                    continue;
+                }
                 match seal::open_change(&SymmetricKey::from_bytes(key), &sealed) {
                     Ok(plain) => match open.doc.apply_change(plain) {
                         Ok(()) => {

@@ -24,6 +24,7 @@ pub mod edit;
 pub mod error;
 pub mod export;
 pub mod free_space;
+pub mod fresh_start;
 pub mod import;
 pub mod index;
 pub mod invites;

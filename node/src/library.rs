@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kith_protocol::keys::{
     DeviceId, DeviceSecret, DocId, FamilyId, FamilySecret, PersonId, PhotoId, SymmetricKey,
 };
-use kith_protocol::library::{AlbumMeta, DocKind, Document, PhotoEntry};
+use kith_protocol::library::{AlbumMeta, DecodedChange, DocKind, Document, PhotoEntry};
 use kith_protocol::membership::{self, Access, FamilyState, MembershipOp, OpBody, OpId, SignedOp};
 use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
 use tokio::sync::Mutex;
@@ -80,6 +80,9 @@ pub(crate) struct State {
     pub kept_unsaved: Vec<PhotoId>,
     /// The stored changes of other devices by author, to vouch for those of revoked ones ([`crate::vouch`]).
     pub changes_by_author: HashMap<DeviceId, BTreeSet<ChangeId>>,
+    /// The epoch each open document's history starts at, when it started over
+    /// ([`crate::fresh_start`]).
+    pub lineage: HashMap<DocId, u32>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
@@ -192,14 +195,17 @@ impl Library {
         let store = Store::open(&data_dir.db_file(), device.storage_key())?;
         let state = load_state(&store, &device, data_dir)?;
         let blobs = Blobs::open(&data_dir.blobs_dir()).await?;
-        Ok(Arc::new(Library {
+        let library = Arc::new(Library {
             data_dir: data_dir.clone(),
             device,
             store,
             blobs,
             state: Mutex::new(state),
             updates: tokio::sync::broadcast::channel(1024).0,
-        }))
+        });
+        // A history that started over, whose base arrived before a crash or a restart.
+        library.follow_fresh_starts(&mut *library.state.lock().await)?;
+        Ok(library)
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -573,6 +579,8 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     let mut change_ids: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let mut unopened: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
+    let lineage = loaded_lineage(&family, &loaded.changes, &records);
+    let mut bases: HashMap<DocId, [u8; 32]> = HashMap::new();
     let mut revoked_authors: HashMap<DeviceId, BTreeSet<ChangeId>> = HashMap::new();
     for (doc_id, sealed) in loaded.changes {
         if sealed.header().author != device.device_id() {
@@ -585,7 +593,12 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         let key = records
             .get(&doc_id)
             .and_then(|r| r.key_for(sealed.header().epoch));
-        let Some(key) = key else {
+        // Of a history that started over, only the one the document is at is loaded.
+        let start = lineage.get(&doc_id).copied().unwrap_or(0);
+        let fresh = family.fresh_start(&doc_id);
+        let other_history = sealed.header().epoch < start
+            || fresh.is_some_and(|f| sealed.header().epoch >= f.epoch && start < f.epoch);
+        let Some(key) = key.filter(|_| !other_history) else {
             change_ids.entry(doc_id).or_default().insert(sealed.id());
             unopened.entry(doc_id).or_default().insert(sealed.id());
             continue;
@@ -593,6 +606,11 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         match open_sealed(&family, &doc_id, key, &sealed) {
             Ok(bytes) => {
                 change_ids.entry(doc_id).or_default().insert(sealed.id());
+                if fresh.is_some_and(|f| f.base == sealed.id())
+                    && let Ok(base) = DecodedChange::decode(bytes.clone())
+                {
+                    bases.insert(doc_id, base.hash());
+                }
                 by_doc.entry(doc_id).or_default().push(bytes)
             }
             Err(reason) => {
@@ -606,7 +624,10 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     for (doc_id, record) in records {
         let changes = by_doc.remove(&doc_id).unwrap_or_default();
         match Document::from_changes(&me, changes) {
-            Ok(doc) => {
+            Ok(mut doc) => {
+                if let Some(base) = bases.get(&doc_id) {
+                    doc.set_base(*base);
+                }
                 docs.insert(doc_id, OpenDoc { record, doc });
             }
             Err(e) => {
@@ -638,6 +659,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         album_entries: HashMap::new(),
         library_of: HashMap::new(),
         dropped_blobs: HashSet::new(),
+        lineage,
     };
     for kept in store.load_kept(&mut state.damaged)? {
         state.kept.insert(kept.entry.id, kept);
@@ -645,6 +667,37 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     state.changes_by_author = revoked_authors;
     state.reindex();
     Ok(state)
+}
+
+/// The history each document that started over is loaded at: the new one when this device
+/// followed it (it holds the base and no change of the old one), else the old one, which
+/// [`Library::follow_fresh_starts`] then follows.
+fn loaded_lineage(
+    family: &FamilyState,
+    changes: &[(DocId, seal::SealedChange)],
+    records: &HashMap<DocId, DocRecord>,
+) -> HashMap<DocId, u32> {
+    let mut has_base: HashSet<DocId> = HashSet::new();
+    let mut has_old: HashSet<DocId> = HashSet::new();
+    for (doc, sealed) in changes {
+        let Some(f) = family.fresh_start(doc) else {
+            continue;
+        };
+        if sealed.id() == f.base
+            && records
+                .get(doc)
+                .is_some_and(|r| r.key_for(f.epoch).is_some())
+        {
+            has_base.insert(*doc);
+        }
+        if sealed.header().epoch < f.epoch {
+            has_old.insert(*doc);
+        }
+    }
+    has_base
+        .difference(&has_old)
+        .filter_map(|doc| Some((*doc, family.fresh_start(doc)?.epoch)))
+        .collect()
 }
 
 /// Opens one stored change with the key of its epoch: signature, author, decryption.

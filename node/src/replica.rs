@@ -446,6 +446,7 @@ impl Library {
         state.purge_ok.clear();
         state.removed_by.clear();
         self.save_kept(&mut state);
+        self.follow_fresh_starts(&mut state)?;
         Ok(out)
     }
 }
@@ -597,6 +598,10 @@ fn check_change(state: &State, sealed: &SealedChange) -> Checked {
         ));
     }
     sealed.verify_signature().map_err(|e| e.to_string())?;
+    if state.awaits_fresh_start(&header.doc, header.epoch) {
+        // Of a history that started over: stored until this device follows it.
+        return Ok((scope, None));
+    }
     let record = state.docs.get(&header.doc).map(|open| &open.record);
     match record.and_then(|r| r.key_for(header.epoch)) {
         Some(key) => seal::open_change(&SymmetricKey::from_bytes(key), sealed)

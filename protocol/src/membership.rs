@@ -47,6 +47,8 @@
 //!    - `DeclareDoc`: whoever may rotate the document, once: the first applied one fixes its
 //!      kind (and, like a first rotation, claims its owner).
 //!    - `Vouch`: any current device, for changes by a device the log has revoked.
+//!    - `FreshStart`: the device that made the document's current epoch, with no earlier keys,
+//!      if it may write all of the document; once per epoch.
 //!
 //!    Ops that are not allowed are skipped but stay in the DAG, so ops built on them still count.
 //! 4. A revocation wins over what its target did concurrently or after: when `RevokeDevice(d)`
@@ -80,7 +82,7 @@ use crate::seal::ChangeId;
 
 pub mod sharing;
 mod state;
-pub use sharing::{Access, DocKeys, DocSharing, WriteScope};
+pub use sharing::{Access, DocKeys, DocSharing, FreshStart, WriteScope};
 pub use state::{Device, FamilyState, Person};
 
 /// Signature label of membership ops.
@@ -230,6 +232,16 @@ pub enum OpBody {
     Vouch {
         device: DeviceId,
         changes: Vec<ChangeId>,
+    },
+    /// Starts `doc`'s history over at `epoch` (the epoch its author just rotated to, with no
+    /// earlier keys): from now on the document is `base` and the changes sealed at `epoch` or
+    /// later, so a person granted it reads what it holds, not what left it before. `clock` is
+    /// where the old history was cut: each device carries over its changes beyond it.
+    FreshStart {
+        doc: DocId,
+        epoch: u32,
+        base: ChangeId,
+        clock: Vec<(DeviceId, u64)>,
     },
 }
 
@@ -629,5 +641,11 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
         OpBody::RemovePerson { person } => sharing::remove_person(state, &by, person),
         OpBody::DeclareDoc { doc, kind } => sharing::declare(state, &by, doc, *kind),
         OpBody::Vouch { device, changes } => sharing::vouch(state, device, changes),
+        OpBody::FreshStart {
+            doc,
+            epoch,
+            base,
+            clock,
+        } => sharing::fresh_start(state, &by, doc, *epoch, *base, clock),
     }
 }

@@ -529,3 +529,87 @@ fn a_removed_devices_change_counts_only_when_a_current_device_vouched_for_it() {
     // A relative with no right to write never had one.
     assert!(state.change_scope(&ALBUM, &cleo, 1, &vouched).is_none());
 }
+
+#[test]
+fn a_history_starts_over_only_by_its_rotator_without_earlier_keys_and_retires_older_changes() {
+    use kith_protocol::seal::ChangeId;
+    let fresh = |epoch| OpBody::FreshStart {
+        doc: ALBUM,
+        epoch,
+        base: ChangeId([9; 32]),
+        clock: vec![(device(0).device_id(), 3)],
+    };
+    let mut f = Family::new();
+    f.by(0, grant(ALBUM, 2, Access::View));
+    f.by(0, rotate(ALBUM, 1, &[&f.d[0], &f.d[2]]));
+    // Not the device that made the current epoch: a relative it was granted to, a member.
+    f.by(2, fresh(1));
+    f.by(1, fresh(1));
+    // Not an epoch other than the current one.
+    f.by(0, fresh(2));
+    assert_eq!(f.state().fresh_start(&ALBUM), None);
+
+    // A rotation that carries earlier keys cannot start the history over: the new reader
+    // would read the old history with them.
+    let history = SealedHistory::seal(
+        &doc_key(&ALBUM, 2),
+        &ALBUM,
+        2,
+        &[(1, doc_key(&ALBUM, 1))],
+        [4; 24],
+    )
+    .unwrap();
+    let OpBody::RotateKey {
+        doc,
+        epoch,
+        envelopes,
+        ..
+    } = rotate(ALBUM, 2, &[&f.d[0], &f.d[2]])
+    else {
+        unreachable!("rotate builds a RotateKey");
+    };
+    f.by(
+        0,
+        OpBody::RotateKey {
+            doc,
+            epoch,
+            envelopes,
+            history: Some(history),
+        },
+    );
+    f.by(0, fresh(2));
+    assert_eq!(f.state().fresh_start(&ALBUM), None);
+
+    // Its rotator, right after a rotation without history: applied once.
+    f.by(0, rotate(ALBUM, 3, &[&f.d[0], &f.d[2]]));
+    f.by(0, fresh(3));
+    let state = f.state();
+    let start = state.fresh_start(&ALBUM).expect("started over");
+    assert_eq!((start.epoch, start.by), (3, f.d[0].device_id()));
+    // Nobody takes in a change of the old history any more, not even the admin's own.
+    let admin = f.d[0].device_id();
+    assert!(state.is_retired(&ALBUM, 2));
+    assert_eq!(
+        state.change_scope(&ALBUM, &admin, 2, &ChangeId([1; 32])),
+        None
+    );
+    assert!(
+        state
+            .change_scope(&ALBUM, &admin, 3, &ChangeId([1; 32]))
+            .is_some()
+    );
+    // Once per epoch.
+    f.by(
+        0,
+        OpBody::FreshStart {
+            doc: ALBUM,
+            epoch: 3,
+            base: ChangeId([8; 32]),
+            clock: Vec::new(),
+        },
+    );
+    assert_eq!(
+        f.state().fresh_start(&ALBUM).map(|s| s.base),
+        Some(ChangeId([9; 32]))
+    );
+}

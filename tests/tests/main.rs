@@ -17,6 +17,7 @@ mod import;
 mod in_process;
 mod inflation;
 mod invite;
+mod later_grantee;
 mod node;
 mod people;
 mod privacy;

@@ -67,6 +67,7 @@ impl Document {
         }
         let before = Document {
             doc: self.doc.fork_at(change.0.deps())?,
+            base: self.base.clone(),
         };
         Ok(before
             .effects_of_decoded(change)?

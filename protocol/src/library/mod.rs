@@ -19,6 +19,7 @@ use crate::keys::{DeviceId, DocId, PhotoId};
 mod bounds;
 mod decoded;
 mod edit;
+mod fresh;
 mod guard;
 mod scope;
 pub use bounds::{BoundError, ChangeLimits, ChangeSize, check_change_bounds};
@@ -118,6 +119,8 @@ pub enum LibraryError {
 /// One automerge document of the library or of an album.
 pub struct Document {
     doc: AutoCommit,
+    /// The change this document's history starts over from, if it did (see [`fresh`]).
+    base: Option<fresh::BaseOps>,
 }
 
 impl std::fmt::Debug for Document {
@@ -135,6 +138,7 @@ impl Document {
     pub fn new(device: &DeviceId) -> Self {
         Document {
             doc: AutoCommit::new().with_actor(actor_for(device)),
+            base: None,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct ChangeEffects {
     pub removed: BTreeMap<String, PhotoEntry>,
     /// Photo ids (hex) of the entries it makes.
     pub added: BTreeSet<String>,
+    /// Photo ids (hex) of existing entries whose fields it writes.
+    pub edited: BTreeSet<String>,
 }
 
 impl ChangeEffects {
@@ -127,6 +129,7 @@ impl Document {
                 (Place::Entry(photo, maker), Some(field)) => {
                     if !effects.added.contains(photo) {
                         effects.entry_makers.insert(*maker);
+                        effects.edited.insert(photo.clone());
                     }
                     if field == "tags" && matches!(op.action, OpType::Make(ObjType::Map)) {
                         made.insert(counter, Place::Tags(photo.clone(), *maker));
@@ -142,6 +145,7 @@ impl Document {
                 (Place::Tags(photo, maker), Some(_)) => {
                     if !effects.added.contains(photo) {
                         effects.entry_makers.insert(*maker);
+                        effects.edited.insert(photo.clone());
                     }
                 }
                 _ => effects.touches_document = true,
@@ -157,8 +161,8 @@ impl Document {
         };
         for (value, id) in self.doc.get_all(&photos, photo)? {
             match (value, &id) {
-                (Value::Object(ObjType::Map), automerge::ObjId::Id(_, actor, _)) => {
-                    match actor_device(actor) {
+                (Value::Object(ObjType::Map), automerge::ObjId::Id(..)) => {
+                    match self.maker_of(&id) {
                         Some(d) => {
                             effects.entry_makers.insert(d);
                         }
@@ -175,7 +179,7 @@ impl Document {
     }
 
     /// The visible entry for `photo`, if any.
-    fn entry(&self, photo: &str) -> Result<Option<PhotoEntry>, LibraryError> {
+    pub(super) fn entry(&self, photo: &str) -> Result<Option<PhotoEntry>, LibraryError> {
         let Some(photos) = self.photos_obj() else {
             return Ok(None);
         };
@@ -196,10 +200,7 @@ impl Document {
             return Place::Elsewhere;
         };
         let path = parents.path();
-        let maker = match &obj {
-            automerge::ObjId::Id(_, actor, _) => actor_device(actor),
-            automerge::ObjId::Root => None,
-        };
+        let maker = self.maker_of(&obj);
         let keys: Vec<Option<String>> = path
             .iter()
             .map(|(_, prop)| match prop {
@@ -213,12 +214,9 @@ impl Document {
                 Place::Entry(photo.clone(), maker)
             }
             ([Some(p), Some(photo), Some(t)], _) if p == "photos" && t == "tags" => {
-                match path.get(2).map(|(obj, _)| obj) {
-                    Some(automerge::ObjId::Id(_, actor, _)) => match actor_device(actor) {
-                        Some(entry_maker) => Place::Tags(photo.clone(), entry_maker),
-                        None => Place::Elsewhere,
-                    },
-                    _ => Place::Elsewhere,
+                match path.get(2).and_then(|(obj, _)| self.maker_of(obj)) {
+                    Some(entry_maker) => Place::Tags(photo.clone(), entry_maker),
+                    None => Place::Elsewhere,
                 }
             }
             _ => Place::Elsewhere,

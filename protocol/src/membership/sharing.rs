@@ -87,6 +87,21 @@ pub struct DocSharing {
     pub kind: Option<DocKind>,
     /// The latest key epoch the log delivered; `None` while the document is at epoch 0.
     pub keys: Option<DocKeys>,
+    /// Where the document's history last started over (`FreshStart`).
+    #[serde(default)]
+    pub fresh: Option<FreshStart>,
+}
+
+/// A document's history started over (see `OpBody::FreshStart`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreshStart {
+    /// Changes sealed at an earlier epoch belong to the old history: nobody takes them in.
+    pub epoch: u32,
+    /// The change the new history starts with, sealed by `by`.
+    pub base: ChangeId,
+    pub by: DeviceId,
+    /// Each device's last change the base holds.
+    pub clock: Vec<(DeviceId, u64)>,
 }
 
 /// How much of a document a device may change.
@@ -162,7 +177,8 @@ impl FamilyState {
     }
 
     /// Whether a change to `doc` sealed at `epoch` by `device` is to be taken in, and how far
-    /// it may reach: its author may write the document now; or its author was removed, a
+    /// it may reach. Never when the document's history started over after `epoch`
+    /// ([`FamilyState::is_retired`]); else when its author may write the document now; or its author was removed, a
     /// current device vouched for this very change in the log (it took it in before it
     /// learned of the removal), and it was sealed at an epoch from before the rotation that
     /// followed the removal, with rights its person had. Every node decides this from the log
@@ -175,6 +191,9 @@ impl FamilyState {
         epoch: u32,
         change: &ChangeId,
     ) -> Option<WriteScope> {
+        if self.is_retired(doc, epoch) {
+            return None;
+        }
         if let Some(scope) = self.write_scope(doc, device) {
             return Some(scope);
         }
@@ -184,6 +203,17 @@ impl FamilyState {
         let (person_id, _) = self.device(device)?;
         let person = self.persons.get(&person_id)?;
         self.scope_of_person(doc, &person_id, person.role)
+    }
+
+    /// The document's latest fresh start, if its history started over.
+    pub fn fresh_start(&self, doc: &DocId) -> Option<&FreshStart> {
+        self.docs.get(doc)?.fresh.as_ref()
+    }
+
+    /// Whether a change to `doc` sealed at `epoch` belongs to a history that started over
+    /// since: nobody takes it in (its author carries it over).
+    pub fn is_retired(&self, doc: &DocId, epoch: u32) -> bool {
+        self.fresh_start(doc).is_some_and(|f| epoch < f.epoch)
     }
 
     /// Whether `device` is a device the log knows and has revoked.
@@ -482,5 +512,38 @@ fn unowned(owner: PersonId) -> DocSharing {
         grants: BTreeMap::new(),
         kind: None,
         keys: None,
+        fresh: None,
     }
+}
+
+/// Starts a document's history over (see [`FreshStart`]): by the device that made its current
+/// epoch, with no earlier keys sealed in it (a person granted the document now must not read
+/// the old history), when that device may write all of the document; once per epoch.
+pub(super) fn fresh_start(
+    state: &mut FamilyState,
+    author: &Author,
+    doc: &DocId,
+    epoch: u32,
+    base: ChangeId,
+    clock: &[(DeviceId, u64)],
+) -> Applied {
+    let whole =
+        state.scope_of_person(doc, &author.person, author.role) == Some(WriteScope::Document);
+    let Some(sharing) = state.docs.get_mut(doc) else {
+        return Applied::No;
+    };
+    let current = sharing
+        .keys
+        .as_ref()
+        .is_some_and(|k| k.epoch == epoch && k.rotated_by == author.device && k.history.is_none());
+    if !whole || !current || sharing.fresh.as_ref().is_some_and(|f| f.epoch >= epoch) {
+        return Applied::No;
+    }
+    sharing.fresh = Some(FreshStart {
+        epoch,
+        base,
+        by: author.device,
+        clock: clock.to_vec(),
+    });
+    Applied::Yes
 }

@@ -1,0 +1,290 @@
+//! A document's history starting over (`FreshStart` in the log; see
+//! `kith_protocol::library::fresh`): when an album is shared with a person who could not read
+//! it and photos have left it before, the device that shares it writes the album as it is now
+//! as the one change of a new history, sealed under a new key given without the earlier keys.
+//! The new reader gets that key only, so it reads the album's photos now and nothing that left
+//! it before.
+//!
+//! Every device follows once it holds the new history's first change (the base): it rebuilds
+//! the document from the base and the changes sealed since, carries over the changes it wrote
+//! itself that the base lacks (the log names where the old history was cut), and deletes the
+//! old history's changes. Until then it keeps the document it has. Nobody takes in a change
+//! of the old history after the log started it over.
+
+use kith_protocol::keys::{DocId, SymmetricKey};
+use kith_protocol::library::{DecodedChange, DocKind, Document};
+use kith_protocol::membership::{FreshStart, OpBody};
+use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
+
+use crate::doc_keys::OpChain;
+use crate::error::{Error, Result};
+use crate::library::{Library, State, now_ms};
+use crate::store::{DocRecord, WriteBatch};
+
+/// A history this device started over, to commit with the rotation that made its key.
+pub(crate) struct Started {
+    pub doc: DocId,
+    pub base: SealedChange,
+    pub copy: Document,
+    /// The old history's changes, deleted in the same commit.
+    pub retired: Vec<ChangeId>,
+    pub epoch: u32,
+}
+
+impl State {
+    /// Whether a change to `doc` sealed at `epoch` belongs to a history that started over and
+    /// this device has not followed yet: it is stored and waits, not applied to the old one.
+    pub(crate) fn awaits_fresh_start(&self, doc: &DocId, epoch: u32) -> bool {
+        self.family
+            .fresh_start(doc)
+            .is_some_and(|f| epoch >= f.epoch && self.lineage_of(doc) < f.epoch)
+    }
+
+    /// The epoch the history of the open document `doc` starts at (0: its first history).
+    pub(crate) fn lineage_of(&self, doc: &DocId) -> u32 {
+        self.lineage.get(doc).copied().unwrap_or(0)
+    }
+
+    /// Whether `doc`'s history should start over before it is granted to someone new: a
+    /// photo entry left it before (a removal or a purge), whose details the new reader must
+    /// not read.
+    pub(crate) fn needs_fresh_start(&mut self, doc: &DocId) -> bool {
+        self.docs
+            .get_mut(doc)
+            .is_some_and(|open| open.doc.has_left_entries())
+    }
+}
+
+impl Library {
+    /// Cuts a new history of `doc` under `record`'s key (just rotated to, with no earlier keys)
+    /// and adds the `FreshStart` naming it to `chain`.
+    pub(crate) fn start_over(
+        &self,
+        state: &mut State,
+        chain: &mut OpChain,
+        doc: &DocId,
+        record: &DocRecord,
+    ) -> Result<Started> {
+        let me = self.device_id();
+        let kind = state.family.doc_kind(doc).unwrap_or(DocKind::Album);
+        let Some(open) = state.docs.get_mut(doc) else {
+            return Err(Error::Invalid(format!("document {doc} is not open here")));
+        };
+        let clock = open.doc.clock();
+        let (copy, bytes) = open
+            .doc
+            .fresh_copy(&me, kind, now_ms() as i64)
+            .map_err(|e| Error::Corrupt(format!("document {doc} cannot be copied: {e}")))?;
+        let header = ChangeHeader {
+            doc: *doc,
+            epoch: record.epoch,
+            author: me,
+        };
+        let base = seal::seal_change(
+            &SymmetricKey::from_bytes(record.key),
+            &header,
+            rand::random(),
+            &bytes,
+            &self.device,
+        );
+        let applied = chain.push(
+            &self.device,
+            OpBody::FreshStart {
+                doc: *doc,
+                epoch: record.epoch,
+                base: base.id(),
+                clock,
+            },
+        )?;
+        if !applied {
+            return Err(Error::NotAllowed(format!(
+                "the log does not let this device start {} over",
+                state.doc_name(doc)
+            )));
+        }
+        let retired = state
+            .change_ids
+            .get(doc)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        Ok(Started {
+            doc: *doc,
+            base,
+            copy,
+            retired,
+            epoch: record.epoch,
+        })
+    }
+
+    /// After `started` was committed: the document is its new history from now on.
+    pub(crate) fn adopt_started(&self, state: &mut State, started: Vec<Started>) {
+        let mut docs = Vec::new();
+        for s in started {
+            state.forget_changes(&s.doc, &s.retired);
+            state
+                .change_ids
+                .entry(s.doc)
+                .or_default()
+                .insert(s.base.id());
+            if let Some(open) = state.docs.get_mut(&s.doc) {
+                open.doc = s.copy;
+            }
+            state.lineage.insert(s.doc, s.epoch);
+            docs.push(s.doc);
+            tracing::info!(doc = %s.doc, "started the history of {} over", state.doc_name(&s.doc));
+        }
+        state.reindex_docs(&docs);
+    }
+
+    /// Follows every history the log started over whose base this device holds (see the module
+    /// docs). A document it cannot follow yet stays as it is.
+    pub(crate) fn follow_fresh_starts(&self, state: &mut State) -> Result<()> {
+        let due: Vec<(DocId, FreshStart)> = state
+            .docs
+            .keys()
+            .filter_map(|doc| {
+                let f = state.family.fresh_start(doc)?;
+                (state.lineage_of(doc) < f.epoch
+                    && state
+                        .change_ids
+                        .get(doc)
+                        .is_some_and(|ids| ids.contains(&f.base)))
+                .then(|| (*doc, f.clone()))
+            })
+            .collect();
+        for (doc, fresh) in due {
+            if let Err(e) = self.follow(state, &doc, &fresh) {
+                tracing::warn!(%doc, "cannot follow the new history of {} yet: {e}", state.doc_name(&doc));
+            }
+        }
+        Ok(())
+    }
+
+    fn follow(&self, state: &mut State, doc: &DocId, fresh: &FreshStart) -> Result<()> {
+        let me = self.device_id();
+        let ids: Vec<ChangeId> = state
+            .change_ids
+            .get(doc)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let Some(open) = state.docs.get(doc) else {
+            return Ok(());
+        };
+        let record = open.record.clone();
+        let mut newer = Vec::new();
+        let mut retired = Vec::new();
+        let mut base_hash = None;
+        for bytes in self.store.changes_by_id(doc, &ids)? {
+            let Ok(sealed) = SealedChange::from_bytes(bytes) else {
+                continue;
+            };
+            let header = sealed.header();
+            if header.epoch < fresh.epoch {
+                retired.push(sealed.id());
+                continue;
+            }
+            let Some(key) = record.key_for(header.epoch) else {
+                return Err(Error::NotAllowed(format!(
+                    "this device lacks the key of epoch {}",
+                    header.epoch
+                )));
+            };
+            let plain = seal::open_change(&SymmetricKey::from_bytes(key), &sealed)
+                .map_err(|e| Error::Corrupt(format!("change {}: {e}", sealed.id())))?;
+            if sealed.id() == fresh.base {
+                if header.author != fresh.by {
+                    return Err(Error::Corrupt(format!(
+                        "the base change {} is not by the device that started the history over",
+                        fresh.base
+                    )));
+                }
+                base_hash = Some(
+                    DecodedChange::decode(plain.clone())
+                        .map_err(corrupt)?
+                        .hash(),
+                );
+            }
+            newer.push(plain);
+        }
+        let Some(base_hash) = base_hash else {
+            return Ok(());
+        };
+        let mut copy = Document::from_changes(&me, newer).map_err(corrupt)?;
+        if !copy.set_base(base_hash) {
+            return Err(Error::Corrupt(format!(
+                "the base change {} builds on others",
+                fresh.base
+            )));
+        }
+        // What this device wrote that the new history lacks goes into it as a new change.
+        let mut batch = WriteBatch::default();
+        let open = state
+            .docs
+            .get_mut(doc)
+            .ok_or_else(|| Error::Invalid(format!("document {doc} is not open here")))?;
+        let mine = open.doc.changes_beyond(&fresh.clock, &me);
+        if !mine.is_empty() {
+            let carried = open.doc.carry_over(&mine, &mut copy).map_err(corrupt)?;
+            if let Some(bytes) = copy.commit(now_ms() as i64) {
+                let header = ChangeHeader {
+                    doc: *doc,
+                    epoch: record.epoch,
+                    author: me,
+                };
+                let sealed = seal::seal_change(
+                    &SymmetricKey::from_bytes(record.key),
+                    &header,
+                    rand::random(),
+                    &bytes,
+                    &self.device,
+                );
+                tracing::info!(%doc, "carried {carried} entries this device changed into the new history");
+                batch.changes.push((*doc, sealed));
+            }
+        }
+        batch.superseded = retired.iter().map(|id| (*doc, *id)).collect();
+        let carried: Vec<SealedChange> = batch.changes.iter().map(|(_, c)| c.clone()).collect();
+        self.persist(batch)?;
+        state.forget_changes(doc, &retired);
+        if let Some(open) = state.docs.get_mut(doc) {
+            open.doc = copy;
+        }
+        for c in &carried {
+            state.change_ids.entry(*doc).or_default().insert(c.id());
+        }
+        // Every change of the new history was opened above; none waits any more.
+        state.unopened.remove(doc);
+        state.lineage.insert(*doc, fresh.epoch);
+        state.reindex_docs(&[*doc]);
+        tracing::info!(%doc, "followed the new history of {}", state.doc_name(doc));
+        Ok(())
+    }
+}
+
+fn corrupt(e: kith_protocol::library::LibraryError) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+impl State {
+    /// Drops `ids` of `doc` from what this device holds and offers.
+    pub(crate) fn forget_changes(&mut self, doc: &DocId, ids: &[ChangeId]) {
+        if let Some(held) = self.change_ids.get_mut(doc) {
+            for id in ids {
+                held.remove(id);
+            }
+        }
+        if let Some(waiting) = self.unopened.get_mut(doc) {
+            for id in ids {
+                waiting.remove(id);
+            }
+            if waiting.is_empty() {
+                self.unopened.remove(doc);
+            }
+        }
+        for authored in self.changes_by_author.values_mut() {
+            for id in ids {
+                authored.remove(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A later grantee sees the album as it is: a photo captioned and then removed from an album
+//! before the album is shared with a relative leaves nothing she can read. With every key her
+//! device obtains, no change of the album that any device ever held opens to the removed
+//! photo's caption or file name, while she reads the photos in the album now. A member that was
+//! offline during the share and added a photo meanwhile follows the new history, and its photo
+//! reaches everyone.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use kith_node::DataDir;
+use kith_node::store::Store;
+use kith_protocol::keys::{DocId, SymmetricKey};
+use kith_protocol::seal::{self, SealedChange};
+use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
+use kith_tests::corpus::{self, Expect, Row};
+use kith_tests::{TestNode, wait_until};
+
+const ALBUM: &str = "Summer 2026";
+const CAPTION: &str = "the-caption-nobody-else-should-read";
+
+fn album_id(node: &TestNode, title: &str) -> Result<String> {
+    let albums = node.json(&["albums", "--json"])?;
+    albums
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["title"] == title))
+        .and_then(|a| a["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no album {title:?} in {albums}"))
+}
+
+fn photo_ids(node: &TestNode, album: &str) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = node
+        .json(&["photos", "--json", "--album", album])?
+        .as_array()
+        .context("photos --json is a list")?
+        .iter()
+        .filter_map(|p| p["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+fn jpegs(n: usize) -> Result<Vec<Row>> {
+    let rows: Vec<Row> = corpus::manifest()?
+        .into_iter()
+        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
+        .take(n)
+        .collect();
+    anyhow::ensure!(rows.len() == n, "the corpus has fewer than {n} JPEGs");
+    Ok(rows)
+}
+
+fn import(node: &TestNode, rows: &[Row]) -> Result<()> {
+    let files: Vec<String> = rows
+        .iter()
+        .map(|r| r.abs_path().display().to_string())
+        .collect();
+    let mut args = vec!["import", "--album", ALBUM];
+    args.extend(files.iter().map(String::as_str));
+    node.ok(&args)?;
+    Ok(())
+}
+
+/// Every sealed change of `doc` a stopped node holds, by id.
+fn changes_of(node: &TestNode, doc: &DocId) -> Result<BTreeMap<String, SealedChange>> {
+    let dir = DataDir::new(&node.data_dir);
+    let store = Store::open(&dir.db_file(), dir.read_device_secret()?.storage_key())?;
+    Ok(store
+        .load(&node.data_dir)?
+        .changes
+        .into_iter()
+        .filter(|(d, _)| d == doc)
+        .map(|(_, c)| (c.id().to_string(), c))
+        .collect())
+}
+
+/// Every key of `doc` a stopped node holds.
+fn keys_of(node: &TestNode, doc: &DocId) -> Result<Vec<(u32, [u8; 32])>> {
+    let dir = DataDir::new(&node.data_dir);
+    let store = Store::open(&dir.db_file(), dir.read_device_secret()?.storage_key())?;
+    Ok(store
+        .load(&node.data_dir)?
+        .docs
+        .into_iter()
+        .filter(|(d, _)| d == doc)
+        .flat_map(|(_, r)| r.all_keys())
+        .collect())
+}
+
+#[test]
+fn a_relative_granted_an_album_later_reads_its_photos_now_not_what_left_it() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let rows = jpegs(4)?;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    import(a, &rows[0..3])?;
+    let album = album_id(a, ALBUM)?;
+    let doc: DocId = album.parse().context("album id")?;
+    let before = photo_ids(a, ALBUM)?;
+    let gone = before.first().context("a photo")?.clone();
+    let name = a.json(&["photos", "show", &gone, "--json"])?["file_name"]
+        .as_str()
+        .context("file name")?
+        .to_owned();
+    a.ok(&["photos", "edit", &gone, "--caption", CAPTION])?;
+    a.ok(&["albums", "remove", ALBUM, &gone])?;
+    let now: Vec<String> = before.iter().filter(|p| **p != gone).cloned().collect();
+    wait_until(SYNC_DEADLINE, "the member to see the removal", || {
+        Ok(photo_ids(b, ALBUM)? == now)
+    })?;
+
+    // Grandma joins as a relative; the member's laptop is away when the album is shared.
+    let ticket = a.json(&["invite", "--role", "relative", "--json"])?["ticket"]
+        .as_str()
+        .context("ticket")?
+        .to_owned();
+    let mut g = TestNode::new();
+    g.ok(&[
+        "join",
+        &ticket,
+        "--name",
+        "Grandma's tablet",
+        "--person",
+        "Grandma",
+    ])?;
+    g.start()?;
+    cluster.wait_converged()?;
+    cluster.nodes[1].stop()?;
+    // Meanwhile the member adds a photo to the album on its own.
+    import(&cluster.nodes[1], &rows[3..4])?;
+    let a = &cluster.nodes[0];
+    a.ok(&["share", ALBUM, "Grandma"])?;
+
+    wait_until(SYNC_DEADLINE, "Grandma to read the album as it is", || {
+        Ok(photo_ids(&g, ALBUM)? == now)
+    })?;
+    cluster.nodes[1].start()?;
+    wait_until(
+        SYNC_DEADLINE,
+        "the member's photo to reach everyone",
+        || {
+            let on_a = photo_ids(&cluster.nodes[0], ALBUM)?;
+            Ok(on_a.len() == 3
+                && photo_ids(&cluster.nodes[1], ALBUM)? == on_a
+                && photo_ids(&g, ALBUM)? == on_a)
+        },
+    )?;
+    assert!(!photo_ids(&cluster.nodes[0], ALBUM)?.contains(&gone));
+
+    // Every change of the album any device holds, and every key Grandma's device holds.
+    for node in &mut cluster.nodes {
+        node.stop()?;
+    }
+    g.stop()?;
+    let mut all = BTreeMap::new();
+    for node in cluster.nodes.iter().chain([&g]) {
+        all.extend(changes_of(node, &doc)?);
+    }
+    let keys = keys_of(&g, &doc)?;
+    assert!(!keys.is_empty(), "Grandma holds the album's key");
+    let mut opened = 0;
+    for (id, sealed) in &all {
+        for (epoch, key) in &keys {
+            if sealed.header().epoch != *epoch {
+                continue;
+            }
+            let Ok(plain) = seal::open_change(&SymmetricKey::from_bytes(*key), sealed) else {
+                continue;
+            };
+            opened += 1;
+            let holds = |needle: &[u8]| plain.windows(needle.len()).any(|w| w == needle);
+            assert!(
+                !holds(CAPTION.as_bytes()),
+                "Grandma's keys open change {id}, which holds the removed photo's caption"
+            );
+            assert!(
+                !holds(name.as_bytes()),
+                "Grandma's keys open change {id}, which holds the removed photo's file name"
+            );
+        }
+    }
+    assert!(opened > 0, "Grandma's keys open the album's changes");
+    Ok(())
+}
