@@ -354,10 +354,9 @@ impl Library {
         let mut started = Vec::new();
         for (doc, record) in &rotated {
             if chain.start_over.contains(doc) {
-                match self.start_over(state, &mut chain, doc, record) {
-                    Ok(s) => started.push(s),
-                    Err(e) => tracing::warn!(%doc, "the history was not started over: {e}"),
-                }
+                // Without its fresh start a grant would hand the new reader the old history
+                // at the next rotation: nothing of the share is committed.
+                started.push(self.start_over(state, &mut chain, doc, record)?);
             }
         }
         if taken.records.is_empty() && rotated.is_empty() && chain.fresh.is_empty() {
@@ -464,6 +463,7 @@ impl Library {
                     let held = state.docs.get(doc).map(|o| o.record.epoch);
                     state.family.needs_rotation(doc)
                         || held.is_some_and(|e| e < state.family.current_epoch(doc))
+                        || state.awaits_fresh_start(doc, state.family.current_epoch(doc))
                 })
                 .copied()
                 .collect()

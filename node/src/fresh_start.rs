@@ -12,8 +12,8 @@
 //! of the old history after the log started it over.
 
 use kith_protocol::keys::{DocId, SymmetricKey};
-use kith_protocol::library::{DecodedChange, DocKind, Document};
-use kith_protocol::membership::{FreshStart, OpBody};
+use kith_protocol::library::{DecodedChange, DocKind, Document, causal_order};
+use kith_protocol::membership::{FreshStart, OpBody, WriteScope};
 use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
 
 use crate::doc_keys::OpChain;
@@ -152,10 +152,15 @@ impl Library {
                 .then(|| (*doc, f.clone()))
             })
             .collect();
+        let followed = !due.is_empty();
         for (doc, fresh) in due {
             if let Err(e) = self.follow(state, &doc, &fresh) {
                 tracing::warn!(%doc, "cannot follow the new history of {} yet: {e}", state.doc_name(&doc));
             }
+        }
+        if followed {
+            // Entries that left the index on the way are kept restorable, on disk.
+            self.save_kept(state);
         }
         Ok(())
     }
@@ -171,9 +176,10 @@ impl Library {
             return Ok(());
         };
         let record = open.record.clone();
+        let mut base = None;
         let mut newer = Vec::new();
+        // Changes of the old history, and of the new one that fail their checks: deleted.
         let mut retired = Vec::new();
-        let mut base_hash = None;
         for bytes in self.store.changes_by_id(doc, &ids)? {
             let Ok(sealed) = SealedChange::from_bytes(bytes) else {
                 continue;
@@ -183,38 +189,56 @@ impl Library {
                 retired.push(sealed.id());
                 continue;
             }
-            let Some(key) = record.key_for(header.epoch) else {
-                return Err(Error::NotAllowed(format!(
-                    "this device lacks the key of epoch {}",
-                    header.epoch
-                )));
-            };
-            let plain = seal::open_change(&SymmetricKey::from_bytes(key), &sealed)
-                .map_err(|e| Error::Corrupt(format!("change {}: {e}", sealed.id())))?;
-            if sealed.id() == fresh.base {
-                if header.author != fresh.by {
-                    return Err(Error::Corrupt(format!(
-                        "the base change {} is not by the device that started the history over",
-                        fresh.base
-                    )));
+            let opened = record
+                .key_for(header.epoch)
+                .ok_or_else(|| format!("no key of epoch {}", header.epoch))
+                .and_then(|key| {
+                    seal::open_change(&SymmetricKey::from_bytes(key), &sealed)
+                        .map_err(|e| e.to_string())
+                })
+                .and_then(|plain| DecodedChange::decode(plain).map_err(|e| e.to_string()));
+            match opened {
+                Ok(change) if sealed.id() == fresh.base => base = Some((sealed, change)),
+                Ok(change) => newer.push((sealed, change)),
+                Err(e) => {
+                    tracing::warn!(%doc, change = %sealed.id(), "left out of the new history: {e}");
+                    retired.push(sealed.id());
                 }
-                base_hash = Some(
-                    DecodedChange::decode(plain.clone())
-                        .map_err(corrupt)?
-                        .hash(),
-                );
             }
-            newer.push(plain);
         }
-        let Some(base_hash) = base_hash else {
+        let Some((base_sealed, base)) = base else {
             return Ok(());
         };
-        let mut copy = Document::from_changes(&me, newer).map_err(corrupt)?;
-        if !copy.set_base(base_hash) {
+        if base_sealed.header().author != fresh.by || !base.deps().is_empty() {
             return Err(Error::Corrupt(format!(
-                "the base change {} builds on others",
+                "the base change {} is not the first change of the device that started the \
+                 history over",
                 fresh.base
             )));
+        }
+        let base_hash = base.hash();
+        let mut copy = Document::new(&me);
+        copy.apply_decoded(base).map_err(corrupt)?;
+        copy.set_base(base_hash);
+        // The rest as `replica::apply_checked` takes a received change: in causal order, by a
+        // device allowed to write it, under its own actor, a contributor's within its entries.
+        for (sealed, change) in causal_order(newer, |(_, c)| Some(c)) {
+            let header = sealed.header();
+            let scope = state
+                .family
+                .change_scope(doc, &header.author, header.epoch, &sealed.id());
+            let fits = match scope {
+                None => false,
+                Some(_) if !change.written_by(&header.author, doc) => false,
+                Some(WriteScope::Document) => true,
+                Some(WriteScope::OwnEntries) => copy
+                    .effects_of_decoded(&change)
+                    .is_ok_and(|e| e.only_entries_of(&state.devices_of_person_of(&header.author))),
+            };
+            if !fits || copy.apply_decoded(change).is_err() {
+                tracing::warn!(%doc, change = %sealed.id(), "left out of the new history: not a change its author may make");
+                retired.push(sealed.id());
+            }
         }
         // What this device wrote that the new history lacks goes into it as a new change.
         let mut batch = WriteBatch::default();

@@ -547,7 +547,7 @@ impl State {
     }
 
     /// Every device of `device`'s person.
-    fn devices_of_person_of(&self, device: &DeviceId) -> BTreeSet<DeviceId> {
+    pub(crate) fn devices_of_person_of(&self, device: &DeviceId) -> BTreeSet<DeviceId> {
         self.family
             .device(device)
             .and_then(|(person, _)| self.family.persons.get(&person))

@@ -58,6 +58,16 @@ impl Library {
                 access,
             })
             .collect();
+        if let Some(a) = albums
+            .iter()
+            .find(|a| state.awaits_fresh_start(a, state.family.current_epoch(a)))
+        {
+            return Err(Error::NotAllowed(format!(
+                "{} started a new history this device has not received yet: let it sync with \
+                 the family (`kith run`), then try again",
+                state.doc_name(a)
+            )));
+        }
         // A person who could not read an album gets it as it is now, not what left it before
         // (`crate::fresh_start`).
         let readers_before: Vec<bool> = albums

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use kith_node::DataDir;
 use kith_node::store::Store;
 use kith_protocol::keys::{DocId, SymmetricKey};
+use kith_protocol::membership::{self, OpId};
 use kith_protocol::seal::{self, SealedChange};
 use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
 use kith_tests::corpus::{self, Expect, Row};
@@ -75,17 +76,19 @@ fn changes_of(node: &TestNode, doc: &DocId) -> Result<BTreeMap<String, SealedCha
         .collect())
 }
 
-/// Every key of `doc` a stopped node holds.
-fn keys_of(node: &TestNode, doc: &DocId) -> Result<Vec<(u32, [u8; 32])>> {
+/// Every key of `doc` a stopped node holds, and the epoch its log says `doc` started over at.
+fn keys_of(node: &TestNode, doc: &DocId) -> Result<(Vec<(u32, [u8; 32])>, Option<u32>)> {
     let dir = DataDir::new(&node.data_dir);
     let store = Store::open(&dir.db_file(), dir.read_device_secret()?.storage_key())?;
-    Ok(store
-        .load(&node.data_dir)?
+    let loaded = store.load(&node.data_dir)?;
+    let family = membership::evaluate_with_root(OpId(loaded.identity.root_op), &loaded.ops)?;
+    let keys = loaded
         .docs
         .into_iter()
         .filter(|(d, _)| d == doc)
         .flat_map(|(_, r)| r.all_keys())
-        .collect())
+        .collect();
+    Ok((keys, family.fresh_start(doc).map(|f| f.epoch)))
 }
 
 #[test]
@@ -156,8 +159,15 @@ fn a_relative_granted_an_album_later_reads_its_photos_now_not_what_left_it() -> 
     for node in cluster.nodes.iter().chain([&g]) {
         all.extend(changes_of(node, &doc)?);
     }
-    let keys = keys_of(&g, &doc)?;
+    let (keys, fresh) = keys_of(&g, &doc)?;
     assert!(!keys.is_empty(), "Grandma holds the album's key");
+    // Not one key from before the album started over, whoever holds the old changes.
+    let fresh = fresh.context("the album's history did not start over")?;
+    assert!(
+        keys.iter().all(|(epoch, _)| *epoch >= fresh),
+        "Grandma holds a key from before the fresh start at epoch {fresh}: {:?}",
+        keys.iter().map(|(e, _)| e).collect::<Vec<_>>()
+    );
     let mut opened = 0;
     for (id, sealed) in &all {
         for (epoch, key) in &keys {

@@ -152,58 +152,75 @@ impl Document {
         mine.into_iter().map(DecodedChange).collect()
     }
 
-    /// Writes into `target` (this document's fresh copy) what `changes` did here: the entries
-    /// they added, edited or removed as they are here now, and the album's own fields. Returns
-    /// how many entries it touched.
+    /// Writes into `target` (this document's fresh copy) what each of `changes` did here, one
+    /// after another: the entries it added (unless `target` holds them), the fields it changed
+    /// of entries `target` still holds, the entries it removed, and the album's own fields it
+    /// changed. Nothing else: an entry that left `target` is never brought back by an edit, and
+    /// fields others changed in `target` stay as they are. Returns how many entries it touched.
     pub fn carry_over(
         &mut self,
         changes: &[DecodedChange],
         target: &mut Document,
     ) -> Result<usize, LibraryError> {
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut removed: BTreeSet<String> = BTreeSet::new();
-        let mut own_fields = false;
+        let mut count = 0;
         for change in changes {
             let before = Document {
                 doc: self.doc.fork_at(change.0.deps())?,
                 base: self.base.clone(),
             };
-            let effects = before.effects_of_decoded(change)?;
-            own_fields |= effects.touches_document;
-            touched.extend(effects.added);
-            touched.extend(effects.edited);
-            removed.extend(effects.removed.into_keys());
-        }
-        if own_fields {
-            for field in ["title", "parent"] {
-                if let Some((Value::Scalar(v), _)) = self.doc.get(ROOT, field)? {
-                    target.doc.put(ROOT, field, v.into_owned())?;
-                }
-            }
-        }
-        let mut count = 0;
-        for key in touched.union(&removed) {
-            let Ok(id) = key.parse::<PhotoId>() else {
-                continue;
+            let after = Document {
+                doc: self.doc.fork_at(&[change.0.hash()])?,
+                base: self.base.clone(),
             };
-            let here = self.entry(key)?;
-            match (here, target.entry(key)?) {
-                (Some(now), Some(there)) => {
-                    target.edit_photo(&id, &edit_between(&there, &now))?;
+            let effects = before.effects_of_decoded(change)?;
+            if effects.touches_document {
+                for field in ["title", "parent"] {
+                    let was = before.doc.get(ROOT, field)?.map(|(v, _)| v.to_string());
+                    if let Some((Value::Scalar(v), _)) = after.doc.get(ROOT, field)?
+                        && Some(v.to_string()) != was
+                    {
+                        target.doc.put(ROOT, field, v.into_owned())?;
+                    }
                 }
-                (Some(now), None) => target.put_photos([&now])?,
-                (None, Some(_)) if removed.contains(key) => {
-                    target.remove_photo(&id)?;
-                }
-                (None, _) => continue,
             }
-            count += 1;
+            let photos: BTreeSet<&String> = effects
+                .added
+                .iter()
+                .chain(&effects.edited)
+                .chain(effects.removed.keys())
+                .collect();
+            for key in photos {
+                let Ok(id) = key.parse::<PhotoId>() else {
+                    continue;
+                };
+                let (was, now, there) = (before.entry(key)?, after.entry(key)?, target.entry(key)?);
+                match (was, now, there) {
+                    // Added by this change, and not in the new history yet.
+                    (None, Some(now), None) => target.put_photos([&now])?,
+                    // Removed by this change.
+                    (Some(_), None, Some(_)) => {
+                        target.remove_photo(&id)?;
+                    }
+                    // Replaced (new renditions or file key) by this change.
+                    (Some(was), Some(now), Some(_))
+                        if was.file_key != now.file_key || was.blobs() != now.blobs() =>
+                    {
+                        target.put_photos([&now])?
+                    }
+                    // Edited by this change: only the fields it changed.
+                    (Some(was), Some(now), Some(_)) => {
+                        target.edit_photo(&id, &edit_between(&was, &now))?;
+                    }
+                    _ => continue,
+                }
+                count += 1;
+            }
         }
         Ok(count)
     }
 }
 
-/// The edit that makes `there`'s editable fields what they are in `now`.
+/// The edit that makes `there`'s editable fields what they are in `now`: only those that differ.
 fn edit_between(there: &PhotoEntry, now: &PhotoEntry) -> PhotoEdit {
     let add_tags = now
         .tags
@@ -312,25 +329,29 @@ mod tests {
         let mut doc = album();
         let clock = doc.clock();
         let (mut copy, _) = doc.fresh_copy(&OWNER, DocKind::Album, 4).unwrap();
-        // The contributor, apart, adds entry 4, captions its entry 2, removes it again... and
-        // the owner's own later change: none of it is in the copy yet.
-        let mut c = Document::from_changes(&CONTRIBUTOR, doc_changes(&mut doc)).unwrap();
+        // The contributor, apart since before entry 3 was removed, adds entry 4, captions its
+        // entry 2 and captions entry 3: none of it is in the copy yet.
+        let before_removal: Vec<Vec<u8>> = doc_changes(&mut doc).into_iter().take(2).collect();
+        let mut c = Document::from_changes(&CONTRIBUTOR, before_removal).unwrap();
         let mut four = entry(4);
         four.added_by = CONTRIBUTOR;
         c.put_photos(&[four]).unwrap();
         c.commit(5).unwrap();
-        c.edit_photo(
-            &PhotoId([2; 32]),
-            &PhotoEdit {
-                caption: Some(Some("late".into())),
-                ..PhotoEdit::default()
-            },
-        )
-        .unwrap();
-        c.commit(6).unwrap();
+        for (n, text) in [(2, "late"), (3, "resurrected?")] {
+            c.edit_photo(
+                &PhotoId([n; 32]),
+                &PhotoEdit {
+                    caption: Some(Some(text.into())),
+                    ..PhotoEdit::default()
+                },
+            )
+            .unwrap();
+            c.commit(6).unwrap();
+        }
         let late = c.changes_beyond(&clock, &CONTRIBUTOR);
-        assert_eq!(late.len(), 2);
+        assert_eq!(late.len(), 3);
         assert!(c.changes_beyond(&clock, &OWNER).is_empty());
+        // The edit of entry 3, which left the new history, does not bring it back.
         assert_eq!(c.carry_over(&late, &mut copy).unwrap(), 2);
         let entries = copy.photos().unwrap();
         assert!(entries.iter().any(|e| e.id == PhotoId([4; 32])));

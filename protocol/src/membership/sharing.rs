@@ -516,7 +516,7 @@ fn unowned(owner: PersonId) -> DocSharing {
     }
 }
 
-/// Starts a document's history over (see [`FreshStart`]): by the device that made its current
+/// Starts an album's history over (see [`FreshStart`]): by the device that made its current
 /// epoch, with no earlier keys sealed in it (a person granted the document now must not read
 /// the old history), when that device may write all of the document; once per epoch.
 pub(super) fn fresh_start(
@@ -532,6 +532,10 @@ pub(super) fn fresh_start(
     let Some(sharing) = state.docs.get_mut(doc) else {
         return Applied::No;
     };
+    // Albums only: a library shard is never granted to anyone.
+    if sharing.kind == Some(DocKind::Library) {
+        return Applied::No;
+    }
     let current = sharing
         .keys
         .as_ref()
