@@ -76,8 +76,11 @@ fn changes_of(node: &TestNode, doc: &DocId) -> Result<BTreeMap<String, SealedCha
         .collect())
 }
 
+/// Keys of one document by epoch.
+type Keys = Vec<(u32, [u8; 32])>;
+
 /// Every key of `doc` a stopped node holds, and the epoch its log says `doc` started over at.
-fn keys_of(node: &TestNode, doc: &DocId) -> Result<(Vec<(u32, [u8; 32])>, Option<u32>)> {
+fn keys_of(node: &TestNode, doc: &DocId) -> Result<(Keys, Option<u32>)> {
     let dir = DataDir::new(&node.data_dir);
     let store = Store::open(&dir.db_file(), dir.read_device_secret()?.storage_key())?;
     let loaded = store.load(&node.data_dir)?;
