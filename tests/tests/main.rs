@@ -18,6 +18,7 @@ mod in_process;
 mod inflation;
 mod invite;
 mod node;
+mod overreach;
 mod people;
 mod privacy;
 mod purge;
