@@ -537,6 +537,10 @@ fn apply(state: &mut FamilyState, op: &MembershipOp) -> Applied {
     let Some((author_person, author)) = state.active_person(&op.author) else {
         return Applied::No;
     };
+    // Names from every device are held to the rule of names (`names::check_op_names`).
+    if crate::names::check_op_names(&op.body).is_err() {
+        return Applied::No;
+    }
     let admin = author.role == Role::Admin;
     let by = sharing::Author {
         device: op.author,

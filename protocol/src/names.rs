@@ -16,6 +16,8 @@
 
 use std::borrow::Cow;
 
+use crate::membership::OpBody;
+
 /// The longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 
@@ -67,6 +69,19 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::LooksLikeId(name.to_owned()));
     }
     Ok(())
+}
+
+/// Checks every name `body` gives a person or a device against [`check_name`]. The membership
+/// log's evaluation skips an op that fails (`membership::apply`), so a name that came from
+/// another device (in an op it signed, or a joiner's, recorded by its inviter) is held to the
+/// rule as one typed here. The root's names are its founder's own and are not checked: a log
+/// without its root cannot be read at all.
+pub fn check_op_names(body: &OpBody) -> Result<(), NameError> {
+    match body {
+        OpBody::AddPerson { name, .. } | OpBody::RenamePerson { name, .. } => check_name(name),
+        OpBody::AddDevice { device_name, .. } => check_name(device_name),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the commands take `text` as a prefix of an id rather than a name: at least
@@ -296,6 +311,66 @@ mod tests {
         assert_eq!(check_name("Ana\u{3000}"), Err(NameError::SurroundingSpace));
         assert_eq!(check_name(&"x".repeat(100)), Ok(()));
         assert_eq!(check_name(&"x".repeat(101)), Err(NameError::TooLong(101)));
+    }
+
+    #[test]
+    fn the_log_skips_ops_that_name_a_person_or_device_like_an_id() {
+        use crate::keys::{DeviceSecret, FamilyId, PersonId};
+        use crate::membership::{self, MembershipOp, Role, SignedOp};
+        let ana = DeviceSecret::from_seeds([1; 32], [2; 32]);
+        let (phone, tablet) = (
+            DeviceSecret::from_seeds([3; 32], [4; 32]),
+            DeviceSecret::from_seeds([5; 32], [6; 32]),
+        );
+        let sign = |parents: Vec<membership::OpId>, body| {
+            let op = MembershipOp {
+                version: membership::VERSION,
+                parents,
+                author: ana.device_id(),
+                time_ms: 0,
+                body,
+            };
+            SignedOp::sign(op, &ana)
+        };
+        let add_device = |device: &DeviceSecret, name: &str| OpBody::AddDevice {
+            person: PersonId([0; 32]),
+            device: device.device_id(),
+            device_x25519: device.x25519_public(),
+            device_name: name.into(),
+        };
+        let root = sign(
+            vec![],
+            OpBody::CreateFamily {
+                family: FamilyId([9; 32]),
+                person: PersonId([0; 32]),
+                name: "Ana".into(),
+                device_x25519: ana.x25519_public(),
+                device_name: "laptop".into(),
+            },
+        );
+        let mut ops = vec![root];
+        for body in [
+            OpBody::RenamePerson {
+                person: PersonId([0; 32]),
+                name: "c0ffee12".into(),
+            },
+            OpBody::AddPerson {
+                person: PersonId([1; 32]),
+                name: "Bo\u{1b}[2J".into(),
+                role: Role::Member,
+            },
+            add_device(&phone, "DEADBEEF"),
+            // Built on the skipped ops, a good one still counts.
+            add_device(&tablet, "Ana's tablet"),
+        ] {
+            let parents = vec![ops[ops.len() - 1].id()];
+            ops.push(sign(parents, body));
+        }
+        let state = membership::evaluate(&ops).unwrap();
+        assert_eq!(state.persons.len(), 1);
+        assert_eq!(state.persons[&PersonId([0; 32])].name, "Ana");
+        assert!(state.device(&phone.device_id()).is_none());
+        assert!(state.device(&tablet.device_id()).is_some());
     }
 
     #[test]

@@ -132,6 +132,36 @@ impl RawPeer {
     }
 }
 
+impl RawPeer {
+    /// Waits for the node to open its sync (pull) stream to us, reads its Hello and answers
+    /// with `hello` (a framed Hello), then hands the stream over: the test serves frames at its
+    /// own pace and keeps the stream open while it watches the node.
+    pub async fn accept_sync(&mut self, hello: &[u8]) -> Result<libp2p::Stream> {
+        let (_, mut stream) = tokio::time::timeout(Duration::from_secs(20), self.sync_in.next())
+            .await
+            .context("the node opened no sync stream within 20 s")?
+            .context("incoming streams ended")?;
+        read_frame(&mut stream).await?;
+        stream.write_all(hello).await?;
+        stream.flush().await?;
+        Ok(stream)
+    }
+}
+
+/// Reads one kith frame's body from `stream` (within 20 s).
+pub async fn read_frame(stream: &mut libp2p::Stream) -> Result<Vec<u8>> {
+    let read = async {
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix).await?;
+        let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        stream.read_exact(&mut body).await?;
+        anyhow::Ok(body)
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .context("no frame within 20 s")?
+}
+
 /// A kith frame: 4-byte big-endian length, then the body.
 pub fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();

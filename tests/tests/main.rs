@@ -19,6 +19,7 @@ mod inflation;
 mod invite;
 mod later_grantee;
 mod node;
+mod overreach;
 mod people;
 mod privacy;
 mod purge;

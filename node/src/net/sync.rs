@@ -9,6 +9,12 @@
 //!
 //! `CaughtUp` is a barrier: the puller sends it after its requests, the server echoes it after
 //! answering them. The second echo (after the change requests) means the puller has caught up.
+//!
+//! **Invariant:** on every connection membership ops travel before document changes. The
+//! puller asks for the ops it lacks before its first `CaughtUp` and for changes only after the
+//! ids that answer its `WantIds`; the server answers in order and pushes nothing before it has
+//! answered that first `CaughtUp`. So a device that had not heard of a removal or a new device
+//! judges the changes it is sent by the log it is about to hold.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,14 +92,21 @@ async fn serve(net: &Network, peer: PeerId, mut stream: Stream) -> Result<(), Sy
             }
         }
     });
+    // What is committed meanwhile is pushed only once the puller's first `CaughtUp` is
+    // answered: it asks for the ops it lacks before that barrier and requests are answered in
+    // order, so every op it asked for reaches it before any document change (see the module
+    // docs). Updates wait in the subscription; too many turn into a fresh offer (`Lagged`).
+    let mut pushing = false;
     let result: Result<(), SyncError> = async {
         loop {
             tokio::select! {
                 message = rx.recv() => {
                     let Some(message) = message else { return Ok(()) };
+                    let barrier = matches!(message, SyncMessage::CaughtUp);
                     answer(net, &device, message, &mut writer).await?;
+                    pushing |= barrier;
                 }
-                update = updates.recv() => match update {
+                update = updates.recv(), if pushing => match update {
                     Ok(update) => push(net, &device, update, &mut writer).await?,
                     Err(RecvError::Lagged(n)) => {
                         tracing::debug!(peer = %device, "sync push lagged by {n} updates; offering again");
