@@ -29,6 +29,8 @@
 //!    - `AddDevice`: admins for anyone, anyone for themselves. A device belongs to one person; a
 //!      revoked device comes back only by an admin's `AddDevice` for the same person.
 //!    - `RenamePerson`: admins for anyone, anyone for themselves.
+//!    - Names in `AddPerson`, `AddDevice` and `RenamePerson` pass `names::check_name` (no name
+//!      that looks like an id or id prefix, no control characters).
 //!    - `RevokeDevice`: admins for any device, anyone for their own devices.
 //!    - `GrantAlbum`, `RevokeAlbum`: admins for any document; members for documents they own or
 //!      nobody owns yet (the first applied `GrantAlbum`, `DeclareDoc` or `RotateKey` for a
