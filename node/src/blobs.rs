@@ -27,11 +27,21 @@ pub struct Blobs {
     data_dir: PathBuf,
     /// Armed with the blobs to keep when something should be deleted; see [`Blobs::release`].
     sweep: SweepGate,
+    /// Blobs released for deletion since the fetcher last looked ([`Blobs::take_released`]).
+    released: Released,
 }
 
 /// iroh-blobs collects garbage on a timer. It deletes what no tag and no protected hash keeps,
-/// so a run is only let through once kith has said what to keep: the gate holds that set.
-type SweepGate = Arc<Mutex<Option<HashSet<Hash>>>>;
+/// so a run is only let through once kith has said what to keep: the gate holds that set, and
+/// the blobs released with it.
+type SweepGate = Arc<Mutex<Option<Sweep>>>;
+
+struct Sweep {
+    keep: HashSet<Hash>,
+    released: HashSet<[u8; 32]>,
+}
+
+type Released = Arc<Mutex<HashSet<[u8; 32]>>>;
 
 /// How often the store looks at the gate.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -39,16 +49,23 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 impl Blobs {
     pub async fn open(dir: &Path) -> Result<Blobs> {
         let sweep: SweepGate = Arc::default();
+        let released: Released = Arc::default();
         let gate = sweep.clone();
+        let swept = released.clone();
         let mut options = Options::new(dir);
         options.gc = Some(GcConfig {
             interval: SWEEP_EVERY,
             add_protected: Some(Arc::new(move |live| {
-                let keep = gate.lock().ok().and_then(|mut g| g.take());
+                let armed = gate.lock().ok().and_then(|mut g| g.take());
+                // Told again as the run starts: a blob the fetcher found still held between
+                // the release and this run is deleted now.
+                if let (Some(armed), Ok(mut swept)) = (&armed, swept.lock()) {
+                    swept.extend(armed.released.iter().copied());
+                }
                 Box::pin(async move {
-                    match keep {
-                        Some(keep) => {
-                            live.extend(keep);
+                    match armed {
+                        Some(armed) => {
+                            live.extend(armed.keep);
                             ProtectOutcome::Continue
                         }
                         None => ProtectOutcome::Abort,
@@ -68,6 +85,7 @@ impl Blobs {
             store,
             data_dir: dir.join("data"),
             sweep,
+            released,
         };
         blobs.rename_timed_tags().await?;
         Ok(blobs)
@@ -152,9 +170,30 @@ impl Blobs {
             .map(Hash::from_bytes)
             .collect();
         if let Ok(mut gate) = self.sweep.lock() {
-            *gate = Some(keep);
+            // A run not taken yet still deletes what it was armed to.
+            let mut all = released.clone();
+            if let Some(earlier) = gate.take() {
+                all.extend(earlier.released);
+            }
+            *gate = Some(Sweep {
+                keep,
+                released: all,
+            });
+        }
+        if let Ok(mut forgotten) = self.released.lock() {
+            forgotten.extend(released.iter().copied());
         }
         Ok(())
+    }
+
+    /// The blobs released for deletion since the last call. A caller that remembers which
+    /// blobs the store holds (the fetcher) forgets these, or it would never fetch one again
+    /// that comes back (a photo restored from the trash, or one a removed device purged).
+    pub(crate) fn take_released(&self) -> HashSet<[u8; 32]> {
+        self.released
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 
     /// Waits until the store holds none of `hashes` (the garbage collection armed by

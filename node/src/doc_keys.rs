@@ -85,6 +85,20 @@ impl OpChain {
         Ok(true)
     }
 
+    /// Commits the ops this chain made, alone, and makes its log `state`'s.
+    pub fn commit_alone(self, library: &Library, state: &mut State) -> Result<()> {
+        if self.fresh.is_empty() {
+            return Ok(());
+        }
+        library.persist(WriteBatch {
+            ops: self.fresh,
+            ..WriteBatch::default()
+        })?;
+        state.ops = self.ops;
+        state.family = self.family;
+        Ok(())
+    }
+
     /// Adds a `RotateKey` moving a document to a new epoch and key, wrapped to every device that
     /// may read it, with the earlier epochs' keys sealed under it.
     pub fn rotate(

@@ -489,6 +489,13 @@ impl Library {
                 .map_err(|e| Error::Corrupt(e.to_string()))?;
             touched.push(*doc_id);
         }
+        // A shard made before kinds were declared is declared before photos go into it.
+        let existing: Vec<DocId> = touched
+            .iter()
+            .filter(|id| !new_docs.iter().any(|n: &NewDoc| n.id == **id))
+            .copied()
+            .collect();
+        self.declare_own_shards(state, &existing)?;
         if let Some(album_id) = album {
             let in_album = state
                 .albums

@@ -39,9 +39,11 @@ impl State {
             docs.par_iter()
                 .filter_map(|id| {
                     let open = open_docs.get(id)?;
-                    // The kind comes from the log; the document's own field only for documents
-                    // made before kinds were declared there.
-                    let kind = family.doc_kind(id).or_else(|| open.doc.kind())?;
+                    // One with no change yet has no fields. The kind comes from the log, never
+                    // from the document's own field: one the log never declared (made before
+                    // kinds were declared) counts as an album (see `legacy_kinds`).
+                    open.doc.kind()?;
+                    let kind = family.doc_kind(id).unwrap_or(DocKind::Album);
                     let read = match kind {
                         DocKind::Library => open.doc.photos().map(Indexed::Library),
                         DocKind::Album => open
@@ -56,15 +58,11 @@ impl State {
         // Photos whose entry may have changed: settled once all documents are read.
         let mut affected: HashSet<PhotoId> = HashSet::new();
         for (id, read) in read {
+            if read.is_ok() {
+                self.unindex_doc(id, &mut affected);
+            }
             match read {
                 Ok(Indexed::Library(entries)) => {
-                    for old in self.photos_by_doc.remove(&id).unwrap_or_default() {
-                        if self.library_of.get(&old) == Some(&id) {
-                            self.library_of.remove(&old);
-                            self.left_doc.insert(old, id);
-                        }
-                        affected.insert(old);
-                    }
                     let ids = entries.iter().map(|e| e.id).collect();
                     for mut entry in entries {
                         self.trust_trash(&mut entry);
@@ -75,8 +73,6 @@ impl State {
                     self.photos_by_doc.insert(id, ids);
                 }
                 Ok(Indexed::Album(meta, entries)) => {
-                    let old = self.album_entries.remove(&id).unwrap_or_default();
-                    affected.extend(old.into_keys());
                     let ids = entries.iter().map(|e| e.id).collect();
                     let entries: HashMap<PhotoId, PhotoEntry> = entries
                         .into_iter()
@@ -101,6 +97,22 @@ impl State {
         for photo in affected {
             self.settle_photo(photo);
         }
+    }
+
+    /// Takes `doc` out of the index, as a library shard and as an album (what it is can change:
+    /// see `legacy_kinds`), noting the photos it held as `affected`.
+    fn unindex_doc(&mut self, doc: DocId, affected: &mut HashSet<PhotoId>) {
+        for old in self.photos_by_doc.remove(&doc).unwrap_or_default() {
+            if self.library_of.get(&old) == Some(&doc) {
+                self.library_of.remove(&old);
+                self.left_doc.insert(old, doc);
+            }
+            affected.insert(old);
+        }
+        if let Some(old) = self.album_entries.remove(&doc) {
+            affected.extend(old.into_keys());
+        }
+        self.albums.remove(&doc);
     }
 
     /// A photo put in the trash by a device the log has since removed is not in the trash:

@@ -29,6 +29,7 @@ pub mod import;
 pub mod index;
 pub mod invites;
 pub mod keep;
+pub mod legacy_kinds;
 pub mod library;
 pub mod media;
 pub mod net;

@@ -204,7 +204,11 @@ impl Library {
             updates: tokio::sync::broadcast::channel(1024).0,
         });
         // A history that started over, whose base arrived before a crash or a restart.
-        library.follow_fresh_starts(&mut *library.state.lock().await)?;
+        {
+            let mut state = library.state.lock().await;
+            library.follow_fresh_starts(&mut state)?;
+            library.declare_legacy_shards(&mut state)?;
+        }
         Ok(library)
     }
 

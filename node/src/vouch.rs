@@ -17,7 +17,6 @@ use kith_protocol::seal::{ChangeId, SealedChange};
 use crate::doc_keys::OpChain;
 use crate::error::Result;
 use crate::library::{Library, State, open_sealed};
-use crate::store::WriteBatch;
 
 /// Change ids per `Vouch` op: 32 bytes each keeps an op far below the log's 64 KiB limit.
 const IDS_PER_VOUCH: usize = 1024;
@@ -66,12 +65,7 @@ impl Library {
         if chain.fresh.is_empty() {
             return Ok(());
         }
-        self.persist(WriteBatch {
-            ops: chain.fresh,
-            ..WriteBatch::default()
-        })?;
-        state.ops = chain.ops;
-        state.family = chain.family;
+        chain.commit_alone(self, state)?;
         // The caller re-indexes once the log settled (a removed device's trash no longer counts).
         Ok(())
     }

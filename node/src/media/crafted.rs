@@ -15,6 +15,25 @@ pub struct Crafted {
     pub what: &'static str,
 }
 
+/// Small real files of every format, as paths in the photo corpus: the fuzzers' mutations
+/// start from real headers. Shared by the property harness (`media::fuzz_tests`) and the
+/// coverage-guided targets in `tests/fuzz`.
+pub const FUZZ_SEEDS: &[&str] = &[
+    "orientation/hopper_orientation_6.jpg",
+    "camera/makernotes/canon-powershot-g1x-mk2.jpg",
+    "camera/xiaomi-redmi-note-9s_orient6_empty-gps.jpg",
+    "formats/png/hopper.png",
+    "formats/gif/hopper.gif",
+    "formats/tiff/hopper.tif",
+    "formats/webp/hopper.webp",
+    "orientation/hopper_orientation_6.webp",
+];
+
+/// A real HEIC is large: the fuzzers see its first [`FUZZ_HEIC_SEED_BYTES`] (all of its boxes
+/// but the tail of `mdat`).
+pub const FUZZ_HEIC_SEED: &str = "formats/heic/iphone-xs_empty-icc_gps.heic";
+pub const FUZZ_HEIC_SEED_BYTES: usize = 64 << 10;
+
 // ---------------------------------------------------------------- JPEG
 
 /// A marker segment: `FF marker`, big-endian length (counting itself), payload.

@@ -83,22 +83,6 @@ pub(super) fn peak_alloc_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 // ---------------------------------------------------------------- seeds
 
-/// Small real files of every format: the mutations start from real headers.
-const SEEDS: &[&str] = &[
-    "orientation/hopper_orientation_6.jpg",
-    "camera/makernotes/canon-powershot-g1x-mk2.jpg",
-    "camera/xiaomi-redmi-note-9s_orient6_empty-gps.jpg",
-    "formats/png/hopper.png",
-    "formats/gif/hopper.gif",
-    "formats/tiff/hopper.tif",
-    "formats/webp/hopper.webp",
-    "orientation/hopper_orientation_6.webp",
-];
-
-/// A real HEIC is large; the walkers see its first 64 KiB (all of its boxes
-/// but the tail of `mdat`).
-const HEIC_SEED: &str = "formats/heic/iphone-xs_empty-icc_gps.heic";
-
 fn corpus() -> PathBuf {
     if let Some(dir) = std::env::var_os("KITH_CORPUS") {
         return PathBuf::from(dir);
@@ -117,9 +101,9 @@ fn seeds() -> &'static [Vec<u8>] {
         let read = |rel: &str| {
             std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
         };
-        let mut all: Vec<Vec<u8>> = SEEDS.iter().map(|rel| read(rel)).collect();
-        let mut heic = read(HEIC_SEED);
-        heic.truncate(64 << 10);
+        let mut all: Vec<Vec<u8>> = crafted::FUZZ_SEEDS.iter().map(|rel| read(rel)).collect();
+        let mut heic = read(crafted::FUZZ_HEIC_SEED);
+        heic.truncate(crafted::FUZZ_HEIC_SEED_BYTES);
         all.push(heic);
         all.extend(crafted::hostile_set().into_iter().map(|c| c.bytes));
         all
@@ -269,19 +253,7 @@ fn input() -> impl Strategy<Value = Vec<u8>> {
 /// Every walker on its own: linear allocation, no panic.
 fn walkers_are_bounded(bytes: &[u8]) -> Result<(), TestCaseError> {
     let bound = 2 * bytes.len() + (1 << 20);
-    let (_, peak) = peak_alloc_during(|| {
-        let _ = sniff(bytes);
-        let _ = container::scan_jpeg(bytes);
-        let _ = container::check_boxes(ImageFormatKind::Heic, bytes);
-        for format in [
-            ImageFormatKind::Jpeg,
-            ImageFormatKind::Png,
-            ImageFormatKind::Webp,
-            ImageFormatKind::Gif,
-        ] {
-            let _ = container::read_header(format, bytes);
-        }
-    });
+    let (_, peak) = peak_alloc_during(|| fuzz_container_walkers(bytes));
     prop_assert!(
         peak <= bound,
         "walkers allocated {peak} bytes for {}",
@@ -289,7 +261,7 @@ fn walkers_are_bounded(bytes: &[u8]) -> Result<(), TestCaseError> {
     );
     // The EXIF reader keeps one copy of the block and a small record per entry
     // (at most 8 IFDs plus their sub-IFDs, each of its 12-byte entries once).
-    let (_, peak) = peak_alloc_during(|| exif::parse(bytes));
+    let (_, peak) = peak_alloc_during(|| fuzz_exif(bytes));
     prop_assert!(
         peak <= 16 * bytes.len() + (1 << 20),
         "EXIF allocated {peak} bytes for {}",

@@ -419,6 +419,32 @@ fn read_meta_heif(format: ImageFormatKind, _bytes: &[u8]) -> Result<PhotoMeta, M
     })
 }
 
+/// Runs every container walker over `bytes` (the format sniffer, the JPEG segment scan, the
+/// ISO-BMFF box check and each format's header reader), dropping what they return. For the
+/// fuzzers only: the property harness (`fuzz_tests`) and the coverage-guided target in
+/// `tests/fuzz` call this one list, so neither can miss a walker the other covers.
+#[doc(hidden)]
+pub fn fuzz_container_walkers(bytes: &[u8]) {
+    let _ = sniff(bytes);
+    let _ = container::scan_jpeg(bytes);
+    let _ = container::check_boxes(ImageFormatKind::Heic, bytes);
+    for format in [
+        ImageFormatKind::Jpeg,
+        ImageFormatKind::Png,
+        ImageFormatKind::Webp,
+        ImageFormatKind::Gif,
+    ] {
+        let _ = container::read_header(format, bytes);
+    }
+}
+
+/// Runs the EXIF reader over `bytes` taken as a TIFF block, dropping what it returns. For the
+/// fuzzers only, as [`fuzz_container_walkers`].
+#[doc(hidden)]
+pub fn fuzz_exif(bytes: &[u8]) {
+    let _ = exif::parse(bytes);
+}
+
 /// Reads the metadata, decodes the pixels once and renders the upright preview
 /// and thumbnail.
 pub fn analyze(bytes: &[u8]) -> Result<Analyzed, MediaError> {

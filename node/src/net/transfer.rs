@@ -205,6 +205,10 @@ pub(crate) async fn fetch_loop(net: Arc<Network>) {
     loop {
         let wait = tokio::time::timeout(Duration::from_secs(3), net.blobs_wanted.notified());
         let _ = wait.await;
+        // Deleted since (or about to be): fetched again if a photo wants them back.
+        for hash in net.lib.blobs.take_released() {
+            complete.remove(&hash);
+        }
         let sources = net.sources().await;
         let (wanted, photos) = net.lib.wanted_blobs(&mut complete).await;
         net.transfer

@@ -78,11 +78,36 @@ impl Document {
 
     /// Whether the document holds every change `change` builds on.
     pub fn has_deps_of(&self, change: &DecodedChange) -> bool {
-        change
-            .0
-            .deps()
-            .iter()
-            .all(|d| self.doc.get_change_by_hash(d).is_some())
+        self.missing_dep_of(&change.0).is_none()
+    }
+
+    /// The first change `change` builds on that this document has not applied, if any.
+    ///
+    /// Asks automerge's change graph (`get_missing_deps`, a hash lookup per dependency):
+    /// `get_change_by_hash` rebuilds the whole change from the op set, and made reading what a
+    /// change does cost a third as much as applying it. `get_missing_deps` counts a change
+    /// automerge holds queued (waiting for its own dependencies) as present; a queued change
+    /// always lacks one, so only while the queue is not empty is each dependency looked up
+    /// the slow, exact way.
+    pub(super) fn missing_dep_of(&self, change: &Change) -> Option<ChangeHash> {
+        let deps = change.deps();
+        if deps.is_empty() {
+            return None;
+        }
+        if let Some(missing) = self
+            .doc
+            .get_missing_deps(deps)
+            .into_iter()
+            .find(|h| deps.contains(h))
+        {
+            return Some(missing);
+        }
+        if self.doc.get_missing_deps(&[]).is_empty() {
+            return None;
+        }
+        deps.iter()
+            .find(|d| self.doc.get_change_by_hash(d).is_none())
+            .copied()
     }
 }
 
@@ -162,6 +187,30 @@ mod tests {
             b.apply_decoded(c).unwrap();
         }
         assert_eq!(b.photos().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_dependency_held_only_in_automerges_queue_is_missing() {
+        let genesis = Document::genesis_change(DocKind::Library, &DocId([8; 32])).unwrap();
+        let mut a = Document::new(&DeviceId([1; 32]));
+        a.apply_change(genesis.clone()).unwrap();
+        let mut chain = Vec::new();
+        for n in 1..=3u8 {
+            a.put_photos(&[entry(n)]).unwrap();
+            chain.push(DecodedChange::decode(a.commit(i64::from(n)).unwrap()).unwrap());
+        }
+        let mut b = Document::new(&DeviceId([2; 32]));
+        b.apply_change(genesis).unwrap();
+        assert_eq!(b.missing_dep_of(&chain[0].0), None);
+        // The second change without the first: automerge queues it.
+        b.apply_decoded(chain[1].clone()).unwrap();
+        assert_eq!(b.missing_dep_of(&chain[1].0), Some(chain[0].0.hash()));
+        assert_eq!(b.missing_dep_of(&chain[2].0), Some(chain[1].0.hash()));
+        assert!(b.effects_of_decoded(&chain[2]).is_err());
+        // The first arrives: the queue empties and every dependency is held.
+        b.apply_decoded(chain[0].clone()).unwrap();
+        assert_eq!(b.missing_dep_of(&chain[2].0), None);
+        assert!(b.has_deps_of(&chain[2]));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! contributor's change can be held to the entries its person made, on every node alike, from
 //! the change and the document it builds on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{ActorId, ObjType, Prop, ReadDoc, Value};
@@ -76,11 +76,7 @@ impl Document {
         change: &DecodedChange,
     ) -> Result<ChangeEffects, LibraryError> {
         let change = &change.0;
-        if let Some(missing) = change
-            .deps()
-            .iter()
-            .find(|d| self.doc.get_change_by_hash(d).is_none())
-        {
+        if let Some(missing) = self.missing_dep_of(change) {
             return Err(LibraryError::MissingDependency(missing.to_string()));
         }
         let expanded = change.decode();
@@ -89,6 +85,10 @@ impl Document {
         let mut effects = ChangeEffects::default();
         // Objects this change makes: op counter → their place.
         let mut made: BTreeMap<u64, Place> = BTreeMap::new();
+        // Existing objects it writes, looked up once each: a change adding a thousand photos
+        // writes the `photos` map a thousand times, and finding an object's path is a walk.
+        let mut existing: HashMap<&automerge::legacy::OpId, Place> = HashMap::new();
+        let photos = self.photos_obj();
         for (i, op) in expanded.operations.iter().enumerate() {
             let counter = start.saturating_add(i as u64);
             let place = match &op.obj {
@@ -96,7 +96,10 @@ impl Document {
                 ObjectId::Id(id) if id.1 == actor && made.contains_key(&id.0) => {
                     made.get(&id.0).cloned().unwrap_or(Place::Elsewhere)
                 }
-                ObjectId::Id(id) => self.place_of(&format!("{}@{}", id.0, id.1)),
+                ObjectId::Id(id) => existing
+                    .entry(id)
+                    .or_insert_with(|| self.place_of(&format!("{}@{}", id.0, id.1)))
+                    .clone(),
             };
             let key = match &op.key {
                 Key::Map(k) => Some(k.to_string()),
@@ -110,7 +113,7 @@ impl Document {
                     }
                 }
                 (Place::Photos, Some(photo)) => {
-                    self.note_entry_op(&mut effects, &photo)?;
+                    self.note_entry_op(&mut effects, photos.as_ref(), &photo)?;
                     match op.action {
                         OpType::Make(ObjType::Map) => {
                             let maker = actor_device(&actor);
@@ -155,11 +158,16 @@ impl Document {
     }
 
     /// Records an op on `photos[photo]` that replaces or deletes what is there.
-    fn note_entry_op(&self, effects: &mut ChangeEffects, photo: &str) -> Result<(), LibraryError> {
-        let Some(photos) = self.photos_obj() else {
+    fn note_entry_op(
+        &self,
+        effects: &mut ChangeEffects,
+        photos: Option<&automerge::ObjId>,
+        photo: &str,
+    ) -> Result<(), LibraryError> {
+        let Some(photos) = photos else {
             return Ok(());
         };
-        for (value, id) in self.doc.get_all(&photos, photo)? {
+        for (value, id) in self.doc.get_all(photos, photo)? {
             match (value, &id) {
                 (Value::Object(ObjType::Map), automerge::ObjId::Id(..)) => {
                     match self.maker_of(&id) {
