@@ -73,6 +73,15 @@ impl Cluster {
     }
 }
 
+/// A new device named `device`, joined to the family of the running `inviter` as the device of
+/// a new relative named `person`; not started.
+pub fn join_relative(inviter: &TestNode, device: &str, person: &str) -> Result<TestNode> {
+    let ticket = inviter.invite_with(&["--role", "relative"])?;
+    let node = TestNode::new();
+    node.ok(&["join", &ticket, "--name", device, "--person", person])?;
+    Ok(node)
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -89,7 +98,16 @@ pub struct SyncState {
 impl TestNode {
     /// A fresh member ticket from this (running) node.
     pub fn invite(&self) -> Result<String> {
-        let v = self.json(&["invite", "--json"])?;
+        self.invite_with(&[])
+    }
+
+    /// A fresh ticket from this (running) node, made with `options` for `kith invite` (such as
+    /// `["--role", "relative"]` or `["--person", NAME]`).
+    pub fn invite_with(&self, options: &[&str]) -> Result<String> {
+        let mut args = vec!["invite"];
+        args.extend_from_slice(options);
+        args.push("--json");
+        let v = self.json(&args)?;
         v["ticket"]
             .as_str()
             .map(str::to_owned)

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 /// Where the corpus is: `KITH_CORPUS`, else `shared/corpus` beside the repo (as in CI).
 pub fn dir() -> PathBuf {
@@ -133,12 +133,35 @@ pub fn manifest() -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Paths of the first `n` camera JPEGs that import must accept, to keep tests quick.
-pub fn some_photos(n: usize) -> Result<Vec<String>> {
+/// The camera JPEGs that import must accept, in MANIFEST order.
+pub fn importable_jpegs() -> Result<impl Iterator<Item = Row>> {
     Ok(manifest()?
         .into_iter()
-        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
-        .take(n)
+        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg")))
+}
+
+/// The first `n` camera JPEGs that import must accept; an error if the corpus has fewer.
+pub fn jpegs(n: usize) -> Result<Vec<Row>> {
+    let rows: Vec<Row> = importable_jpegs()?.take(n).collect();
+    ensure!(rows.len() == n, "the corpus has fewer than {n} JPEGs");
+    Ok(rows)
+}
+
+/// Paths of the first `n` camera JPEGs that import must accept, to keep tests quick.
+pub fn some_photos(n: usize) -> Result<Vec<String>> {
+    more_photos(0, n)
+}
+
+/// Paths of the `n` camera JPEGs that import must accept after the first `skip`: photos a test
+/// imports later, none of them among `some_photos(skip)`.
+pub fn more_photos(skip: usize, n: usize) -> Result<Vec<String>> {
+    let rows: Vec<Row> = importable_jpegs()?.skip(skip).take(n).collect();
+    Ok(paths(&rows))
+}
+
+/// The files of `rows`, as `kith import` takes them.
+pub fn paths(rows: &[Row]) -> Vec<String> {
+    rows.iter()
         .map(|r| r.abs_path().display().to_string())
-        .collect())
+        .collect()
 }

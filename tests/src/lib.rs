@@ -240,6 +240,46 @@ impl Drop for TestNode {
     }
 }
 
+/// Runs `kith import --album ALBUM FILES` on `node`.
+pub fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
+    let mut args = vec!["import", "--album", album];
+    args.extend(files.iter().map(String::as_str));
+    node.ok(&args)?;
+    Ok(())
+}
+
+/// The `id` of each entry of a `--json` listing (photos, trash), in the listing's order.
+pub fn ids(list: &Value) -> Result<Vec<String>> {
+    Ok(list
+        .as_array()
+        .context("a list of photos")?
+        .iter()
+        .filter_map(|p| p["id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The id of the album titled `title` that `node` lists.
+pub fn album_id(node: &TestNode, title: &str) -> Result<String> {
+    let albums = node.json(&["albums", "--json"])?;
+    albums
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["title"] == title))
+        .and_then(|a| a["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no album {title:?} in {albums}"))
+}
+
+/// The ids of the photos `node` lists, all or those in `album`, sorted.
+pub fn photo_ids(node: &TestNode, album: Option<&str>) -> Result<Vec<String>> {
+    let mut args = vec!["photos", "--json"];
+    if let Some(a) = album {
+        args.extend(["--album", a]);
+    }
+    let mut ids = ids(&node.json(&args)?)?;
+    ids.sort();
+    Ok(ids)
+}
+
 pub fn parse_lines(stdout: &[u8]) -> Result<Vec<Value>> {
     String::from_utf8_lossy(stdout)
         .lines()

@@ -6,7 +6,57 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use kith_protocol::keys::{DeviceId, FamilyId};
+use kith_protocol::wire::{self, SYNC_VERSION, SyncMessage};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, swarm::SwarmEvent};
+use serde_json::Value;
+
+use crate::TestNode;
+
+/// A running node as a raw peer reaches it: its peer id and TCP address, its family and device.
+pub struct Target {
+    pub peer: PeerId,
+    pub addr: Multiaddr,
+    pub family: FamilyId,
+    pub device: DeviceId,
+}
+
+impl Target {
+    /// The running `node`, from its `kith status --json`.
+    pub fn of(node: &TestNode) -> Result<Target> {
+        Target::from_status(&node.json(&["status", "--json"])?)
+    }
+
+    /// The node whose `kith status --json` printed `status`.
+    pub fn from_status(status: &Value) -> Result<Target> {
+        let device: DeviceId = status["device_id"].as_str().context("device id")?.parse()?;
+        Ok(Target {
+            peer: kith_node::net::peer_id(&device).context("peer id")?,
+            addr: status["sync"]["listen"][0]
+                .as_str()
+                .context("listen addr")?
+                .parse()?,
+            family: status["family_id"].as_str().context("family id")?.parse()?,
+            device,
+        })
+    }
+}
+
+/// A tokio runtime (two worker threads) for a synchronous test to drive raw peers on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// The framed Hello a device of `family` opens a sync stream with.
+pub fn hello(family: FamilyId) -> Result<Vec<u8>> {
+    Ok(wire::encode_frame(&SyncMessage::Hello {
+        version: SYNC_VERSION,
+        family,
+    })?)
+}
 
 pub struct RawPeer {
     control: libp2p_stream::Control,

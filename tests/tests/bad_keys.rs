@@ -7,16 +7,16 @@ use anyhow::{Context, Result};
 use kith_node::DataDir;
 use kith_node::store::{Loaded, Store};
 use kith_protocol::envelope::{Envelope, SealedHistory};
-use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, FamilyId, PersonId};
+use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, PersonId};
 use kith_protocol::membership::{
     self, FamilyState, MembershipOp, OpBody, OpId, SignedOp, evaluate_with_root,
 };
 use kith_protocol::ticket::{Ticket, invite_proof};
-use kith_protocol::wire::{self, INVITE_PROTOCOL, InviteMessage, SYNC_VERSION, SyncMessage};
+use kith_protocol::wire::{self, INVITE_PROTOCOL, InviteMessage, SyncMessage};
 use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
-use kith_tests::peer::RawPeer;
-use kith_tests::{TestNode, wait_until};
-use libp2p::Multiaddr;
+use kith_tests::corpus::{more_photos, some_photos};
+use kith_tests::peer::{RawPeer, Target, hello, runtime};
+use kith_tests::{TestNode, import, wait_until};
 use serde_json::Value;
 
 /// Everything a stopped node's data dir holds, read through its own store.
@@ -57,44 +57,6 @@ pub(crate) fn chain(author: &DeviceSecret, ops: &[SignedOp], bodies: Vec<OpBody>
     out
 }
 
-struct Target {
-    peer: libp2p::PeerId,
-    addr: Multiaddr,
-    family: FamilyId,
-    device: DeviceId,
-}
-
-fn target(node: &TestNode) -> Result<Target> {
-    let status = node.json(&["status", "--json"])?;
-    let device: DeviceId = status["device_id"].as_str().context("device id")?.parse()?;
-    Ok(Target {
-        peer: kith_node::net::peer_id(&device).context("peer id")?,
-        addr: status["sync"]["listen"][0]
-            .as_str()
-            .context("listen addr")?
-            .parse()?,
-        family: status["family_id"].as_str().context("family id")?.parse()?,
-        device,
-    })
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
-fn jpgs(skip: usize, take: usize) -> Result<Vec<String>> {
-    Ok(kith_tests::corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
-        .skip(skip)
-        .take(take)
-        .map(|r| r.abs_path().display().to_string())
-        .collect())
-}
-
 fn device_count(node: &TestNode) -> Result<usize> {
     let people = node.json(&["people", "--json"])?;
     Ok(people
@@ -108,12 +70,9 @@ fn device_count(node: &TestNode) -> Result<usize> {
 #[test]
 fn a_low_order_device_key_and_garbage_envelopes_do_not_stop_rotation_or_startup() -> Result<()> {
     let mut cluster = Cluster::start(3)?;
-    let mut args = vec!["import", "--album", "Home"];
-    let files = jpgs(0, 2)?;
-    args.extend(files.iter().map(String::as_str));
-    cluster.nodes[0].ok(&args)?;
+    import(&cluster.nodes[0], &some_photos(2)?, "Home")?;
     cluster.wait_converged()?;
-    let t = target(&cluster.nodes[0])?;
+    let t = Target::of(&cluster.nodes[0])?;
     let c_device: DeviceId = cluster.nodes[2].json(&["status", "--json"])?["device_id"]
         .as_str()
         .context("C's id")?
@@ -168,10 +127,7 @@ fn a_low_order_device_key_and_garbage_envelopes_do_not_stop_rotation_or_startup(
     rt.block_on(async {
         let b_key = kith_node::net::keypair(&b_secret)?;
         let mut fake_b = RawPeer::connect(b_key, t.peer, t.addr.clone()).await?;
-        let hello = wire::encode_frame(&SyncMessage::Hello {
-            version: SYNC_VERSION,
-            family: t.family,
-        })?;
+        let hello = hello(t.family)?;
         let ops = wire::encode_frame(&SyncMessage::Ops(
             pushed.iter().map(SignedOp::to_bytes).collect(),
         ))?;
@@ -208,7 +164,7 @@ fn a_low_order_device_key_and_garbage_envelopes_do_not_stop_rotation_or_startup(
     // `kith run` starts on that log, and the real B gets the new keys and a new photo.
     a.start()?;
     cluster.nodes[1].start()?;
-    let more = jpgs(2, 1)?;
+    let more = more_photos(2, 1)?;
     cluster.nodes[0].ok(&["import", "--album", "Home", &more[0]])?;
     cluster.wait_converged_among(&[0, 1])?;
     let photos = cluster.nodes[1].json(&["photos", "--json"])?;
@@ -222,7 +178,7 @@ fn a_join_with_a_low_order_key_is_refused_and_the_invite_still_works() -> Result
     let a = &cluster.nodes[0];
     let ticket_text = a.invite()?;
     let ticket = Ticket::decode(&ticket_text)?;
-    let t = target(a)?;
+    let t = Target::of(a)?;
     let joiner = DeviceSecret::from_seeds([81; 32], [82; 32]);
     let zero = [0u8; 32];
     let join = InviteMessage::Join {

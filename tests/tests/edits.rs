@@ -3,23 +3,12 @@
 
 use anyhow::{Context, Result};
 use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
+use kith_tests::corpus::some_photos;
 use kith_tests::leaks::Needles;
-use kith_tests::{TestNode, wait_until, walk};
+use kith_tests::{TestNode, ids, import, wait_until, walk};
 use serde_json::Value;
 
-use crate::sync::import;
-use kith_tests::corpus::some_photos;
-
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
-
-pub(crate) fn ids(photos: &Value) -> Result<Vec<String>> {
-    Ok(photos
-        .as_array()
-        .context("a list of photos")?
-        .iter()
-        .filter_map(|p| p["id"].as_str().map(str::to_owned))
-        .collect())
-}
 
 /// Waits until `kith photos show ID --json` on `node` satisfies `done`; returns what it showed.
 fn wait_for_photo(

@@ -3,41 +3,17 @@
 
 use anyhow::{Context, Result};
 use kith_node::DataDir;
-use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, FamilyId, SymmetricKey};
+use kith_protocol::keys::{DeviceSecret, DocId, SymmetricKey};
 use kith_protocol::seal::{ChangeHeader, seal_change};
 use kith_protocol::wire::{
     self, BLOBS_PROTOCOL, HAVE_PROTOCOL, HaveMessage, INVITE_PROTOCOL, InviteMessage, MAX_FRAME,
     SYNC_PROTOCOL, SYNC_VERSION, SyncMessage,
 };
 use kith_tests::cluster::Cluster;
-use kith_tests::peer::{RawPeer, frame};
-use libp2p::Multiaddr;
+use kith_tests::corpus::{more_photos, some_photos};
+use kith_tests::peer::{RawPeer, Target, frame, hello, runtime};
+use kith_tests::{album_id, import};
 use serde_json::Value;
-
-struct Target {
-    peer: libp2p::PeerId,
-    addr: Multiaddr,
-    family: FamilyId,
-}
-
-fn target(status: &Value) -> Result<Target> {
-    let device: DeviceId = status["device_id"].as_str().context("device id")?.parse()?;
-    Ok(Target {
-        peer: kith_node::net::peer_id(&device).context("peer id")?,
-        addr: status["sync"]["listen"][0]
-            .as_str()
-            .context("listen addr")?
-            .parse()?,
-        family: status["family_id"].as_str().context("family id")?.parse()?,
-    })
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
 
 #[test]
 fn an_outsider_gets_no_kith_protocol_and_no_invite_without_a_ticket() -> Result<()> {
@@ -53,7 +29,7 @@ fn an_outsider_gets_no_kith_protocol_and_no_invite_without_a_ticket() -> Result<
             .to_string(),
     ])
     .ok();
-    let t = target(&a.json(&["status", "--json"])?)?;
+    let t = Target::of(a)?;
     let rt = runtime()?;
     rt.block_on(async {
         let outsider = RawPeer::connect(
@@ -129,22 +105,11 @@ fn postcard_body(m: &SyncMessage) -> Result<Vec<u8>> {
 fn garbage_oversized_and_forged_frames_from_a_device_are_rejected_and_the_node_keeps_serving()
 -> Result<()> {
     let mut cluster = Cluster::start(2)?;
-    let files: Vec<String> = kith_tests::corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
-        .take(3)
-        .map(|r| r.abs_path().display().to_string())
-        .collect();
-    let mut args = vec!["import", "--album", "Kept"];
-    args.extend(files.iter().map(String::as_str));
-    cluster.nodes[0].ok(&args)?;
+    import(&cluster.nodes[0], &some_photos(3)?, "Kept")?;
     cluster.wait_converged()?;
-    let album: DocId = cluster.nodes[0].json(&["albums", "--json"])?[0]["id"]
-        .as_str()
-        .context("album id")?
-        .parse()?;
+    let album: DocId = album_id(&cluster.nodes[0], "Kept")?.parse()?;
     let before = cluster.nodes[0].json(&["status", "--json"])?;
-    let t = target(&before)?;
+    let t = Target::from_status(&before)?;
 
     // B goes away; a raw peer with B's own key (a compromised or buggy device) takes its place.
     cluster.nodes[1].stop()?;
@@ -178,10 +143,7 @@ fn garbage_oversized_and_forged_frames_from_a_device_are_rejected_and_the_node_k
             b"not an automerge change either",
             &b_secret,
         );
-        let hello = wire::encode_frame(&SyncMessage::Hello {
-            version: SYNC_VERSION,
-            family: t.family,
-        })?;
+        let hello = hello(t.family)?;
         let changes = wire::encode_frame(&SyncMessage::Changes(vec![
             forged_outsider.into_bytes(),
             forged_b.into_bytes(),
@@ -233,13 +195,7 @@ fn garbage_oversized_and_forged_frames_from_a_device_are_rejected_and_the_node_k
     );
 
     // A still serves its family: the real B comes back and catches up with a new import.
-    let more: Vec<String> = kith_tests::corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
-        .skip(3)
-        .take(2)
-        .map(|r| r.abs_path().display().to_string())
-        .collect();
+    let more = more_photos(3, 2)?;
     let mut args = vec!["import"];
     args.extend(more.iter().map(String::as_str));
     a.ok(&args)?;
@@ -253,24 +209,13 @@ fn garbage_oversized_and_forged_frames_from_a_device_are_rejected_and_the_node_k
 #[test]
 fn a_viewers_forged_change_is_rejected_for_its_author_and_never_forwarded() -> Result<()> {
     let mut cluster = Cluster::start(3)?;
-    let files: Vec<String> = kith_tests::corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
-        .take(2)
-        .map(|r| r.abs_path().display().to_string())
-        .collect();
-    let mut args = vec!["import", "--album", "Shared"];
-    args.extend(files.iter().map(String::as_str));
     let a = &cluster.nodes[0];
-    a.ok(&args)?;
+    import(a, &some_photos(2)?, "Shared")?;
     // Person 1 becomes a relative who may only view the album.
     a.ok(&["people", "set-role", "Person 1", "relative"])?;
     a.ok(&["share", "Shared", "Person 1", "--can", "view"])?;
     cluster.wait_converged_among(&[0, 2])?;
-    let album: DocId = a.json(&["albums", "--json"])?[0]["id"]
-        .as_str()
-        .context("album id")?
-        .parse()?;
+    let album: DocId = album_id(a, "Shared")?.parse()?;
     kith_tests::wait_until(
         kith_tests::cluster::SYNC_DEADLINE,
         "B to see the album",
@@ -284,7 +229,7 @@ fn a_viewers_forged_change_is_rejected_for_its_author_and_never_forwarded() -> R
     )?;
     let before = a.json(&["status", "--json"])?;
     let c_before = cluster.nodes[2].json(&["status", "--json"])?;
-    let t = target(&before)?;
+    let t = Target::from_status(&before)?;
 
     // The viewer's device is replaced by a raw peer with its key, which offers A a change to
     // the album it may only view (signed by it, at an epoch the album had).
@@ -305,10 +250,7 @@ fn a_viewers_forged_change_is_rejected_for_its_author_and_never_forwarded() -> R
     let rt = runtime()?;
     rt.block_on(async {
         let mut fake_b = RawPeer::connect(b_key, t.peer, t.addr.clone()).await?;
-        let hello = wire::encode_frame(&SyncMessage::Hello {
-            version: SYNC_VERSION,
-            family: t.family,
-        })?;
+        let hello = hello(t.family)?;
         let changes = wire::encode_frame(&SyncMessage::Changes(vec![forged.into_bytes()]))?;
         fake_b.serve_sync(&[hello, changes]).await
     })?;

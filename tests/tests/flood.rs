@@ -5,36 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use kith_node::net::limits::{PER_PEER, STRANGERS_PER_IP};
-use kith_protocol::keys::DeviceId;
 use kith_protocol::wire::{INVITE_PROTOCOL, MAX_FRAME};
 use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
 use kith_tests::hostile::{node_pid, peak_rss_kib};
-use kith_tests::peer::RawPeer;
+use kith_tests::peer::{RawPeer, Target, runtime};
 use kith_tests::{TestNode, wait_until};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
-/// The node's peer id and TCP address.
-fn target(node: &TestNode) -> Result<(PeerId, Multiaddr)> {
-    let status = node.json(&["status", "--json"])?;
-    let device: DeviceId = status["device_id"].as_str().context("device id")?.parse()?;
-    let peer = kith_node::net::peer_id(&device).context("peer id")?;
-    let addr = status["sync"]["listen"][0]
-        .as_str()
-        .context("listen addr")?
-        .parse()?;
-    Ok((peer, addr))
-}
 
 /// Connects `n` times with keys from `key`; keeps the connections that were made.
 async fn connect_many(
@@ -81,7 +61,7 @@ async fn settle_at_most(peers: &[RawPeer], limit: usize) -> usize {
 fn a_strangers_connections_are_capped_and_the_family_still_syncs() -> Result<()> {
     let mut cluster = Cluster::start(2)?;
     cluster.nodes[1].stop()?;
-    let (peer, addr) = target(&cluster.nodes[0])?;
+    let Target { peer, addr, .. } = Target::of(&cluster.nodes[0])?;
     let rt = runtime()?;
     let (same_key, many_keys) = rt.block_on(async {
         // One stranger, one key, many connections.
@@ -147,7 +127,7 @@ fn a_flood_of_invite_streams_holds_little_memory_and_a_join_still_works() -> Res
     ana.start()?;
     let pid = node_pid(&ana)?;
     let ticket = ana.invite()?;
-    let (peer, addr) = target(&ana)?;
+    let Target { peer, addr, .. } = Target::of(&ana)?;
     let before = peak_rss_kib(pid)?;
     let rt = runtime()?;
     rt.block_on(async {

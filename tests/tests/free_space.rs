@@ -8,12 +8,11 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use kith_node::DataDir;
 use kith_node::blobs::Blobs;
-use kith_protocol::keys::DeviceId;
 use kith_protocol::library::BlobRef;
-use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
-use kith_tests::peer::RawPeer;
+use kith_tests::cluster::{Cluster, SYNC_DEADLINE, join_relative};
+use kith_tests::peer::{RawPeer, Target, runtime};
 use kith_tests::prover::{FakeHolder, Holding};
-use kith_tests::{TestNode, corpus, wait_until};
+use kith_tests::{TestNode, corpus, import, wait_until};
 
 fn blob_bytes(node: &TestNode) -> Result<u64> {
     node.json(&["status", "--json"])?["blob_bytes"]
@@ -81,26 +80,13 @@ fn b_replaced_by_a_fake_holder(holding: Holding) -> Result<Impostor> {
     cluster.nodes[0].ok(&args)?;
     cluster.wait_converged()?;
     cluster.nodes[1].stop()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let b_dir = DataDir::new(&cluster.nodes[1].data_dir);
     let b_secret = b_dir.read_device_secret()?;
     let blobs = rt.block_on(blobs_of(&b_dir))?;
-    let status = cluster.nodes[0].json(&["status", "--json"])?;
-    let a_device: DeviceId = status["device_id"].as_str().context("device id")?.parse()?;
-    let addr: libp2p::Multiaddr = status["sync"]["listen"][0]
-        .as_str()
-        .context("listen addr")?
-        .parse()?;
+    let t = Target::of(&cluster.nodes[0])?;
     let (peer, holder) = rt.block_on(async {
-        let peer = RawPeer::connect(
-            kith_node::net::keypair(&b_secret)?,
-            kith_node::net::peer_id(&a_device).context("peer id")?,
-            addr,
-        )
-        .await?;
+        let peer = RawPeer::connect(kith_node::net::keypair(&b_secret)?, t.peer, t.addr).await?;
         let holder = FakeHolder::serve(&peer, b_secret.device_id(), blobs, holding)?;
         anyhow::Ok((peer, holder))
     })?;
@@ -190,23 +176,8 @@ fn a_device_holding_half_of_each_original_fails_the_proof() -> Result<()> {
 fn a_view_only_relatives_copies_never_count() -> Result<()> {
     let mut a = TestNode::initialised()?;
     a.start()?;
-    let files = corpus::some_photos(3)?;
-    let mut args = vec!["import", "--album", "Summer"];
-    args.extend(files.iter().map(String::as_str));
-    a.ok(&args)?;
-    let ticket = a.json(&["invite", "--role", "relative", "--json"])?["ticket"]
-        .as_str()
-        .context("ticket")?
-        .to_owned();
-    let mut g = TestNode::new();
-    g.ok(&[
-        "join",
-        &ticket,
-        "--name",
-        "Grandma's tablet",
-        "--person",
-        "Grandma",
-    ])?;
+    import(&a, &corpus::some_photos(3)?, "Summer")?;
+    let mut g = join_relative(&a, "Grandma's tablet", "Grandma")?;
     g.start()?;
     a.ok(&["share", "Summer", "Grandma"])?;
     wait_until(SYNC_DEADLINE, "Grandma to hold every original", || {

@@ -8,11 +8,7 @@ use kith_tests::corpus;
 use kith_tests::in_process::InProcessCluster;
 
 fn corpus_photos() -> Result<Vec<std::path::PathBuf>> {
-    Ok(corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == corpus::Expect::Ok && r.path.ends_with(".jpg"))
-        .map(|r| r.abs_path())
-        .collect())
+    Ok(corpus::importable_jpegs()?.map(|r| r.abs_path()).collect())
 }
 
 /// A third device joins a family whose two devices already hold every photo: it learns from

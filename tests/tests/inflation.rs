@@ -9,12 +9,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use kith_node::DataDir;
 use kith_node::store::{DocRecord, Store};
-use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, SymmetricKey};
+use kith_protocol::keys::{DeviceSecret, DocId, SymmetricKey};
 use kith_protocol::seal::{ChangeHeader, SealedChange, seal_change};
-use kith_protocol::wire::{self, SYNC_VERSION, SyncMessage};
-use kith_tests::TestNode;
+use kith_protocol::wire::{self, SyncMessage};
 use kith_tests::cluster::Cluster;
-use kith_tests::peer::RawPeer;
+use kith_tests::peer::{RawPeer, Target, hello, runtime};
+use kith_tests::{TestNode, album_id};
 use redb::{ReadableDatabase, TableDefinition};
 use serde_json::Value;
 
@@ -196,23 +196,9 @@ fn a_devices_inflating_or_panicking_change_is_refused_and_the_node_keeps_running
     let mut cluster = Cluster::start(2)?;
     cluster.nodes[0].ok(&["albums", "create", "Kept"])?;
     cluster.wait_converged()?;
-    let album: DocId = cluster.nodes[0].json(&["albums", "--json"])?[0]["id"]
-        .as_str()
-        .context("album id")?
-        .parse()?;
+    let album: DocId = album_id(&cluster.nodes[0], "Kept")?.parse()?;
     let before = cluster.nodes[0].json(&["status", "--json"])?;
-    let a_peer = kith_node::net::peer_id(
-        &before["device_id"]
-            .as_str()
-            .context("device id")?
-            .parse::<DeviceId>()?,
-    )
-    .context("peer id")?;
-    let a_addr: libp2p::Multiaddr = before["sync"]["listen"][0]
-        .as_str()
-        .context("listen addr")?
-        .parse()?;
-    let family = before["family_id"].as_str().context("family")?.parse()?;
+    let t = Target::from_status(&before)?;
 
     // B goes away; a raw peer with B's own key, holding the album's real key, takes its place.
     cluster.nodes[1].stop()?;
@@ -231,17 +217,11 @@ fn a_devices_inflating_or_panicking_change_is_refused_and_the_node_keeps_running
     let panicking = sealed(key, album, epoch, &b_secret, 2, &panicking_change());
     let rss_before = peak_rss(&cluster.nodes[0].data_dir)?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     rt.block_on(async {
         let mut fake_b =
-            RawPeer::connect(kith_node::net::keypair(&b_secret)?, a_peer, a_addr).await?;
-        let hello = wire::encode_frame(&SyncMessage::Hello {
-            version: SYNC_VERSION,
-            family,
-        })?;
+            RawPeer::connect(kith_node::net::keypair(&b_secret)?, t.peer, t.addr).await?;
+        let hello = hello(t.family)?;
         let first = wire::encode_frame(&SyncMessage::Changes(vec![inflating.into_bytes()]))?;
         let second = wire::encode_frame(&SyncMessage::Changes(vec![panicking.into_bytes()]))?;
         fake_b.serve_sync(&[hello, first, second]).await?;

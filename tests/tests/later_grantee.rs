@@ -13,55 +13,12 @@ use kith_node::store::Store;
 use kith_protocol::keys::{DocId, SymmetricKey};
 use kith_protocol::membership::{self, OpId};
 use kith_protocol::seal::{self, SealedChange};
-use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
-use kith_tests::corpus::{self, Expect, Row};
-use kith_tests::{TestNode, wait_until};
+use kith_tests::cluster::{Cluster, SYNC_DEADLINE, join_relative};
+use kith_tests::corpus::{jpegs, paths};
+use kith_tests::{TestNode, album_id, import, photo_ids, wait_until};
 
 const ALBUM: &str = "Summer 2026";
 const CAPTION: &str = "the-caption-nobody-else-should-read";
-
-fn album_id(node: &TestNode, title: &str) -> Result<String> {
-    let albums = node.json(&["albums", "--json"])?;
-    albums
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["title"] == title))
-        .and_then(|a| a["id"].as_str())
-        .map(str::to_owned)
-        .with_context(|| format!("no album {title:?} in {albums}"))
-}
-
-fn photo_ids(node: &TestNode, album: &str) -> Result<Vec<String>> {
-    let mut ids: Vec<String> = node
-        .json(&["photos", "--json", "--album", album])?
-        .as_array()
-        .context("photos --json is a list")?
-        .iter()
-        .filter_map(|p| p["id"].as_str().map(str::to_owned))
-        .collect();
-    ids.sort();
-    Ok(ids)
-}
-
-fn jpegs(n: usize) -> Result<Vec<Row>> {
-    let rows: Vec<Row> = corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
-        .take(n)
-        .collect();
-    anyhow::ensure!(rows.len() == n, "the corpus has fewer than {n} JPEGs");
-    Ok(rows)
-}
-
-fn import(node: &TestNode, rows: &[Row]) -> Result<()> {
-    let files: Vec<String> = rows
-        .iter()
-        .map(|r| r.abs_path().display().to_string())
-        .collect();
-    let mut args = vec!["import", "--album", ALBUM];
-    args.extend(files.iter().map(String::as_str));
-    node.ok(&args)?;
-    Ok(())
-}
 
 /// Every sealed change of `doc` a stopped node holds, by id.
 fn changes_of(node: &TestNode, doc: &DocId) -> Result<BTreeMap<String, SealedChange>> {
@@ -99,10 +56,10 @@ fn a_relative_granted_an_album_later_reads_its_photos_now_not_what_left_it() -> 
     let mut cluster = Cluster::start(2)?;
     let rows = jpegs(4)?;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    import(a, &rows[0..3])?;
+    import(a, &paths(&rows[0..3]), ALBUM)?;
     let album = album_id(a, ALBUM)?;
     let doc: DocId = album.parse().context("album id")?;
-    let before = photo_ids(a, ALBUM)?;
+    let before = photo_ids(a, Some(ALBUM))?;
     let gone = before.first().context("a photo")?.clone();
     let name = a.json(&["photos", "show", &gone, "--json"])?["file_name"]
         .as_str()
@@ -112,46 +69,34 @@ fn a_relative_granted_an_album_later_reads_its_photos_now_not_what_left_it() -> 
     a.ok(&["albums", "remove", ALBUM, &gone])?;
     let now: Vec<String> = before.iter().filter(|p| **p != gone).cloned().collect();
     wait_until(SYNC_DEADLINE, "the member to see the removal", || {
-        Ok(photo_ids(b, ALBUM)? == now)
+        Ok(photo_ids(b, Some(ALBUM))? == now)
     })?;
 
     // Grandma joins as a relative; the member's laptop is away when the album is shared.
-    let ticket = a.json(&["invite", "--role", "relative", "--json"])?["ticket"]
-        .as_str()
-        .context("ticket")?
-        .to_owned();
-    let mut g = TestNode::new();
-    g.ok(&[
-        "join",
-        &ticket,
-        "--name",
-        "Grandma's tablet",
-        "--person",
-        "Grandma",
-    ])?;
+    let mut g = join_relative(a, "Grandma's tablet", "Grandma")?;
     g.start()?;
     cluster.wait_converged()?;
     cluster.nodes[1].stop()?;
     // Meanwhile the member adds a photo to the album on its own.
-    import(&cluster.nodes[1], &rows[3..4])?;
+    import(&cluster.nodes[1], &paths(&rows[3..4]), ALBUM)?;
     let a = &cluster.nodes[0];
     a.ok(&["share", ALBUM, "Grandma"])?;
 
     wait_until(SYNC_DEADLINE, "Grandma to read the album as it is", || {
-        Ok(photo_ids(&g, ALBUM)? == now)
+        Ok(photo_ids(&g, Some(ALBUM))? == now)
     })?;
     cluster.nodes[1].start()?;
     wait_until(
         SYNC_DEADLINE,
         "the member's photo to reach everyone",
         || {
-            let on_a = photo_ids(&cluster.nodes[0], ALBUM)?;
+            let on_a = photo_ids(&cluster.nodes[0], Some(ALBUM))?;
             Ok(on_a.len() == 3
-                && photo_ids(&cluster.nodes[1], ALBUM)? == on_a
-                && photo_ids(&g, ALBUM)? == on_a)
+                && photo_ids(&cluster.nodes[1], Some(ALBUM))? == on_a
+                && photo_ids(&g, Some(ALBUM))? == on_a)
         },
     )?;
-    assert!(!photo_ids(&cluster.nodes[0], ALBUM)?.contains(&gone));
+    assert!(!photo_ids(&cluster.nodes[0], Some(ALBUM))?.contains(&gone));
 
     // Every change of the album any device holds, and every key Grandma's device holds.
     for node in &mut cluster.nodes {

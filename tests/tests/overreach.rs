@@ -19,91 +19,23 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::AsyncWriteExt;
 use kith_node::DataDir;
 use kith_node::store::Loaded;
-use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, FamilyId, PhotoId, SymmetricKey};
+use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, PhotoId, SymmetricKey};
 use kith_protocol::library::{DocKind, Document, PhotoEdit, PhotoEntry};
 use kith_protocol::membership::{OpBody, OpId, SignedOp};
 use kith_protocol::names::check_name;
 use kith_protocol::seal::{self, ChangeHeader, SealedChange, seal_change};
 use kith_protocol::ticket::{Ticket, invite_proof};
-use kith_protocol::wire::{
-    self, INVITE_PROTOCOL, InviteMessage, SYNC_PROTOCOL, SYNC_VERSION, SyncMessage,
-};
-use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
-use kith_tests::peer::{RawPeer, read_frame};
-use kith_tests::{TestNode, wait_until};
-use libp2p::Multiaddr;
+use kith_protocol::wire::{self, INVITE_PROTOCOL, InviteMessage, SYNC_PROTOCOL, SyncMessage};
+use kith_tests::cluster::{Cluster, SYNC_DEADLINE, join_relative};
+use kith_tests::corpus::{jpegs, paths};
+use kith_tests::peer::{RawPeer, Target, hello, read_frame, runtime};
+use kith_tests::{TestNode, album_id, import, photo_ids, wait_until};
 
 use crate::bad_keys::{chain, family_of, load};
 
-struct Target {
-    peer: libp2p::PeerId,
-    addr: Multiaddr,
-    family: FamilyId,
-    device: DeviceId,
-}
-
-fn target(node: &TestNode) -> Result<Target> {
-    let status = node.json(&["status", "--json"])?;
-    let device: DeviceId = status["device_id"].as_str().context("device id")?.parse()?;
-    Ok(Target {
-        peer: kith_node::net::peer_id(&device).context("peer id")?,
-        addr: status["sync"]["listen"][0]
-            .as_str()
-            .context("listen addr")?
-            .parse()?,
-        family: status["family_id"].as_str().context("family id")?.parse()?,
-        device,
-    })
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
-fn hello(family: FamilyId) -> Result<Vec<u8>> {
-    Ok(wire::encode_frame(&SyncMessage::Hello {
-        version: SYNC_VERSION,
-        family,
-    })?)
-}
-
-fn import(node: &TestNode, album: &str, n: usize) -> Result<()> {
-    let files: Vec<String> = kith_tests::corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
-        .take(n)
-        .map(|r| r.abs_path().display().to_string())
-        .collect();
-    ensure!(files.len() == n, "the corpus has fewer than {n} JPEGs");
-    let mut args = vec!["import", "--album", album];
-    args.extend(files.iter().map(String::as_str));
-    node.ok(&args)?;
-    Ok(())
-}
-
-fn album_id(node: &TestNode, title: &str) -> Result<DocId> {
-    let albums = node.json(&["albums", "--json"])?;
-    albums
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["title"] == title))
-        .and_then(|a| a["id"].as_str())
-        .with_context(|| format!("no album {title:?} in {albums}"))?
-        .parse()
-        .context("album id")
-}
-
 /// Ids of the photos `node` lists in album `title`.
 fn album_photos(node: &TestNode, title: &str) -> Result<BTreeSet<String>> {
-    Ok(node
-        .json(&["photos", "--json", "--album", title])?
-        .as_array()
-        .context("photos --json is a list")?
-        .iter()
-        .filter_map(|p| p["id"].as_str().map(str::to_owned))
-        .collect())
+    Ok(photo_ids(node, Some(title))?.into_iter().collect())
 }
 
 /// A document as a stopped node holds it: the current epoch and its key, and every stored
@@ -228,35 +160,20 @@ fn a_contributor_changes_only_the_entries_its_person_added() -> Result<()> {
     const ALBUM: &str = "Summer";
     let mut cluster = Cluster::start(1)?;
     let a = &cluster.nodes[0];
-    import(a, ALBUM, 2)?;
+    import(a, &paths(&jpegs(2)?), ALBUM)?;
     // Grandma joins as a relative with her tablet (a running node) and three more devices (data
     // dirs with their keys), and may contribute to the album.
-    let ticket = a.json(&["invite", "--role", "relative", "--json"])?["ticket"]
-        .as_str()
-        .context("ticket")?
-        .to_owned();
-    let mut tablet = TestNode::new();
-    tablet.ok(&[
-        "join",
-        &ticket,
-        "--name",
-        "Grandma's tablet",
-        "--person",
-        "Grandma",
-    ])?;
+    let mut tablet = join_relative(a, "Grandma's tablet", "Grandma")?;
     let mut others = Vec::new();
     for name in ["Grandma's phone", "Grandma's laptop", "Grandma's e-reader"] {
-        let ticket = a.json(&["invite", "--person", "Grandma", "--json"])?["ticket"]
-            .as_str()
-            .context("ticket")?
-            .to_owned();
+        let ticket = a.invite_with(&["--person", "Grandma"])?;
         let device = TestNode::new();
         device.ok(&["join", &ticket, "--name", name])?;
         others.push(DataDir::new(&device.data_dir).read_device_secret()?);
     }
     tablet.start()?;
     a.ok(&["share", ALBUM, "Grandma", "--can", "contribute"])?;
-    let album = album_id(a, ALBUM)?;
+    let album: DocId = album_id(a, ALBUM)?.parse().context("album id")?;
     let anas = album_photos(a, ALBUM)?;
     ensure!(anas.len() == 2, "{anas:?}");
     wait_until(
@@ -311,7 +228,7 @@ fn a_contributor_changes_only_the_entries_its_person_added() -> Result<()> {
     let own = new_entry(&captioned, 0x6b, grandma_tablet, "grandma.jpg");
     let add_own = held.change_by(&grandma_tablet, |d| Ok(d.put_photos([&own])?))?;
 
-    let t = target(a)?;
+    let t = Target::of(a)?;
     let rt = runtime()?;
     let (_raw, _stream) = rt.block_on(async {
         let mut raw = RawPeer::connect(
@@ -388,10 +305,12 @@ fn a_contributor_changes_only_the_entries_its_person_added() -> Result<()> {
 fn a_change_written_under_another_devices_actor_is_refused() -> Result<()> {
     const ALBUM: &str = "Home";
     let mut cluster = Cluster::start(2)?;
-    import(&cluster.nodes[0], ALBUM, 2)?;
+    import(&cluster.nodes[0], &paths(&jpegs(2)?), ALBUM)?;
     cluster.wait_converged()?;
-    let album = album_id(&cluster.nodes[0], ALBUM)?;
-    let t = target(&cluster.nodes[0])?;
+    let album: DocId = album_id(&cluster.nodes[0], ALBUM)?
+        .parse()
+        .context("album id")?;
+    let t = Target::of(&cluster.nodes[0])?;
 
     // B (a member, who may write the household's albums) goes away; a raw peer with its key
     // sends A two changes it signed: one written under A's automerge actor, which would make
@@ -486,7 +405,7 @@ async fn write_sync(stream: &mut libp2p::Stream, message: &SyncMessage) -> Resul
 #[test]
 fn a_node_sends_every_op_asked_for_before_any_document_change() -> Result<()> {
     let mut cluster = Cluster::start(2)?;
-    import(&cluster.nodes[0], "Home", 2)?;
+    import(&cluster.nodes[0], &paths(&jpegs(2)?), "Home")?;
     cluster.wait_converged()?;
     // B goes away and misses a new album (ops: its key and kind; changes: its fields).
     cluster.nodes[1].stop()?;
@@ -494,7 +413,7 @@ fn a_node_sends_every_op_asked_for_before_any_document_change() -> Result<()> {
     a.ok(&["albums", "create", "While B was away"])?;
     let (b_secret, b_loaded) = load(&cluster.nodes[1])?;
     let known: BTreeSet<OpId> = b_loaded.ops.iter().map(SignedOp::id).collect();
-    let t = target(a)?;
+    let t = Target::of(a)?;
 
     // A raw peer with B's key pulls from A as B would: Hello, then A's offer.
     let rt = runtime()?;
@@ -635,7 +554,7 @@ fn bad_names(node: &TestNode) -> Result<Vec<String>> {
 fn a_joiner_named_like_an_id_is_recorded_under_a_plain_name() -> Result<()> {
     let cluster = Cluster::start(1)?;
     let a = &cluster.nodes[0];
-    let t = target(a)?;
+    let t = Target::of(a)?;
     let ana_device = t.device.to_string();
     let ticket = Ticket::decode(&a.invite()?)?;
     // A raw joiner with a real ticket: its device named like the prefix of Ana's device id,
@@ -698,7 +617,7 @@ fn a_joiner_named_like_an_id_is_recorded_under_a_plain_name() -> Result<()> {
 #[test]
 fn a_signed_op_naming_a_person_or_device_like_an_id_is_refused() -> Result<()> {
     let mut cluster = Cluster::start(2)?;
-    let t = target(&cluster.nodes[0])?;
+    let t = Target::of(&cluster.nodes[0])?;
     let ana_device = t.device.to_string();
 
     // B (a member) goes away; a raw peer with its key signs, on B's log, a rename of its

@@ -10,10 +10,8 @@ use kith_node::edit::TRASH_RETENTION_MS;
 use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
 use kith_tests::corpus::some_photos;
 use kith_tests::in_process::InProcessCluster;
-use kith_tests::{TestNode, wait_until, walk};
+use kith_tests::{TestNode, import, wait_until, walk};
 use serde_json::Value;
-
-use crate::sync::import;
 
 /// The hashes of the blobs the store keeps in files (`blobs/data/HASH.data`): originals and
 /// previews. Thumbnails are small enough for iroh-blobs to keep inside its database; the
@@ -27,7 +25,7 @@ pub(crate) fn blob_files(data_dir: &Path) -> BTreeSet<String> {
 }
 
 fn ids(photos: &Value) -> Result<BTreeSet<String>> {
-    Ok(crate::edits::ids(photos)?.into_iter().collect())
+    Ok(kith_tests::ids(photos)?.into_iter().collect())
 }
 
 /// The ids of the photos a device lists (not those in the trash).

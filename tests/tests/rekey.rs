@@ -12,26 +12,15 @@ use kith_protocol::keys::{DeviceId, SymmetricKey};
 use kith_protocol::membership::OpBody;
 use kith_protocol::seal::open_change;
 use kith_tests::cluster::Cluster;
+use kith_tests::corpus::{more_photos, some_photos};
+use kith_tests::import;
 
 use crate::bad_keys::{chain, family_of, load};
-
-fn jpgs(skip: usize, take: usize) -> Result<Vec<String>> {
-    Ok(kith_tests::corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == kith_tests::corpus::Expect::Ok && r.path.ends_with(".jpg"))
-        .skip(skip)
-        .take(take)
-        .map(|r| r.abs_path().display().to_string())
-        .collect())
-}
 
 /// A family of two (Ana the admin, Person 1 a member) sharing an album of two photos.
 fn family_with_photos() -> Result<(Cluster, DeviceId)> {
     let cluster = Cluster::start(2)?;
-    let mut args = vec!["import", "--album", "Home"];
-    let files = jpgs(0, 2)?;
-    args.extend(files.iter().map(String::as_str));
-    cluster.nodes[0].ok(&args)?;
+    import(&cluster.nodes[0], &some_photos(2)?, "Home")?;
     cluster.wait_converged()?;
     let b: DeviceId = cluster.nodes[1].json(&["status", "--json"])?["device_id"]
         .as_str()
@@ -110,7 +99,7 @@ fn a_photo_added_after_a_removal_without_its_rotation_is_not_sealed_under_the_ol
     let old: BTreeSet<_> = crashed.changes.iter().map(|(_, c)| c.id()).collect();
 
     // A photo added now, without a running node, is sealed under keys B never had.
-    let more = jpgs(2, 1)?;
+    let more = more_photos(2, 1)?;
     a.ok(&["import", "--album", "Home", &more[0]])?;
     let (_, after) = load(a)?;
     let fresh: Vec<_> = after

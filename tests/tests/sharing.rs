@@ -3,41 +3,15 @@
 //! what is added later even when handed the ciphertext.
 
 use anyhow::{Context, Result};
-use kith_tests::cluster::{Cluster, SYNC_DEADLINE};
-use kith_tests::corpus::{self, Expect, Row};
+use kith_tests::cluster::{Cluster, SYNC_DEADLINE, join_relative};
+use kith_tests::corpus::{jpegs, paths};
 use kith_tests::leaks::Needles;
-use kith_tests::{TestNode, wait_until, walk};
+use kith_tests::{TestNode, album_id, import, photo_ids, wait_until, walk};
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::Value;
 
 const SHARED: &str = "Summer 2026";
 const PRIVATE: &str = "Just us";
-
-fn album_id(node: &TestNode, title: &str) -> Result<String> {
-    let albums = node.json(&["albums", "--json"])?;
-    albums
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["title"] == title))
-        .and_then(|a| a["id"].as_str())
-        .map(str::to_owned)
-        .with_context(|| format!("no album {title:?} in {albums}"))
-}
-
-fn photo_ids(node: &TestNode, album: Option<&str>) -> Result<Vec<String>> {
-    let mut args = vec!["photos", "--json"];
-    if let Some(a) = album {
-        args.extend(["--album", a]);
-    }
-    let mut ids: Vec<String> = node
-        .json(&args)?
-        .as_array()
-        .context("photos --json is a list")?
-        .iter()
-        .filter_map(|p| p["id"].as_str().map(str::to_owned))
-        .collect();
-    ids.sort();
-    Ok(ids)
-}
 
 /// Whether any file under the node's data dir holds `needle` (e.g. a document id, which redb
 /// keys of stored changes start with).
@@ -55,30 +29,6 @@ fn hex_bytes(hex: &str) -> Result<Vec<u8>> {
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).context("hex"))
-        .collect()
-}
-
-fn import(node: &TestNode, album: &str, rows: &[Row]) -> Result<String> {
-    let files = paths(rows);
-    let mut args = vec!["import", "--album", album];
-    args.extend(files.iter().map(String::as_str));
-    node.ok(&args)
-}
-
-/// The first `n` JPEGs of the corpus that import.
-fn jpegs(n: usize) -> Result<Vec<Row>> {
-    let rows: Vec<Row> = corpus::manifest()?
-        .into_iter()
-        .filter(|r| r.expect == Expect::Ok && r.path.ends_with(".jpg"))
-        .take(n)
-        .collect();
-    anyhow::ensure!(rows.len() == n, "the corpus has fewer than {n} JPEGs");
-    Ok(rows)
-}
-
-fn paths(rows: &[Row]) -> Vec<String> {
-    rows.iter()
-        .map(|r| r.abs_path().display().to_string())
         .collect()
 }
 
@@ -109,27 +59,15 @@ fn a_relative_receives_only_what_is_shared_and_loses_access_on_removal() -> Resu
     let cluster = Cluster::start(2)?;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let rows = jpegs(7)?;
-    import(a, SHARED, &rows[0..3])?;
-    import(a, PRIVATE, &rows[3..5])?;
+    import(a, &paths(&rows[0..3]), SHARED)?;
+    import(a, &paths(&rows[3..5]), PRIVATE)?;
     a.ok(&["albums", "create", "Beach", "--parent", SHARED])?;
     let shared = album_id(a, SHARED)?;
     let private = album_id(a, PRIVATE)?;
     let summer_photos = photo_ids(a, Some(SHARED))?;
 
     // Grandma joins as a relative.
-    let ticket = a.json(&["invite", "--role", "relative", "--json"])?["ticket"]
-        .as_str()
-        .context("ticket")?
-        .to_owned();
-    let mut g = TestNode::new();
-    g.ok(&[
-        "join",
-        &ticket,
-        "--name",
-        "Grandma's tablet",
-        "--person",
-        "Grandma",
-    ])?;
+    let mut g = join_relative(a, "Grandma's tablet", "Grandma")?;
     g.start()?;
     cluster.wait_converged()?;
     // Before anything is shared she sees nothing, and holds nothing of the family's albums.
@@ -227,7 +165,7 @@ fn a_relative_receives_only_what_is_shared_and_loses_access_on_removal() -> Resu
                 .any(|al| al["title"] == SHARED && al["access"] == "contribute")
         }))
     })?;
-    import(&g, SHARED, &rows[5..6])?;
+    import(&g, &paths(&rows[5..6]), SHARED)?;
     wait_until(SYNC_DEADLINE, "her photo to reach A and B", || {
         Ok(photo_ids(a, Some(SHARED))?.len() == 4 && photo_ids(b, Some(SHARED))?.len() == 4)
     })?;
@@ -245,7 +183,7 @@ fn a_relative_receives_only_what_is_shared_and_loses_access_on_removal() -> Resu
 
     // Her tablet is lost: the admin removes it, then adds a photo to the album.
     a.ok(&["devices", "remove", "Grandma's tablet"])?;
-    import(a, SHARED, &rows[6..7])?;
+    import(a, &paths(&rows[6..7]), SHARED)?;
     let later = photo_ids(a, Some(SHARED))?;
     assert_eq!(later.len(), 5);
     let g_before = photo_ids(&g, Some(SHARED))?;
@@ -299,7 +237,7 @@ fn a_removal_and_changes_made_apart_converge_the_same_way_on_every_device() -> R
     // A (admin), B, C, D (members).
     let mut cluster = Cluster::start(4)?;
     let rows = jpegs(2)?;
-    import(&cluster.nodes[0], "Trip", &rows)?;
+    import(&cluster.nodes[0], &paths(&rows), "Trip")?;
     cluster.nodes[0].ok(&["albums", "create", "Party"])?;
     cluster.wait_converged()?;
     let photo = photo_ids(&cluster.nodes[0], Some("Trip"))?[0].clone();

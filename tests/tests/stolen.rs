@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::purge::blob_files;
 
 fn ids(list: &Value) -> Result<BTreeSet<String>> {
-    Ok(crate::edits::ids(list)?.into_iter().collect())
+    Ok(kith_tests::ids(list)?.into_iter().collect())
 }
 
 /// The photos `node` lists, in the library and in the trash (kept entries included).

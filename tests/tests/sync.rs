@@ -4,14 +4,7 @@ use anyhow::{Context, Result};
 use kith_tests::TestNode;
 use kith_tests::cluster::Cluster;
 use kith_tests::corpus;
-
-/// Imports `files` on `node` into `album`.
-pub(crate) fn import(node: &TestNode, files: &[String], album: &str) -> Result<()> {
-    let mut args = vec!["import", "--album", album];
-    args.extend(files.iter().map(String::as_str));
-    node.ok(&args)?;
-    Ok(())
-}
+use kith_tests::import;
 
 #[test]
 fn invite_join_import_on_a_shows_on_b_with_identical_originals() -> Result<()> {
