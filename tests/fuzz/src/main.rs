@@ -5,16 +5,23 @@
 //! - `kith-fuzz seeds DIR`: writes every target's seeds (valid encodings) to `DIR/TARGET/`.
 //! - `kith-fuzz list`: the target names, one a line.
 //!
-//! The targets and their properties are those of the property harness, shared by path.
+//! The targets and their properties are those of the property harnesses: the protocol's
+//! decoders shared by path, the media walkers through `kith_node::media` (see `media.rs`).
 
 #[path = "../../../protocol/tests/fuzz_targets/mod.rs"]
 mod fuzz_targets;
+mod media;
 
 use std::path::Path;
 use std::process::ExitCode;
 
+/// Every target: the protocol's decoders, then the media walkers.
+fn targets() -> impl Iterator<Item = &'static fuzz_targets::Target> {
+    fuzz_targets::TARGETS.iter().chain(media::TARGETS)
+}
+
 fn write_seeds(dir: &Path) -> std::io::Result<()> {
-    for target in fuzz_targets::TARGETS {
+    for target in targets() {
         let sub = dir.join(target.name);
         std::fs::create_dir_all(&sub)?;
         for (n, seed) in (target.seeds)().iter().enumerate() {
@@ -28,7 +35,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["list"] => {
-            for target in fuzz_targets::TARGETS {
+            for target in targets() {
                 println!("{}", target.name);
             }
             ExitCode::SUCCESS
@@ -41,7 +48,7 @@ fn main() -> ExitCode {
             }
         },
         [name] => {
-            let Some(target) = fuzz_targets::target(name) else {
+            let Some(target) = targets().find(|t| t.name == *name) else {
                 eprintln!("no fuzz target {name}: `kith-fuzz list` names them");
                 return ExitCode::FAILURE;
             };
