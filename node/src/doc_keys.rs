@@ -584,11 +584,7 @@ impl Library {
         record: &DocRecord,
     ) -> Result<Vec<(ChangeId, SealedChange)>> {
         let me = self.device_id();
-        let ids: Vec<ChangeId> = state
-            .change_ids
-            .get(doc)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let ids = state.change_ids_of(doc);
         let mut out = Vec::new();
         for bytes in self.store.changes_by_id(doc, &ids)? {
             let Ok(sealed) = SealedChange::from_bytes(bytes) else {

@@ -32,6 +32,14 @@ pub(crate) struct Started {
 }
 
 impl State {
+    /// The ids of every sealed change held of `doc`.
+    pub(crate) fn change_ids_of(&self, doc: &DocId) -> Vec<ChangeId> {
+        self.change_ids
+            .get(doc)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether a change to `doc` sealed at `epoch` belongs to a history that started over and
     /// this device has not followed yet: it is stored and waits, not applied to the old one.
     pub(crate) fn awaits_fresh_start(&self, doc: &DocId, epoch: u32) -> bool {
@@ -167,11 +175,7 @@ impl Library {
 
     fn follow(&self, state: &mut State, doc: &DocId, fresh: &FreshStart) -> Result<()> {
         let me = self.device_id();
-        let ids: Vec<ChangeId> = state
-            .change_ids
-            .get(doc)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let ids = state.change_ids_of(doc);
         let Some(open) = state.docs.get(doc) else {
             return Ok(());
         };
