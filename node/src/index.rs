@@ -2,11 +2,11 @@
 //! photo, and the views listings are made of. Rebuilt when the library opens and kept current,
 //! document by document, as changes are committed; nothing of it is written to disk.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use kith_protocol::keys::{DocId, PhotoId};
 use kith_protocol::library::Document;
-use kith_protocol::library::{AlbumMeta, DocKind, LibraryError, PhotoEntry};
+use kith_protocol::library::{AlbumMeta, ChangeEffects, DocKind, LibraryError, PhotoEntry};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -63,7 +63,7 @@ impl State {
             }
             match read {
                 Ok(Indexed::Library(entries)) => {
-                    let ids = entries.iter().map(|e| e.id).collect();
+                    let ids: HashSet<PhotoId> = entries.iter().map(|e| e.id).collect();
                     for mut entry in entries {
                         self.trust_trash(&mut entry);
                         self.library_of.insert(entry.id, id);
@@ -96,6 +96,107 @@ impl State {
         }
         for photo in affected {
             self.settle_photo(photo);
+        }
+    }
+
+    /// Brings the index up to date with received changes: a document whose changes wrote only
+    /// photo entries has just those entries re-read; any other is re-read in full. So a batch
+    /// costs what it changed, not the size of the documents it touched.
+    pub(crate) fn reindex_touched(&mut self, touched: BTreeMap<DocId, Touched>) {
+        let mut whole = Vec::new();
+        let mut some = Vec::new();
+        for (doc, touched) in touched {
+            match touched {
+                Touched::Entries(keys) if self.indexed_as_logged(&doc) => some.push((doc, keys)),
+                _ => whole.push(doc),
+            }
+        }
+        let read: Vec<(DocId, ReadEntries)> = {
+            let open_docs = &self.docs;
+            some.par_iter()
+                .filter_map(|(id, keys)| {
+                    let open = open_docs.get(id)?;
+                    let entries = keys
+                        .iter()
+                        .map(|(photo, key)| Ok((*photo, open.doc.entry(key)?)))
+                        .collect();
+                    Some((*id, entries))
+                })
+                .collect()
+        };
+        let mut affected: HashSet<PhotoId> = HashSet::new();
+        for (doc, read) in read {
+            match read {
+                Ok(entries) => {
+                    for (photo, entry) in entries {
+                        affected.insert(photo);
+                        self.reindex_entry(doc, photo, entry);
+                    }
+                }
+                // Read in full, which reports the document as damaged if it is.
+                Err(_) => whole.push(doc),
+            }
+        }
+        self.reindex_docs(&whole);
+        for photo in affected {
+            self.settle_photo(photo);
+        }
+    }
+
+    /// Whether `doc` is in the index as what the log says it is, so that some of its entries
+    /// can be re-read alone.
+    fn indexed_as_logged(&self, doc: &DocId) -> bool {
+        match self.family.doc_kind(doc).unwrap_or(DocKind::Album) {
+            DocKind::Library => {
+                self.photos_by_doc.contains_key(doc) && !self.albums.contains_key(doc)
+            }
+            DocKind::Album => {
+                self.albums.contains_key(doc) && !self.photos_by_doc.contains_key(doc)
+            }
+        }
+    }
+
+    /// Puts one re-read entry of `doc` in the index, or takes it out when `doc` no longer
+    /// holds it; the photo is settled by the caller.
+    fn reindex_entry(&mut self, doc: DocId, photo: PhotoId, entry: Option<PhotoEntry>) {
+        let entry = entry.map(|mut entry| {
+            self.trust_trash(&mut entry);
+            entry
+        });
+        if let Some(album) = self.album_entries.get_mut(&doc) {
+            let ids = self.albums.get_mut(&doc).map(|(_, ids)| ids);
+            match entry {
+                Some(entry) => {
+                    album.insert(photo, entry);
+                    if let Some(ids) = ids {
+                        ids.insert(photo);
+                    }
+                }
+                None => {
+                    album.remove(&photo);
+                    if let Some(ids) = ids {
+                        ids.remove(&photo);
+                    }
+                }
+            }
+            return;
+        }
+        match entry {
+            Some(entry) => {
+                self.library_of.insert(photo, doc);
+                self.photos_by_doc.entry(doc).or_default().insert(photo);
+                self.set_photo(entry);
+            }
+            None => {
+                let held = self
+                    .photos_by_doc
+                    .get_mut(&doc)
+                    .is_some_and(|ids| ids.remove(&photo));
+                if held && self.library_of.get(&photo) == Some(&doc) {
+                    self.library_of.remove(&photo);
+                    self.left_doc.insert(photo, doc);
+                }
+            }
         }
     }
 
@@ -145,6 +246,8 @@ impl State {
     /// else a copy an album carries, else the photo is not here.
     fn settle_photo(&mut self, photo: PhotoId) {
         if self.library_of.contains_key(&photo) {
+            // Back in a shard (a document re-read in full takes its photos out first).
+            self.left_doc.remove(&photo);
             return;
         }
         let copy = self
@@ -403,6 +506,56 @@ impl State {
                 .access_of(id, &self.me)
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
+        }
+    }
+}
+
+/// Entries of one document re-read by key: each photo with its entry, or `None` where the
+/// document no longer holds it.
+type ReadEntries = std::result::Result<Vec<(PhotoId, Option<PhotoEntry>)>, LibraryError>;
+
+/// What received changes may have changed in one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Touched {
+    /// Anything: the document is re-read in full.
+    Whole,
+    /// These photo entries only, by id and by their key in the document.
+    Entries(BTreeMap<PhotoId, String>),
+}
+
+impl Touched {
+    /// What a change with these effects may have changed: the entries it adds, edits or
+    /// removes, or the whole document when it writes anything else or names an entry by a
+    /// key that is not a photo id in canonical form.
+    pub(crate) fn of(effects: &ChangeEffects) -> Touched {
+        if effects.touches_document {
+            return Touched::Whole;
+        }
+        let keys = effects
+            .added
+            .iter()
+            .chain(&effects.edited)
+            .chain(effects.removed.keys());
+        let mut entries = BTreeMap::new();
+        for key in keys {
+            match key.parse::<PhotoId>() {
+                Ok(photo) if photo.to_string() == *key => {
+                    entries.insert(photo, key.clone());
+                }
+                _ => return Touched::Whole,
+            }
+        }
+        Touched::Entries(entries)
+    }
+
+    /// What two sets of changes to one document may have changed together.
+    pub(crate) fn merge(self, other: Touched) -> Touched {
+        match (self, other) {
+            (Touched::Entries(mut a), Touched::Entries(b)) => {
+                a.extend(b);
+                Touched::Entries(a)
+            }
+            _ => Touched::Whole,
         }
     }
 }

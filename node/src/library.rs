@@ -47,7 +47,7 @@ pub(crate) struct State {
     /// Photos of this person's library, by id.
     pub photos: HashMap<PhotoId, PhotoEntry>,
     /// Which photos each library document holds, to re-index one document alone.
-    pub photos_by_doc: HashMap<DocId, Vec<PhotoId>>,
+    pub photos_by_doc: HashMap<DocId, HashSet<PhotoId>>,
     /// Album id → its metadata and photo ids.
     pub albums: BTreeMap<DocId, (AlbumMeta, BTreeSet<PhotoId>)>,
     pub damaged: Vec<String>,

@@ -16,6 +16,7 @@ use kith_protocol::seal::{self, ChangeId, SealedChange};
 use kith_protocol::wire::{DocDigest, digest_ids};
 
 use crate::error::{Error, Result};
+use crate::index::Touched;
 use crate::library::{Library, OpenDoc, State};
 use crate::store::WriteBatch;
 use kith_protocol::keys::SymmetricKey;
@@ -393,20 +394,32 @@ impl Library {
                     .into_iter()
                     .map(|(sealed, plain, scope)| (sealed, DecodedChange::decode(plain), scope))
                     .collect();
+                // Changes automerge holds queued may be applied along with these, unread.
+                let queued = open.doc.has_queued_changes();
                 causal_order(decoded, |(_, change, _)| change.as_ref().ok())
                     .into_iter()
                     .map(|(sealed, change, scope)| {
-                        apply_checked(id, open, sealed, change, scope, &contributors)
+                        let mut applied =
+                            apply_checked(id, open, sealed, change, scope, &contributors);
+                        if queued {
+                            applied.touched = Touched::Whole;
+                        }
+                        applied
                     })
                     .collect::<Vec<_>>()
             })
             .collect();
         let mut batch = WriteBatch::default();
-        let mut touched = BTreeSet::new();
-        for applied in applied {
+        let mut touched: BTreeMap<DocId, Touched> = BTreeMap::new();
+        for mut applied in applied {
             match applied.refused {
                 None => {
-                    touched.insert(applied.doc);
+                    let this = std::mem::replace(&mut applied.touched, Touched::Whole);
+                    let doc_touched = match touched.remove(&applied.doc) {
+                        Some(before) => before.merge(this),
+                        None => this,
+                    };
+                    touched.insert(applied.doc, doc_touched);
                     state.note_removals(&applied);
                     batch.changes.push((applied.doc, applied.sealed));
                 }
@@ -441,8 +454,7 @@ impl Library {
         }
         let authors: Vec<(DeviceId, ChangeId)> = batch_authors;
         state.note_authors(authors);
-        let touched: Vec<DocId> = touched.into_iter().collect();
-        state.reindex_docs(&touched);
+        state.reindex_touched(touched);
         state.purge_ok.clear();
         state.removed_by.clear();
         self.save_kept(&mut state);
@@ -466,6 +478,8 @@ pub(crate) struct Applied {
     scope: WriteScope,
     /// The entries it removed or replaced, as they were.
     removed: Vec<PhotoEntry>,
+    /// What of the document it may have changed, for the index.
+    touched: Touched,
 }
 
 /// Applies one checked change to its open document, after reading what it does: a
@@ -485,6 +499,7 @@ fn apply_checked(
         refused: Some(reason),
         scope,
         removed: Vec::new(),
+        touched: Touched::Whole,
     };
     let change = match change {
         Ok(change) => change,
@@ -516,6 +531,7 @@ fn apply_checked(
         }
         _ => None,
     };
+    let touched = effects.as_ref().map_or(Touched::Whole, Touched::of);
     let removed = effects
         .map(|e| e.removed.into_values().collect())
         .unwrap_or_default();
@@ -526,6 +542,7 @@ fn apply_checked(
         refused,
         scope,
         removed,
+        touched,
     }
 }
 

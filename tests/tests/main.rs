@@ -15,6 +15,7 @@ mod hostile_files;
 mod impersonation;
 mod import;
 mod in_process;
+mod index_follows;
 mod inflation;
 mod invite;
 mod later_grantee;

@@ -76,6 +76,12 @@ impl Document {
             .collect())
     }
 
+    /// Whether automerge holds changes here that wait for a dependency: applying the change
+    /// they wait for applies them too, without their effects having been read.
+    pub fn has_queued_changes(&self) -> bool {
+        !self.doc.get_missing_deps(&[]).is_empty()
+    }
+
     /// Whether the document holds every change `change` builds on.
     pub fn has_deps_of(&self, change: &DecodedChange) -> bool {
         self.missing_dep_of(&change.0).is_none()

@@ -184,6 +184,32 @@ mod tests {
     }
 
     #[test]
+    fn the_trash_names_the_device_that_trashed_and_a_restore_clears_it() {
+        let first = base();
+        let mut doc = device(2, std::slice::from_ref(&first));
+        let id = entry(1).id;
+        let trash = PhotoEdit {
+            trashed_at_ms: Some(Some(9)),
+            ..PhotoEdit::default()
+        };
+        doc.edit_photo(&id, &trash).unwrap();
+        let trashed = doc.commit(2).unwrap();
+        let mut other = device(3, &[first, trashed]);
+        let got = &other.photos().unwrap()[0];
+        assert_eq!(
+            (got.trashed_at_ms, got.trashed_by),
+            (Some(9), Some(DeviceId([2; 32])))
+        );
+        let restore = PhotoEdit {
+            trashed_at_ms: Some(None),
+            ..PhotoEdit::default()
+        };
+        other.edit_photo(&id, &restore).unwrap();
+        let got = &other.photos().unwrap()[0];
+        assert_eq!((got.trashed_at_ms, got.trashed_by), (None, None));
+    }
+
+    #[test]
     fn editing_a_photo_the_document_lacks_changes_nothing() {
         let first = base();
         let mut doc = device(2, &[first]);

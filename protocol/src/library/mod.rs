@@ -402,35 +402,94 @@ fn get_u64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<u64> {
     })
 }
 
-fn get_f64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<f64> {
-    scalar(doc, obj, key).and_then(|s| s.as_f64())
-}
-
 fn get_bytes32(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<[u8; 32]> {
     scalar(doc, obj, key).and_then(|s| s.as_bytes().and_then(|b| <[u8; 32]>::try_from(b).ok()))
 }
 
+/// The fields of one entry, read in one pass over its map: a `get` per field seeks through the
+/// document's op set each time, and reading entries is most of what opening a library, taking
+/// in changes and indexing cost.
+struct EntryFields<'a>(Vec<automerge::iter::MapRangeItem<'a>>);
+
+impl<'a> EntryFields<'a> {
+    fn read(doc: &'a AutoCommit, obj: &ObjId) -> EntryFields<'a> {
+        EntryFields(doc.map_range(obj, ..).collect())
+    }
+
+    fn item(&self, key: &str) -> Option<&automerge::iter::MapRangeItem<'a>> {
+        self.0.iter().find(|item| item.key == key)
+    }
+
+    fn scalar(&self, key: &str) -> Option<ScalarValue> {
+        match self.item(key)?.value.clone().into_value() {
+            Value::Scalar(s) => Some(s.into_owned()),
+            Value::Object(_) => None,
+        }
+    }
+
+    fn str(&self, key: &str) -> Option<String> {
+        self.scalar(key).and_then(|s| s.as_str().map(str::to_owned))
+    }
+
+    fn u64(&self, key: &str) -> Option<u64> {
+        self.scalar(key).and_then(|s| {
+            s.as_u64()
+                .or_else(|| s.as_i64().and_then(|i| u64::try_from(i).ok()))
+        })
+    }
+
+    fn f64(&self, key: &str) -> Option<f64> {
+        self.scalar(key).and_then(|s| s.as_f64())
+    }
+
+    fn bytes32(&self, key: &str) -> Option<[u8; 32]> {
+        self.scalar(key)
+            .and_then(|s| s.as_bytes().and_then(|b| <[u8; 32]>::try_from(b).ok()))
+    }
+
+    /// The device whose change wrote `key`'s value, unless the value is null or absent.
+    fn written_by(&self, key: &str) -> Option<DeviceId> {
+        let item = self.item(key)?;
+        if matches!(&item.value, automerge::ValueRef::Scalar(s) if *s == automerge::ScalarValueRef::Null)
+        {
+            return None;
+        }
+        match item.id() {
+            automerge::ObjId::Id(_, actor, _) => scope::actor_device(&actor),
+            automerge::ObjId::Root => None,
+        }
+    }
+
+    /// The map object at `key`, if that is what it holds.
+    fn map(&self, key: &str) -> Option<ObjId> {
+        let item = self.item(key)?;
+        matches!(item.value, automerge::ValueRef::Object(ObjType::Map)).then(|| item.id())
+    }
+}
+
 fn read_entry(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<PhotoEntry, LibraryError> {
+    let fields = EntryFields::read(doc, obj);
     let bad = |field: &'static str| LibraryError::BadEntry {
         key: key.to_owned(),
         field,
     };
     let blob = |name: &'static str, len_name: &'static str| -> Result<BlobRef, LibraryError> {
         Ok(BlobRef {
-            hash: get_bytes32(doc, obj, name).ok_or_else(|| bad(name))?,
-            len: get_u64(doc, obj, len_name).ok_or_else(|| bad(len_name))?,
+            hash: fields.bytes32(name).ok_or_else(|| bad(name))?,
+            len: fields.u64(len_name).ok_or_else(|| bad(len_name))?,
         })
     };
     let dim = |name: &'static str| -> Result<u32, LibraryError> {
-        get_u64(doc, obj, name)
+        fields
+            .u64(name)
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(|| bad(name))
     };
-    let tags = match doc.get(obj, "tags").ok().flatten() {
-        Some((Value::Object(ObjType::Map), tags)) => doc.keys(&tags).collect(),
-        _ => Vec::new(),
+    let tags = match fields.map("tags") {
+        Some(tags) => doc.keys(&tags).collect(),
+        None => Vec::new(),
     };
-    let gps = match (get_f64(doc, obj, "lat"), get_f64(doc, obj, "lon")) {
+    let gps = match (fields.f64("lat"), fields.f64("lon")) {
         (Some(lat), Some(lon)) => Some((lat, lon)),
         _ => None,
     };
@@ -439,33 +498,31 @@ fn read_entry(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<PhotoEntry, Li
         original: blob("original", "original_len")?,
         preview: blob("preview", "preview_len")?,
         thumbnail: blob("thumbnail", "thumbnail_len")?,
-        file_key: FileKey::from_bytes(get_bytes32(doc, obj, "key").ok_or_else(|| bad("key"))?),
-        file_name: get_str(doc, obj, "name").ok_or_else(|| bad("name"))?,
-        mime: get_str(doc, obj, "mime").ok_or_else(|| bad("mime"))?,
-        size: get_u64(doc, obj, "size").ok_or_else(|| bad("size"))?,
+        file_key: FileKey::from_bytes(fields.bytes32("key").ok_or_else(|| bad("key"))?),
+        file_name: fields.str("name").ok_or_else(|| bad("name"))?,
+        mime: fields.str("mime").ok_or_else(|| bad("mime"))?,
+        size: fields.u64("size").ok_or_else(|| bad("size"))?,
         width: dim("width")?,
         height: dim("height")?,
         display_width: dim("display_width")?,
         display_height: dim("display_height")?,
-        orientation: get_u64(doc, obj, "orientation").and_then(|o| u16::try_from(o).ok()),
-        taken_at: get_str(doc, obj, "taken_at"),
-        make: get_str(doc, obj, "make"),
-        model: get_str(doc, obj, "model"),
+        orientation: fields
+            .u64("orientation")
+            .and_then(|o| u16::try_from(o).ok()),
+        taken_at: fields.str("taken_at"),
+        make: fields.str("make"),
+        model: fields.str("model"),
         gps,
-        added_by: DeviceId(get_bytes32(doc, obj, "added_by").ok_or_else(|| bad("added_by"))?),
-        added_at_ms: get_u64(doc, obj, "added_at").unwrap_or(0),
-        caption: get_str(doc, obj, "caption"),
-        favourite: scalar(doc, obj, "favourite")
+        added_by: DeviceId(fields.bytes32("added_by").ok_or_else(|| bad("added_by"))?),
+        added_at_ms: fields.u64("added_at").unwrap_or(0),
+        caption: fields.str("caption"),
+        favourite: fields
+            .scalar("favourite")
             .and_then(|s| s.as_bool())
             .unwrap_or(false),
         tags,
-        trashed_at_ms: get_u64(doc, obj, "trashed_at"),
-        trashed_by: match doc.get(obj, "trashed_at").ok().flatten() {
-            Some((Value::Scalar(s), automerge::ObjId::Id(_, actor, _))) if !s.is_null() => {
-                scope::actor_device(&actor)
-            }
-            _ => None,
-        },
+        trashed_at_ms: fields.u64("trashed_at"),
+        trashed_by: fields.written_by("trashed_at"),
     })
 }
 

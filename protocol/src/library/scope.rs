@@ -186,8 +186,9 @@ impl Document {
         Ok(())
     }
 
-    /// The visible entry for `photo`, if any.
-    pub(super) fn entry(&self, photo: &str) -> Result<Option<PhotoEntry>, LibraryError> {
+    /// The visible entry for `photo` (its id in hex), if any: what [`Document::photos`] reads
+    /// for that key alone.
+    pub fn entry(&self, photo: &str) -> Result<Option<PhotoEntry>, LibraryError> {
         let Some(photos) = self.photos_obj() else {
             return Ok(None);
         };
