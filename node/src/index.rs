@@ -59,7 +59,10 @@ impl State {
         let mut affected: HashSet<PhotoId> = HashSet::new();
         for (id, read) in read {
             if read.is_ok() {
+                self.unreadable.remove(&id);
                 self.unindex_doc(id, &mut affected);
+            } else {
+                self.unreadable.insert(id);
             }
             match read {
                 Ok(Indexed::Library(entries)) => {
@@ -146,6 +149,10 @@ impl State {
     /// Whether `doc` is in the index as what the log says it is, so that some of its entries
     /// can be re-read alone.
     fn indexed_as_logged(&self, doc: &DocId) -> bool {
+        if self.unreadable.contains(doc) {
+            // Its index is what it was before it stopped reading: re-read it in full.
+            return false;
+        }
         match self.family.doc_kind(doc).unwrap_or(DocKind::Album) {
             DocKind::Library => {
                 self.photos_by_doc.contains_key(doc) && !self.albums.contains_key(doc)
@@ -535,6 +542,7 @@ impl Touched {
             .added
             .iter()
             .chain(&effects.edited)
+            .chain(&effects.deleted)
             .chain(effects.removed.keys());
         let mut entries = BTreeMap::new();
         for key in keys {

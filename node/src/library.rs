@@ -75,6 +75,8 @@ pub(crate) struct State {
     pub removed_by: HashMap<PhotoId, DeviceId>,
     /// The library shard a photo's entry just left.
     pub left_doc: HashMap<PhotoId, DocId>,
+    /// Documents whose last full read failed (listed in `damaged`): their index is stale.
+    pub unreadable: HashSet<DocId>,
     /// Entries kept restorable ([`crate::keep`]), and those not written to disk yet.
     pub kept: HashMap<PhotoId, crate::store::Kept>,
     pub kept_unsaved: Vec<PhotoId>,
@@ -656,6 +658,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         purge_ok: HashSet::new(),
         removed_by: HashMap::new(),
         left_doc: HashMap::new(),
+        unreadable: HashSet::new(),
         kept: HashMap::new(),
         kept_unsaved: Vec::new(),
         changes_by_author: HashMap::new(),

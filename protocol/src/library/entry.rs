@@ -147,12 +147,12 @@ impl<'a> EntryFields<'a> {
             .and_then(|s| s.as_bytes().and_then(|b| <[u8; 32]>::try_from(b).ok()))
     }
 
-    /// The device whose change wrote `key`'s value, unless the value is null or absent.
+    /// The device whose change wrote `key`'s value, when that is a scalar other than null.
     fn written_by(&self, key: &str) -> Option<DeviceId> {
         let item = self.item(key)?;
-        if matches!(&item.value, automerge::ValueRef::Scalar(s) if *s == automerge::ScalarValueRef::Null)
-        {
-            return None;
+        match &item.value {
+            automerge::ValueRef::Scalar(s) if *s != automerge::ScalarValueRef::Null => {}
+            _ => return None,
         }
         match item.id() {
             automerge::ObjId::Id(_, actor, _) => scope::actor_device(&actor),

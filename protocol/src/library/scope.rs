@@ -29,6 +29,9 @@ pub struct ChangeEffects {
     pub added: BTreeSet<String>,
     /// Photo ids (hex) of existing entries whose fields it writes.
     pub edited: BTreeSet<String>,
+    /// Keys of the `photos` map it deletes, whatever they held (an entry that does not read
+    /// as one is in no other set).
+    pub deleted: BTreeSet<String>,
 }
 
 impl ChangeEffects {
@@ -89,6 +92,8 @@ impl Document {
         // writes the `photos` map a thousand times, and finding an object's path is a walk.
         let mut existing: HashMap<&automerge::legacy::OpId, Place> = HashMap::new();
         let photos = self.photos_obj();
+        // Ops of this change under each key of the `photos` map, by counter.
+        let mut under_key: HashMap<String, Vec<u64>> = HashMap::new();
         for (i, op) in expanded.operations.iter().enumerate() {
             let counter = start.saturating_add(i as u64);
             let place = match &op.obj {
@@ -113,6 +118,20 @@ impl Document {
                     }
                 }
                 (Place::Photos, Some(photo)) => {
+                    let earlier = under_key.entry(photo.clone()).or_default();
+                    if !self.overwrites_only_its_key(
+                        photos.as_ref(),
+                        &photo,
+                        op,
+                        &actor,
+                        earlier,
+                        change.deps(),
+                    ) {
+                        // automerge deletes every op a change says it overwrites, wherever
+                        // it sits in the map: under another key, that is another entry.
+                        effects.touches_document = true;
+                    }
+                    earlier.push(counter);
                     self.note_entry_op(&mut effects, photos.as_ref(), &photo)?;
                     match op.action {
                         OpType::Make(ObjType::Map) => {
@@ -125,7 +144,9 @@ impl Document {
                                 None => effects.touches_document = true,
                             }
                         }
-                        OpType::Delete => {}
+                        OpType::Delete => {
+                            effects.deleted.insert(photo);
+                        }
                         _ => effects.touches_document = true,
                     }
                 }
@@ -155,6 +176,37 @@ impl Document {
             }
         }
         Ok(effects)
+    }
+
+    /// Whether every op that `op` (on `photos[photo]`) says it overwrites is under that key:
+    /// an earlier op of the same change there, or one there now or when the change was made.
+    fn overwrites_only_its_key(
+        &self,
+        photos: Option<&automerge::ObjId>,
+        photo: &str,
+        op: &automerge::legacy::Op,
+        actor: &ActorId,
+        earlier: &[u64],
+        deps: &[automerge::ChangeHash],
+    ) -> bool {
+        let there = |ids: Vec<(Value<'_>, automerge::ObjId)>, pred: &automerge::legacy::OpId| {
+            ids.iter().any(|(_, id)| {
+                matches!(id, automerge::ObjId::Id(counter, by, _) if *counter == pred.0 && *by == pred.1)
+            })
+        };
+        op.pred.iter().all(|pred| {
+            if pred.1 == *actor && earlier.contains(&pred.0) {
+                return true;
+            }
+            let Some(photos) = photos else {
+                return false;
+            };
+            there(self.doc.get_all(photos, photo).unwrap_or_default(), pred)
+                || there(
+                    self.doc.get_all_at(photos, photo, deps).unwrap_or_default(),
+                    pred,
+                )
+        })
     }
 
     /// Records an op on `photos[photo]` that replaces or deletes what is there.
@@ -237,8 +289,9 @@ impl Document {
 mod tests {
     use std::collections::BTreeSet;
 
-    use automerge::ROOT;
+    use automerge::legacy::{Key, OpType};
     use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT, ReadDoc};
 
     use crate::keys::{DeviceId, DocId, PhotoId};
     use crate::library::tests::entry;
@@ -256,6 +309,87 @@ mod tests {
         let first = owner.commit(1).unwrap();
         let contributor = Document::from_changes(&CONTRIBUTOR, [genesis, first]).unwrap();
         (owner, contributor)
+    }
+
+    #[test]
+    fn deleting_an_entry_that_does_not_read_is_still_named() {
+        let (mut owner, _) = album();
+        let key = PhotoId([1; 32]).to_string();
+        let photos = owner.photos_obj().unwrap();
+        let (_, entry) = owner.doc.get(&photos, key.as_str()).unwrap().unwrap();
+        owner.doc.put(&entry, "width", "not a number").unwrap();
+        owner.commit(2).unwrap();
+        let mut replica = Document::from_changes(
+            &CONTRIBUTOR,
+            owner
+                .doc
+                .get_changes(&[])
+                .into_iter()
+                .map(|c| c.raw_bytes().to_vec()),
+        )
+        .unwrap();
+        owner.doc.delete(&photos, key.as_str()).unwrap();
+        let delete = owner.commit(3).unwrap();
+        let effects = replica.effects_of(&delete).unwrap();
+        assert!(effects.removed.is_empty(), "it does not read: {effects:?}");
+        assert!(effects.deleted.contains(&key), "{effects:?}");
+        replica.apply_change(delete).unwrap();
+        assert!(replica.photos().unwrap().is_empty());
+    }
+
+    /// A contributor's new entry whose op names, as what it overwrites, the op that made the
+    /// owner's entry under another key: automerge deletes whatever op a change names, wherever
+    /// it sits in the object.
+    #[test]
+    fn a_new_entry_claiming_to_overwrite_another_entry_touches_the_document() {
+        let (owner, mut c) = album();
+        let photos = c.photos_obj().unwrap();
+        let owners_key = PhotoId([1; 32]).to_string();
+        let Some((_, automerge::ObjId::Id(counter, actor, _))) =
+            c.doc.get(&photos, owners_key.as_str()).unwrap()
+        else {
+            panic!("the owner's entry is there")
+        };
+        c.put_photos(&[entry(2)]).unwrap();
+        let mut expanded = automerge::Change::from_bytes(c.commit(2).unwrap())
+            .unwrap()
+            .decode();
+        let mine = PhotoId([2; 32]).to_string();
+        let Some(make) = expanded.operations.iter_mut().find(|op| {
+            matches!(op.action, OpType::Make(ObjType::Map))
+                && matches!(&op.key, Key::Map(k) if *k == mine)
+        }) else {
+            panic!("the change makes entry 2")
+        };
+        make.pred = vec![automerge::legacy::OpId::new(counter, &actor)].into();
+        let forged = automerge::Change::from(expanded).raw_bytes().to_vec();
+
+        // Applied, it takes the owner's entry away.
+        let mut applied = Document::from_changes(
+            &OWNER,
+            owner
+                .doc
+                .clone()
+                .get_changes(&[])
+                .into_iter()
+                .map(|c| c.raw_bytes().to_vec()),
+        )
+        .unwrap();
+        applied.apply_change(forged.clone()).unwrap();
+        let left: Vec<PhotoId> = applied
+            .photos()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, vec![PhotoId([2; 32])]);
+
+        let effects = owner.effects_of(&forged).unwrap();
+        assert!(
+            !effects.only_entries_of(&BTreeSet::from([CONTRIBUTOR])),
+            "it removes the owner's entry: {effects:?}"
+        );
+        assert!(effects.touches_document);
     }
 
     /// What the contributor's next change does, read by the owner's replica.
