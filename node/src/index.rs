@@ -121,7 +121,7 @@ impl State {
                     let open = open_docs.get(id)?;
                     let entries = keys
                         .iter()
-                        .map(|(photo, key)| Ok((*photo, open.doc.entry(key)?)))
+                        .map(|photo| Ok((*photo, open.doc.entry(&photo.to_string())?)))
                         .collect();
                     Some((*id, entries))
                 })
@@ -526,8 +526,8 @@ type ReadEntries = std::result::Result<Vec<(PhotoId, Option<PhotoEntry>)>, Libra
 pub(crate) enum Touched {
     /// Anything: the document is re-read in full.
     Whole,
-    /// These photo entries only, by id and by their key in the document.
-    Entries(BTreeMap<PhotoId, String>),
+    /// These photo entries only (keyed in the document by the id in hex).
+    Entries(BTreeSet<PhotoId>),
 }
 
 impl Touched {
@@ -544,11 +544,11 @@ impl Touched {
             .chain(&effects.edited)
             .chain(&effects.deleted)
             .chain(effects.removed.keys());
-        let mut entries = BTreeMap::new();
+        let mut entries = BTreeSet::new();
         for key in keys {
             match key.parse::<PhotoId>() {
                 Ok(photo) if photo.to_string() == *key => {
-                    entries.insert(photo, key.clone());
+                    entries.insert(photo);
                 }
                 _ => return Touched::Whole,
             }

@@ -118,13 +118,18 @@ impl Document {
                     }
                 }
                 (Place::Photos, Some(photo)) => {
+                    // What is under the key now: read once, for both checks below.
+                    let there = match &photos {
+                        Some(photos) => self.doc.get_all(photos, photo.as_str())?,
+                        None => Vec::new(),
+                    };
                     let earlier = under_key.entry(photo.clone()).or_default();
                     if !self.overwrites_only_its_key(
                         photos.as_ref(),
                         &photo,
                         op,
                         &actor,
-                        earlier,
+                        (earlier, &there),
                         change.deps(),
                     ) {
                         // automerge deletes every op a change says it overwrites, wherever
@@ -132,7 +137,7 @@ impl Document {
                         effects.touches_document = true;
                     }
                     earlier.push(counter);
-                    self.note_entry_op(&mut effects, photos.as_ref(), &photo)?;
+                    self.note_entry_op(&mut effects, there, &photo);
                     match op.action {
                         OpType::Make(ObjType::Map) => {
                             let maker = actor_device(&actor);
@@ -179,47 +184,44 @@ impl Document {
     }
 
     /// Whether every op that `op` (on `photos[photo]`) says it overwrites is under that key:
-    /// an earlier op of the same change there, or one there now or when the change was made.
+    /// an earlier op of the same change there (`earlier`), or one there now (`there`) or when
+    /// the change was made.
     fn overwrites_only_its_key(
         &self,
         photos: Option<&automerge::ObjId>,
         photo: &str,
         op: &automerge::legacy::Op,
         actor: &ActorId,
-        earlier: &[u64],
+        (earlier, there): (&[u64], &[(Value<'_>, automerge::ObjId)]),
         deps: &[automerge::ChangeHash],
     ) -> bool {
-        let there = |ids: Vec<(Value<'_>, automerge::ObjId)>, pred: &automerge::legacy::OpId| {
+        let holds = |ids: &[(Value<'_>, automerge::ObjId)], pred: &automerge::legacy::OpId| {
             ids.iter().any(|(_, id)| {
                 matches!(id, automerge::ObjId::Id(counter, by, _) if *counter == pred.0 && *by == pred.1)
             })
         };
         op.pred.iter().all(|pred| {
-            if pred.1 == *actor && earlier.contains(&pred.0) {
+            if (pred.1 == *actor && earlier.contains(&pred.0)) || holds(there, pred) {
                 return true;
             }
-            let Some(photos) = photos else {
-                return false;
-            };
-            there(self.doc.get_all(photos, photo).unwrap_or_default(), pred)
-                || there(
-                    self.doc.get_all_at(photos, photo, deps).unwrap_or_default(),
+            // Overwritten since by a change this one did not know of.
+            photos.is_some_and(|photos| {
+                holds(
+                    &self.doc.get_all_at(photos, photo, deps).unwrap_or_default(),
                     pred,
                 )
+            })
         })
     }
 
-    /// Records an op on `photos[photo]` that replaces or deletes what is there.
+    /// Records an op on `photos[photo]` that replaces or deletes `there`, what is under the key.
     fn note_entry_op(
         &self,
         effects: &mut ChangeEffects,
-        photos: Option<&automerge::ObjId>,
+        there: Vec<(Value<'_>, automerge::ObjId)>,
         photo: &str,
-    ) -> Result<(), LibraryError> {
-        let Some(photos) = photos else {
-            return Ok(());
-        };
-        for (value, id) in self.doc.get_all(photos, photo)? {
+    ) {
+        for (value, id) in there {
             match (value, &id) {
                 (Value::Object(ObjType::Map), automerge::ObjId::Id(..)) => {
                     match self.maker_of(&id) {
@@ -235,7 +237,6 @@ impl Document {
                 _ => effects.touches_document = true,
             }
         }
-        Ok(())
     }
 
     /// The visible entry for `photo` (its id in hex), if any: what [`Document::photos`] reads
