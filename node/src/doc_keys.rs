@@ -43,9 +43,6 @@ pub(crate) struct OpChain {
     pub ops: Vec<SignedOp>,
     pub family: FamilyState,
     pub fresh: Vec<SignedOp>,
-    /// Documents whose history starts over with the rotation this chain makes of them
-    /// ([`crate::fresh_start`]): rotated without the earlier keys.
-    pub start_over: BTreeSet<DocId>,
 }
 
 impl OpChain {
@@ -55,7 +52,6 @@ impl OpChain {
             ops: state.ops.clone(),
             family: state.family.clone(),
             fresh: Vec::new(),
-            start_over: BTreeSet::new(),
         }
     }
 
@@ -319,31 +315,38 @@ impl Library {
     fn settle(&self, state: &mut State, mut chain: OpChain, scope: Scope<'_>) -> Result<()> {
         let taken = self.take_keys(state)?;
         let me = self.device_id();
-        let rotations: Vec<Rotation> = state
-            .rotations_due(&me, scope)
-            .into_iter()
-            .filter_map(|doc| {
-                let record = &state.docs.get(&doc)?.record;
-                // A history that starts over gets no earlier keys; one that started over
-                // before gets none from before that.
-                let since = state.family.fresh_start(&doc).map_or(0, |f| f.epoch);
-                let earlier = if chain.start_over.contains(&doc) {
-                    Vec::new()
-                } else {
-                    record
-                        .all_keys()
-                        .into_iter()
-                        .filter(|(e, _)| *e >= since)
-                        .collect()
-                };
-                Some(Rotation {
-                    doc,
-                    epoch: record.epoch + 1,
-                    key: rand::random(),
-                    earlier,
-                })
-            })
-            .collect();
+        // A rotation that gives the key to a person who could not read the document starts
+        // its history over when photos left it before (`crate::fresh_start`).
+        let mut start_over = BTreeSet::new();
+        let mut rotations = Vec::new();
+        for doc in state.rotations_due(&me, scope) {
+            if state.rotation_starts_over(&doc) {
+                if state.awaits_fresh_start(&doc, state.family.current_epoch(&doc)) {
+                    tracing::info!(%doc, "not rotating {} yet: it must start over, and this device has not followed its last new history", state.doc_name(&doc));
+                    continue;
+                }
+                start_over.insert(doc);
+            }
+            let Some(open) = state.docs.get(&doc) else {
+                continue;
+            };
+            // A history that starts over gets no earlier keys; one that started over before
+            // gets none from before that.
+            let since = state.family.fresh_start(&doc).map_or(0, |f| f.epoch);
+            let earlier = if start_over.contains(&doc) {
+                Vec::new()
+            } else {
+                (open.record.all_keys().into_iter())
+                    .filter(|(e, _)| *e >= since)
+                    .collect()
+            };
+            rotations.push(Rotation {
+                doc,
+                epoch: open.record.epoch + 1,
+                key: rand::random(),
+                earlier,
+            });
+        }
         // The log evaluated before; if it does not with the rotations, they are left for the
         // next time the log changes and the keys taken in are still committed.
         let applied = match chain.rotate_all(&self.device, &state.my_person(), &rotations) {
@@ -367,9 +370,9 @@ impl Library {
         }
         let mut started = Vec::new();
         for (doc, record) in &rotated {
-            if chain.start_over.contains(doc) {
-                // Without its fresh start a grant would hand the new reader the old history
-                // at the next rotation: nothing of the share is committed.
+            if start_over.contains(doc) {
+                // Without its fresh start the new reader would get the old history at the
+                // next rotation: nothing of the change that made it due is committed.
                 started.push(self.start_over(state, &mut chain, doc, record)?);
             }
         }
@@ -433,19 +436,7 @@ impl Library {
     /// read what), in one transaction: no crash leaves a removal without its re-keying.
     /// `Error::NotAllowed` when the rules apply none of them.
     pub(crate) fn append_ops(&self, state: &mut State, bodies: Vec<OpBody>) -> Result<()> {
-        self.append_ops_starting_over(state, bodies, BTreeSet::new())
-    }
-
-    /// [`Library::append_ops`], starting the histories of `start_over` over with the rotations
-    /// the ops make due ([`crate::fresh_start`]).
-    pub(crate) fn append_ops_starting_over(
-        &self,
-        state: &mut State,
-        bodies: Vec<OpBody>,
-        start_over: BTreeSet<DocId>,
-    ) -> Result<()> {
         let mut chain = OpChain::new(state);
-        chain.start_over = start_over;
         for body in bodies {
             chain.push(&self.device, body)?;
         }

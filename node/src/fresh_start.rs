@@ -1,9 +1,9 @@
 //! A document's history starting over (`FreshStart` in the log; see
-//! `kith_protocol::library::fresh`): when an album is shared with a person who could not read
-//! it and photos have left it before, the device that shares it writes the album as it is now
-//! as the one change of a new history, sealed under a new key given without the earlier keys.
-//! The new reader gets that key only, so it reads the album's photos now and nothing that left
-//! it before.
+//! `kith_protocol::library::fresh`): when a rotation gives an album's key to a person who could
+//! not read it (a share, a relative made a member) and photos have left it before, the device
+//! that rotates writes the album as it is now as the one change of a new history, sealed under
+//! the new key given without the earlier keys. The new reader gets that key only, so it reads
+//! the album's photos now and nothing that left it before.
 //!
 //! Every device follows once it holds the new history's first change (the base): it rebuilds
 //! the document from the base and the changes sealed since, carries over the changes it wrote
@@ -11,7 +11,9 @@
 //! old history's changes. Until then it keeps the document it has. Nobody takes in a change
 //! of the old history after the log started it over.
 
-use kith_protocol::keys::{DocId, SymmetricKey};
+use std::collections::BTreeSet;
+
+use kith_protocol::keys::{DeviceId, DocId, PersonId, SymmetricKey};
 use kith_protocol::library::{DecodedChange, DocKind, Document, causal_order};
 use kith_protocol::membership::{FreshStart, OpBody, WriteScope};
 use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
@@ -53,13 +55,31 @@ impl State {
         self.lineage.get(doc).copied().unwrap_or(0)
     }
 
-    /// Whether `doc`'s history should start over before it is granted to someone new: a
-    /// photo entry left it before (a removal or a purge), whose details the new reader must
-    /// not read.
-    pub(crate) fn needs_fresh_start(&mut self, doc: &DocId) -> bool {
-        self.docs
-            .get_mut(doc)
-            .is_some_and(|open| open.doc.has_left_entries())
+    /// Whether rotating `doc` now must start its history over: the rotation gives its key to a
+    /// person none of whose devices held the current one (a grant, a promotion, a person whose
+    /// access ended and came back), and a photo entry left the document before (a removal or a
+    /// purge), whose details that person must not read. Library shards never start over.
+    pub(crate) fn rotation_starts_over(&mut self, doc: &DocId) -> bool {
+        let family = &self.family;
+        let Some(keys) = family.current_keys(doc) else {
+            return false;
+        };
+        if family.doc_kind(doc) == Some(DocKind::Library) {
+            return false;
+        }
+        let person_of = |d: &DeviceId| family.device(d).map(|(p, _)| p);
+        let readers: BTreeSet<PersonId> = (keys.envelopes.keys().chain([&keys.rotated_by]))
+            .filter_map(person_of)
+            .collect();
+        let newcomer = family
+            .key_recipients(doc, &self.identity.person)
+            .iter()
+            .any(|(d, _)| person_of(d).is_some_and(|p| !readers.contains(&p)));
+        newcomer
+            && self
+                .docs
+                .get_mut(doc)
+                .is_some_and(|open| open.doc.has_left_entries())
     }
 }
 

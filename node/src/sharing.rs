@@ -6,8 +6,6 @@
 //! under it, and a sub-album created later inherits its parent's grants. Sharing or unsharing
 //! a sub-album itself afterwards sets it otherwise.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
 use kith_protocol::keys::{DocId, PersonId};
@@ -68,21 +66,10 @@ impl Library {
                 state.doc_name(a)
             )));
         }
-        // A person who could not read an album gets it as it is now, not what left it before
-        // (`crate::fresh_start`).
-        let readers_before: Vec<bool> = albums
-            .iter()
-            .map(|a| self.person_reads(&state, &person_id, a))
-            .collect();
-        let start_over: BTreeSet<DocId> = albums
-            .iter()
-            .zip(readers_before)
-            .filter(|(_, reads)| !reads)
-            .map(|(a, _)| *a)
-            .filter(|a| state.needs_fresh_start(a))
-            .collect();
+        // A person who could not read an album gets it as it is now, not what left it before:
+        // the rotation starts its history over (`crate::fresh_start`).
         if !bodies.is_empty() {
-            self.append_ops_starting_over(&mut state, bodies, start_over)?;
+            self.append_ops(&mut state, bodies)?;
         }
         Ok(share_view(&state, &albums, &person_id, Some(access)))
     }
@@ -131,17 +118,6 @@ impl Library {
         let mut albums = vec![root];
         albums.extend(state.albums_under(&root));
         Ok((person_id, albums))
-    }
-}
-
-impl Library {
-    /// Whether a device of `person` may read `doc` now.
-    fn person_reads(&self, state: &State, person: &PersonId, doc: &DocId) -> bool {
-        state
-            .family
-            .persons
-            .get(person)
-            .is_some_and(|p| p.devices.keys().any(|d| state.family.may_hold_key(doc, d)))
     }
 }
 

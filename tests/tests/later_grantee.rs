@@ -3,7 +3,7 @@
 //! device obtains, no change of the album that any device ever held opens to the removed
 //! photo's caption or file name, while she reads the photos in the album now. A member that was
 //! offline during the share and added a photo meanwhile follows the new history, and its photo
-//! reaches everyone.
+//! reaches everyone. A relative made a member reads the household's albums the same way.
 
 use std::collections::BTreeMap;
 
@@ -103,11 +103,53 @@ fn a_relative_granted_an_album_later_reads_its_photos_now_not_what_left_it() -> 
         node.stop()?;
     }
     g.stop()?;
+    let holders: Vec<&TestNode> = cluster.nodes.iter().collect();
+    assert_reads_nothing_that_left(&holders, &g, &doc, &name)
+}
+
+/// A relative made a member reads every household album: each as it is now, like a grantee.
+#[test]
+fn a_relative_made_a_member_reads_the_albums_now_not_what_left_them() -> Result<()> {
+    let mut cluster = Cluster::start(1)?;
+    let rows = jpegs(3)?;
+    let a = &cluster.nodes[0];
+    import(a, &paths(&rows), ALBUM)?;
+    let doc: DocId = album_id(a, ALBUM)?.parse().context("album id")?;
+    let before = photo_ids(a, Some(ALBUM))?;
+    let gone = before.first().context("a photo")?.clone();
+    let name = a.json(&["photos", "show", &gone, "--json"])?["file_name"]
+        .as_str()
+        .context("file name")?
+        .to_owned();
+    a.ok(&["photos", "edit", &gone, "--caption", CAPTION])?;
+    a.ok(&["albums", "remove", ALBUM, &gone])?;
+    let now: Vec<String> = before.iter().filter(|p| **p != gone).cloned().collect();
+
+    let mut g = join_relative(a, "Grandma's tablet", "Grandma")?;
+    g.start()?;
+    a.ok(&["people", "set-role", "Grandma", "member"])?;
+    wait_until(SYNC_DEADLINE, "Grandma to read the album as it is", || {
+        Ok(photo_ids(&g, Some(ALBUM))? == now)
+    })?;
+    cluster.nodes[0].stop()?;
+    g.stop()?;
+    assert_reads_nothing_that_left(&[&cluster.nodes[0]], &g, &doc, &name)
+}
+
+/// With every key of `doc` Grandma's (stopped) device `g` holds, no change of it that she or
+/// `holders` hold opens to the removed photo's caption or file `name`; and she holds no key
+/// from before the album started over.
+fn assert_reads_nothing_that_left(
+    holders: &[&TestNode],
+    g: &TestNode,
+    doc: &DocId,
+    name: &str,
+) -> Result<()> {
     let mut all = BTreeMap::new();
-    for node in cluster.nodes.iter().chain([&g]) {
-        all.extend(changes_of(node, &doc)?);
+    for node in holders.iter().copied().chain([g]) {
+        all.extend(changes_of(node, doc)?);
     }
-    let (keys, fresh) = keys_of(&g, &doc)?;
+    let (keys, fresh) = keys_of(g, doc)?;
     assert!(!keys.is_empty(), "Grandma holds the album's key");
     // Not one key from before the album started over, whoever holds the old changes.
     let fresh = fresh.context("the album's history did not start over")?;
