@@ -233,6 +233,13 @@ impl State {
     /// Whether this device should make the next rotation of `doc` when one is due (see the
     /// module docs).
     fn responsible_for(&self, me: &DeviceId, doc: &DocId) -> bool {
+        // The author of a cut the log cancelled makes it again with the next rotation; another
+        // device rotating meanwhile would race it once more.
+        if let Some(cut) = self.cancelled_cut(doc)
+            && self.family.may_rotate_doc(doc, &cut.author)
+        {
+            return cut.author == *me;
+        }
         if let Some(keys) = self.family.current_keys(doc)
             && self.family.may_rotate_doc(doc, &keys.rotated_by)
         {
@@ -263,7 +270,9 @@ impl State {
             .filter(|(doc, open)| {
                 let family = &self.family;
                 let due = match family.current_keys(doc) {
-                    Some(_) => family.rotation_due(doc),
+                    Some(_) => {
+                        family.rotation_due(doc) || self.cut_to_make_again(me, doc).is_some()
+                    }
                     None => open.record.epoch == 0,
                 };
                 // Only a device holding the current epoch's key can seal the history under it.
@@ -318,9 +327,13 @@ impl Library {
         // A rotation that gives the key to a person who could not read the document starts
         // its history over when photos left it before (`crate::fresh_start`).
         let mut start_over = BTreeSet::new();
+        let mut cut_again = BTreeMap::new();
         let mut rotations = Vec::new();
         for doc in state.rotations_due(&me, scope) {
-            if state.rotation_starts_over(&doc) {
+            if let Some(cut) = state.cut_to_make_again(&me, &doc) {
+                start_over.insert(doc);
+                cut_again.insert(doc, cut);
+            } else if state.rotation_starts_over(&doc) {
                 if state.awaits_fresh_start(&doc, state.family.current_epoch(&doc)) {
                     tracing::info!(%doc, "not rotating {} yet: it must start over, and this device has not followed its last new history", state.doc_name(&doc));
                     continue;
@@ -370,9 +383,11 @@ impl Library {
         }
         let mut started = Vec::new();
         for (doc, record) in &rotated {
-            if start_over.contains(doc) {
-                // Without its fresh start the new reader would get the old history at the
-                // next rotation: nothing of the change that made it due is committed.
+            // Without its fresh start the new reader would get the old history at the next
+            // rotation: nothing of the change that made it due is committed.
+            if let Some(cut) = cut_again.get(doc) {
+                started.push(self.cut_again(state, &mut chain, doc, record, cut)?);
+            } else if start_over.contains(doc) {
                 started.push(self.start_over(state, &mut chain, doc, record)?);
             }
         }
@@ -388,7 +403,7 @@ impl Library {
         let mut changes = taken.resealed.clone();
         let mut superseded = taken.superseded.clone();
         for s in &started {
-            changes.push((s.doc, s.base.clone()));
+            changes.extend(s.changes.iter().map(|c| (s.doc, c.clone())));
             superseded.extend(s.retired.iter().map(|id| (s.doc, *id)));
         }
         self.persist(WriteBatch {
@@ -554,7 +569,9 @@ impl Library {
                 older: by_epoch.into_iter().collect(),
                 ..DocRecord::new(keys.epoch, key, held.and_then(|r| r.shard.clone()))
             };
-            if !lost.is_empty() {
+            // A history whose fresh start lost with that rotation is cut again instead
+            // (`Library::cut_again`): its changes never go into the history it was cut from.
+            if !lost.is_empty() && !state.is_orphaned(doc) {
                 for (old, new) in self.reseal_lost(state, doc, &lost, &record)? {
                     taken.superseded.push((*doc, old));
                     taken.resealed.push((*doc, new));

@@ -26,11 +26,21 @@ use crate::store::{DocRecord, WriteBatch};
 /// A history this device started over, to commit with the rotation that made its key.
 pub(crate) struct Started {
     pub doc: DocId,
-    pub base: SealedChange,
-    pub copy: Document,
+    /// The new history's changes: its base first.
+    pub changes: Vec<SealedChange>,
+    /// The document from now on; `None` when it stays as it is (a cut made again).
+    pub copy: Option<Document>,
     /// The old history's changes, deleted in the same commit.
     pub retired: Vec<ChangeId>,
     pub epoch: u32,
+}
+
+/// A fresh start the log cancelled (see [`State::cancelled_cut`]).
+pub(crate) struct CancelledCut {
+    pub author: DeviceId,
+    pub epoch: u32,
+    /// The clock of the history it was cut from.
+    pub clock: Vec<(DeviceId, u64)>,
 }
 
 impl State {
@@ -44,10 +54,60 @@ impl State {
 
     /// Whether a change to `doc` sealed at `epoch` belongs to a history that started over and
     /// this device has not followed yet: it is stored and waits, not applied to the old one.
+    /// So does every change while the open history is one whose fresh start the log cancelled
+    /// ([`State::is_orphaned`]).
     pub(crate) fn awaits_fresh_start(&self, doc: &DocId, epoch: u32) -> bool {
-        self.family
-            .fresh_start(doc)
-            .is_some_and(|f| epoch >= f.epoch && self.lineage_of(doc) < f.epoch)
+        self.is_orphaned(doc)
+            || self
+                .family
+                .fresh_start(doc)
+                .is_some_and(|f| epoch >= f.epoch && self.lineage_of(doc) < f.epoch)
+    }
+
+    /// Whether the open history of `doc` started with a fresh start the log no longer applies:
+    /// the rotation it was made with lost a race (two admins rotating while apart), so the rest
+    /// of the family stays on the history it was cut from. Its author cuts it again
+    /// ([`Library::cut_again`]); a device that followed it waits for that.
+    pub(crate) fn is_orphaned(&self, doc: &DocId) -> bool {
+        let lineage = self.lineage_of(doc);
+        lineage > 0
+            && self
+                .family
+                .fresh_start(doc)
+                .is_none_or(|f| f.epoch < lineage)
+    }
+
+    /// The latest fresh start of `doc` in the log that the log does not apply because its
+    /// rotation lost a race: a `FreshStart` op at an epoch the log reached without it.
+    pub(crate) fn cancelled_cut(&self, doc: &DocId) -> Option<CancelledCut> {
+        let applied = self.family.fresh_start(doc).map_or(0, |f| f.epoch);
+        let current = self.family.current_epoch(doc);
+        (self.ops.iter())
+            .filter_map(|op| match &op.op().body {
+                OpBody::FreshStart {
+                    doc: d,
+                    epoch,
+                    clock,
+                    ..
+                } if d == doc && *epoch > applied && *epoch <= current => Some(CancelledCut {
+                    author: op.op().author,
+                    epoch: *epoch,
+                    clock: clock.clone(),
+                }),
+                _ => None,
+            })
+            .max_by_key(|c| c.epoch)
+    }
+
+    /// The cancelled cut of `doc` this device must make again: it made it, its open history
+    /// is that cut's, and it may still rotate the document.
+    pub(crate) fn cut_to_make_again(&self, me: &DeviceId, doc: &DocId) -> Option<CancelledCut> {
+        self.cancelled_cut(doc).filter(|c| {
+            c.author == *me
+                && self.is_orphaned(doc)
+                && self.lineage_of(doc) == c.epoch
+                && self.family.may_rotate_doc(doc, me)
+        })
     }
 
     /// The epoch the history of the open document `doc` starts at (0: its first history).
@@ -137,8 +197,64 @@ impl Library {
             .unwrap_or_default();
         Ok(Started {
             doc: *doc,
-            base,
-            copy,
+            changes: vec![base],
+            copy: Some(copy),
+            retired,
+            epoch: record.epoch,
+        })
+    }
+
+    /// Cuts `doc`'s history over again when the fresh start this device made was cancelled
+    /// (its rotation lost a race with another device's, two admins acting while apart): the
+    /// same base and the changes this device wrote on top of it, sealed again under `record`'s
+    /// key (just rotated to, with no earlier keys), and a new `FreshStart` naming them with the
+    /// clock of the old history the first cut was made from. The document stays as it is;
+    /// others follow as they follow any fresh start.
+    pub(crate) fn cut_again(
+        &self,
+        state: &mut State,
+        chain: &mut OpChain,
+        doc: &DocId,
+        record: &DocRecord,
+        cut: &CancelledCut,
+    ) -> Result<Started> {
+        let me = self.device_id();
+        let retired = state.change_ids_of(doc);
+        let Some(open) = state.docs.get_mut(doc) else {
+            return Err(Error::Invalid(format!("document {doc} is not open here")));
+        };
+        let mine = open.doc.changes_beyond(&[], &me);
+        if mine.first().is_none_or(|base| !base.deps().is_empty()) {
+            return Err(Error::Corrupt(format!(
+                "document {doc} does not start with the base this device cut"
+            )));
+        }
+        let key = SymmetricKey::from_bytes(record.key);
+        let header = ChangeHeader {
+            doc: *doc,
+            epoch: record.epoch,
+            author: me,
+        };
+        let changes: Vec<SealedChange> = (mine.iter())
+            .map(|c| seal::seal_change(&key, &header, rand::random(), c.raw_bytes(), &self.device))
+            .collect();
+        let body = OpBody::FreshStart {
+            doc: *doc,
+            epoch: record.epoch,
+            base: changes[0].id(),
+            clock: cut.clock.clone(),
+        };
+        if !chain.push(&self.device, body)? {
+            return Err(Error::NotAllowed(format!(
+                "the log does not let this device start {} over again",
+                state.doc_name(doc)
+            )));
+        }
+        tracing::warn!(%doc, "the new history of {} lost a key rotation race; cut it again at epoch {}", state.doc_name(doc), record.epoch);
+        Ok(Started {
+            doc: *doc,
+            changes,
+            copy: None,
             retired,
             epoch: record.epoch,
         })
@@ -149,13 +265,12 @@ impl Library {
         let mut docs = Vec::new();
         for s in started {
             state.forget_changes(&s.doc, &s.retired);
-            state
-                .change_ids
-                .entry(s.doc)
-                .or_default()
-                .insert(s.base.id());
-            if let Some(open) = state.docs.get_mut(&s.doc) {
-                open.doc = s.copy;
+            let held = state.change_ids.entry(s.doc).or_default();
+            held.extend(s.changes.iter().map(SealedChange::id));
+            if let Some(open) = state.docs.get_mut(&s.doc)
+                && let Some(copy) = s.copy
+            {
+                open.doc = copy;
             }
             state.lineage.insert(s.doc, s.epoch);
             docs.push(s.doc);
@@ -270,7 +385,14 @@ impl Library {
             .docs
             .get_mut(doc)
             .ok_or_else(|| Error::Invalid(format!("document {doc} is not open here")))?;
-        let mine = open.doc.changes_beyond(&fresh.clock, &me);
+        // A device that followed a cut the log then cancelled and its author made again holds
+        // that base already: everything it wrote on top of it is beyond the new history.
+        let clock = if open.doc.base_hash() == Some(base_hash) {
+            Vec::new()
+        } else {
+            fresh.clock.clone()
+        };
+        let mine = open.doc.changes_beyond(&clock, &me);
         if !mine.is_empty() {
             let carried = open.doc.carry_over(&mine, &mut copy).map_err(corrupt)?;
             if let Some(bytes) = copy.commit(now_ms() as i64) {

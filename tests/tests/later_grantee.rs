@@ -3,22 +3,56 @@
 //! device obtains, no change of the album that any device ever held opens to the removed
 //! photo's caption or file name, while she reads the photos in the album now. A member that was
 //! offline during the share and added a photo meanwhile follows the new history, and its photo
-//! reaches everyone. A relative made a member reads the household's albums the same way.
+//! reaches everyone. A relative made a member reads the household's albums the same way, and
+//! a fresh start cancelled by a rotation race is cut again.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use kith_node::DataDir;
-use kith_node::store::Store;
-use kith_protocol::keys::{DocId, SymmetricKey};
-use kith_protocol::membership::{self, OpId};
+use kith_node::store::{Store, WriteBatch};
+use kith_protocol::envelope::{Envelope, SealedHistory};
+use kith_protocol::keys::{DeviceId, DocId, SymmetricKey};
+use kith_protocol::membership::{self, MembershipOp, OpBody, OpId, SignedOp};
 use kith_protocol::seal::{self, SealedChange};
 use kith_tests::cluster::{Cluster, SYNC_DEADLINE, join_relative};
-use kith_tests::corpus::{jpegs, paths};
-use kith_tests::{TestNode, album_id, import, photo_ids, wait_until};
+use kith_tests::corpus::{Row, jpegs, paths};
+use kith_tests::{TestNode, XorShift, album_id, import, photo_ids, wait_until};
 
 const ALBUM: &str = "Summer 2026";
 const CAPTION: &str = "the-caption-nobody-else-should-read";
+
+/// An album a photo left: what `photo_left_album` made.
+struct Left {
+    doc: DocId,
+    /// The photos in it now.
+    now: Vec<String>,
+    /// The photo that left it, and its file name.
+    gone: String,
+    name: String,
+}
+
+/// On the running node `a`: the album made of `rows`, its first photo captioned and then
+/// removed from it.
+fn photo_left_album(a: &TestNode, rows: &[Row]) -> Result<Left> {
+    import(a, &paths(rows), ALBUM)?;
+    let doc: DocId = album_id(a, ALBUM)?.parse().context("album id")?;
+    let before = photo_ids(a, Some(ALBUM))?;
+    let gone = before.first().context("a photo")?.clone();
+    let name = a.json(&["photos", "show", &gone, "--json"])?["file_name"]
+        .as_str()
+        .context("file name")?
+        .to_owned();
+    a.ok(&["photos", "edit", &gone, "--caption", CAPTION])?;
+    a.ok(&["albums", "remove", ALBUM, &gone])?;
+    let now = before.into_iter().filter(|p| *p != gone).collect();
+    Ok(Left {
+        doc,
+        now,
+        gone,
+        name,
+    })
+}
 
 /// Every sealed change of `doc` a stopped node holds, by id.
 fn changes_of(node: &TestNode, doc: &DocId) -> Result<BTreeMap<String, SealedChange>> {
@@ -56,18 +90,12 @@ fn a_relative_granted_an_album_later_reads_its_photos_now_not_what_left_it() -> 
     let mut cluster = Cluster::start(2)?;
     let rows = jpegs(4)?;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    import(a, &paths(&rows[0..3]), ALBUM)?;
-    let album = album_id(a, ALBUM)?;
-    let doc: DocId = album.parse().context("album id")?;
-    let before = photo_ids(a, Some(ALBUM))?;
-    let gone = before.first().context("a photo")?.clone();
-    let name = a.json(&["photos", "show", &gone, "--json"])?["file_name"]
-        .as_str()
-        .context("file name")?
-        .to_owned();
-    a.ok(&["photos", "edit", &gone, "--caption", CAPTION])?;
-    a.ok(&["albums", "remove", ALBUM, &gone])?;
-    let now: Vec<String> = before.iter().filter(|p| **p != gone).cloned().collect();
+    let Left {
+        doc,
+        now,
+        gone,
+        name,
+    } = photo_left_album(a, &rows[0..3])?;
     wait_until(SYNC_DEADLINE, "the member to see the removal", || {
         Ok(photo_ids(b, Some(ALBUM))? == now)
     })?;
@@ -113,17 +141,7 @@ fn a_relative_made_a_member_reads_the_albums_now_not_what_left_them() -> Result<
     let mut cluster = Cluster::start(1)?;
     let rows = jpegs(3)?;
     let a = &cluster.nodes[0];
-    import(a, &paths(&rows), ALBUM)?;
-    let doc: DocId = album_id(a, ALBUM)?.parse().context("album id")?;
-    let before = photo_ids(a, Some(ALBUM))?;
-    let gone = before.first().context("a photo")?.clone();
-    let name = a.json(&["photos", "show", &gone, "--json"])?["file_name"]
-        .as_str()
-        .context("file name")?
-        .to_owned();
-    a.ok(&["photos", "edit", &gone, "--caption", CAPTION])?;
-    a.ok(&["albums", "remove", ALBUM, &gone])?;
-    let now: Vec<String> = before.iter().filter(|p| **p != gone).cloned().collect();
+    let Left { doc, now, name, .. } = photo_left_album(a, &rows)?;
 
     let mut g = join_relative(a, "Grandma's tablet", "Grandma")?;
     g.start()?;
@@ -181,4 +199,172 @@ fn assert_reads_nothing_that_left(
     }
     assert!(opened > 0, "Grandma's keys open the album's changes");
     Ok(())
+}
+
+/// Two admins act on one album while apart: Ana shares it with Grandma (a fresh start, since a
+/// photo left it) while Ben's device rotates its key for a removal. The log keeps Ben's
+/// rotation, so Ana's fresh start is cancelled. Ana cuts it again at the next epoch: every
+/// device ends on the same album, with both admins' additions, and Grandma still holds no key
+/// of a history that held the removed photo.
+#[test]
+fn a_fresh_start_that_loses_a_rotation_race_is_cut_again() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    let rows = jpegs(5)?;
+    let a = &cluster.nodes[0];
+    let Left {
+        doc,
+        now,
+        gone,
+        name,
+    } = photo_left_album(a, &rows[0..3])?;
+    let mut args = vec!["import"];
+    let more = paths(&rows[3..5]);
+    args.extend(more.iter().map(String::as_str));
+    a.ok(&args)?;
+    a.ok(&["people", "set-role", "Person 1", "admin"])?;
+    let extra: Vec<String> = photo_ids(a, None)?
+        .into_iter()
+        .filter(|p| !now.contains(p) && *p != gone)
+        .collect();
+    assert_eq!(extra.len(), 2, "two photos outside the album");
+    let mut g = join_relative(a, "Grandma's tablet", "Grandma")?;
+    cluster.wait_converged()?;
+    let removed: DeviceId = cluster.nodes[2].json(&["status", "--json"])?["device_id"]
+        .as_str()
+        .context("device id")?
+        .parse()?;
+
+    // Apart: Ana shares the album and adds a photo to it; Ben's device removes the member's
+    // device (rotating the album's key to the same epoch) and adds another photo.
+    cluster.nodes[2].stop()?;
+    cluster.nodes[1].stop()?;
+    let a = &cluster.nodes[0];
+    a.ok(&["share", ALBUM, "Grandma"])?;
+    a.ok(&["albums", "add", ALBUM, &extra[0]])?;
+    cluster.nodes[0].stop()?;
+    let tries = rotate_so_that_it_wins(&cluster.nodes[1], &cluster.nodes[0], &doc, &removed)?;
+    eprintln!("Ben's rotation wins the race after {tries} tries");
+    cluster.nodes[1].ok(&["albums", "add", ALBUM, &extra[1]])?;
+
+    let mut want = now.clone();
+    want.extend(extra.iter().cloned());
+    want.sort();
+    cluster.nodes[0].start()?;
+    cluster.nodes[1].start()?;
+    g.start()?;
+    let sorted = |node: &TestNode| -> Result<Vec<String>> {
+        let mut ids = photo_ids(node, Some(ALBUM))?;
+        ids.sort();
+        Ok(ids)
+    };
+    wait_until(SYNC_DEADLINE, "every device to show the same album", || {
+        Ok(sorted(&cluster.nodes[0])? == want
+            && sorted(&cluster.nodes[1])? == want
+            && sorted(&g)? == want)
+    })?;
+    assert!(
+        cluster.nodes[0].log().contains("cut it again"),
+        "Ana did not cut the album's history again"
+    );
+    for node in [&cluster.nodes[0], &cluster.nodes[1], &g] {
+        let status = node.json(&["status", "--json"])?;
+        assert_eq!(status["damaged"], serde_json::json!([]), "{status}");
+    }
+    cluster.nodes[0].stop()?;
+    cluster.nodes[1].stop()?;
+    g.stop()?;
+    let holders = [&cluster.nodes[0], &cluster.nodes[1]];
+    assert_reads_nothing_that_left(&holders, &g, &doc, &name)
+}
+
+/// Makes, on the stopped `ben`'s device, the removal of `device` and the rotation of `doc` it
+/// makes due, as Ben's own node would, while apart from the stopped `ana` who shared `doc`;
+/// signed at times chosen so that the log keeps Ben's rotation over Ana's (whose fresh start
+/// it cancels). Returns how many times it signed them.
+fn rotate_so_that_it_wins(
+    ben: &TestNode,
+    ana: &TestNode,
+    doc: &DocId,
+    device: &DeviceId,
+) -> Result<u64> {
+    let dir = DataDir::new(&ben.data_dir);
+    let secret = dir.read_device_secret()?;
+    let store = Store::open(&dir.db_file(), secret.storage_key())?;
+    let loaded = store.load(&ben.data_dir)?;
+    let ana_dir = DataDir::new(&ana.data_dir);
+    let ana_store = Store::open(
+        &ana_dir.db_file(),
+        ana_dir.read_device_secret()?.storage_key(),
+    )?;
+    let root = OpId(loaded.identity.root_op);
+    let mut merged = ana_store.load(&ana.data_dir)?.ops;
+    merged.extend(loaded.ops.iter().cloned());
+    let record = (loaded.docs.iter())
+        .find(|(d, _)| d == doc)
+        .map(|(_, r)| r.clone())
+        .context("Ben's device holds the album's key")?;
+    let earlier: Vec<(u32, SymmetricKey)> = (record.all_keys().into_iter())
+        .map(|(e, k)| (e, SymmetricKey::from_bytes(k)))
+        .collect();
+    let epoch = record.epoch + 1;
+    let mut rng = XorShift::new(0x5eed);
+    let mut seed = || -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for chunk in out.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes()[..chunk.len()]);
+        }
+        out
+    };
+    let op = |parents: Vec<OpId>, time_ms: u64, body: OpBody| {
+        SignedOp::sign(
+            MembershipOp {
+                version: membership::VERSION,
+                parents,
+                author: secret.device_id(),
+                time_ms,
+                body,
+            },
+            &secret,
+        )
+    };
+    for tries in 1..=1000u64 {
+        let revoke = op(
+            membership::heads(&loaded.ops),
+            1_800_000_000_000 + tries,
+            OpBody::RevokeDevice { device: *device },
+        );
+        let mut ops = loaded.ops.clone();
+        ops.push(revoke.clone());
+        let family = membership::evaluate_with_root(root, &ops)?;
+        let key = SymmetricKey::from_bytes(seed());
+        let mut envelopes = Vec::new();
+        for (to, x25519) in family.key_recipients(doc, &loaded.identity.person) {
+            envelopes.push((to, Envelope::seal(&key, doc, epoch, &to, &x25519, seed())?));
+        }
+        let history = SealedHistory::seal(&key, doc, epoch, &earlier, [7; 24])?;
+        let rotate = op(
+            vec![revoke.id()],
+            1_800_000_000_000 + tries,
+            OpBody::RotateKey {
+                doc: *doc,
+                epoch,
+                envelopes,
+                history: Some(history),
+            },
+        );
+        let mut all = merged.clone();
+        all.extend([revoke.clone(), rotate.clone()]);
+        let family = membership::evaluate_with_root(root, &all)?;
+        let wins = family
+            .current_keys(doc)
+            .is_some_and(|k| k.rotated_by == secret.device_id() && k.epoch == epoch);
+        if wins && family.fresh_start(doc).is_none() {
+            store.commit(&WriteBatch {
+                ops: vec![revoke, rotate],
+                ..WriteBatch::default()
+            })?;
+            return Ok(tries);
+        }
+    }
+    anyhow::bail!("no signing time made Ben's rotation win")
 }

@@ -33,6 +33,11 @@ impl DecodedChange {
         self.0.deps().iter().map(|h| h.0).collect()
     }
 
+    /// The change's encoded bytes, as sealed.
+    pub fn raw_bytes(&self) -> &[u8] {
+        self.0.raw_bytes()
+    }
+
     /// Whether the change is written under `author`'s own actor, as every device writes its
     /// changes, or is a document's first change by the fixed actor of its id (see
     /// [`Document::genesis_change`]). Who made an entry and who trashed a photo are read from

@@ -25,6 +25,7 @@ use crate::keys::{DeviceId, PhotoId};
 /// The ops of a document's base change: who wrote them and their counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct BaseOps {
+    hash: [u8; 32],
     actor: ActorId,
     start: u64,
     end: u64,
@@ -96,11 +97,17 @@ impl Document {
         }
         let start = change.start_op().get();
         self.base = Some(BaseOps {
+            hash,
             actor: change.actor_id().clone(),
             start,
             end: start.saturating_add(change.len() as u64),
         });
         true
+    }
+
+    /// The hash of this document's base change, when its history started over.
+    pub fn base_hash(&self) -> Option<[u8; 32]> {
+        self.base.as_ref().map(|b| b.hash)
     }
 
     /// Who made the entry map `obj`: the actor of the op that made it, or for an entry its
