@@ -235,10 +235,8 @@ impl State {
     fn responsible_for(&self, me: &DeviceId, doc: &DocId) -> bool {
         // The author of a cut the log cancelled makes it again with the next rotation; another
         // device rotating meanwhile would race it once more.
-        if let Some(cut) = self.cancelled_cut(doc)
-            && self.family.may_rotate_doc(doc, &cut.author)
-        {
-            return cut.author == *me;
+        if let Some(author) = self.pending_cut_by(doc) {
+            return author == *me;
         }
         if let Some(keys) = self.family.current_keys(doc)
             && self.family.may_rotate_doc(doc, &keys.rotated_by)
@@ -330,14 +328,18 @@ impl Library {
         let mut cut_again = BTreeMap::new();
         let mut rotations = Vec::new();
         for doc in state.rotations_due(&me, scope) {
-            if let Some(cut) = state.cut_to_make_again(&me, &doc) {
+            let cut = state.cut_to_make_again(&me, &doc);
+            let newcomer = cut.is_none() && state.gives_key_to_newcomer(&doc);
+            if newcomer && state.awaits_fresh_start(&doc, state.family.current_epoch(&doc)) {
+                // Its open history is not the one the family is on: whether photos left
+                // that one cannot be told here, and a new reader must not get its keys.
+                tracing::info!(%doc, "not rotating {} yet: it gives the key to someone new, and this device has not followed the album's history", state.doc_name(&doc));
+                continue;
+            }
+            if let Some(cut) = cut {
                 start_over.insert(doc);
                 cut_again.insert(doc, cut);
-            } else if state.rotation_starts_over(&doc) {
-                if state.awaits_fresh_start(&doc, state.family.current_epoch(&doc)) {
-                    tracing::info!(%doc, "not rotating {} yet: it must start over, and this device has not followed its last new history", state.doc_name(&doc));
-                    continue;
-                }
+            } else if newcomer && state.has_left_entries(&doc) {
                 start_over.insert(doc);
             }
             let Some(open) = state.docs.get(&doc) else {
@@ -634,6 +636,11 @@ impl Library {
                 continue;
             };
             let ids: Vec<ChangeId> = waiting.iter().copied().collect();
+            // Changes of a history that started over, which this device has not followed, and
+            // every change while its open history is orphaned, wait (`awaits_fresh_start`).
+            let (orphaned, lineage) = (state.is_orphaned(doc), state.lineage_of(doc));
+            let waits_from =
+                (state.family.fresh_start(doc).map(|f| f.epoch)).filter(|epoch| lineage < *epoch);
             let Some(open) = state.docs.get_mut(doc) else {
                 continue;
             };
@@ -646,9 +653,7 @@ impl Library {
                     continue;
                 };
                 let epoch = sealed.header().epoch;
-                let fresh = state.family.fresh_start(doc);
-                let lineage = state.lineage.get(doc).copied().unwrap_or(0);
-                if fresh.is_some_and(|f| epoch >= f.epoch && lineage < f.epoch) || epoch < lineage {
+                if orphaned || waits_from.is_some_and(|from| epoch >= from) || epoch < lineage {
                     // Of another history than the open one: `follow_fresh_starts` takes it.
                     continue;
                 }

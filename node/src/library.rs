@@ -585,7 +585,8 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     let mut change_ids: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let mut unopened: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
-    let lineage = loaded_lineage(&family, &loaded.changes, &records);
+    let cuts = loaded_lineage(&family, &loaded.ops, &loaded.changes, &records);
+    let lineage: HashMap<DocId, u32> = cuts.iter().map(|(d, (e, _))| (*d, *e)).collect();
     let mut bases: HashMap<DocId, [u8; 32]> = HashMap::new();
     let mut revoked_authors: HashMap<DeviceId, BTreeSet<ChangeId>> = HashMap::new();
     for (doc_id, sealed) in loaded.changes {
@@ -612,7 +613,9 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         match open_sealed(&family, &doc_id, key, &sealed) {
             Ok(bytes) => {
                 change_ids.entry(doc_id).or_default().insert(sealed.id());
-                if fresh.is_some_and(|f| f.base == sealed.id())
+                if cuts
+                    .get(&doc_id)
+                    .is_some_and(|(_, base)| *base == sealed.id())
                     && let Ok(base) = DecodedChange::decode(bytes.clone())
                 {
                     bases.insert(doc_id, base.hash());
@@ -676,34 +679,64 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     Ok(state)
 }
 
-/// The history each document that started over is loaded at: the new one when this device
-/// followed it (it holds the base and no change of the old one), else the old one, which
-/// [`Library::follow_fresh_starts`] then follows.
+/// The history each document that started over is loaded at, and that history's base: the
+/// newest cut this device holds the base of (with its epoch's key) and no change from before,
+/// that is one it followed or made; else the first history, and
+/// [`Library::follow_fresh_starts`] follows the newest cut. A cut the log cancelled counts too
+/// (`fresh_start::cancelled`): a device that moved to it stays there until it cuts it again or
+/// follows another.
 fn loaded_lineage(
     family: &FamilyState,
+    ops: &[SignedOp],
     changes: &[(DocId, seal::SealedChange)],
     records: &HashMap<DocId, DocRecord>,
-) -> HashMap<DocId, u32> {
-    let mut has_base: HashSet<DocId> = HashSet::new();
-    let mut has_old: HashSet<DocId> = HashSet::new();
-    for (doc, sealed) in changes {
-        let Some(f) = family.fresh_start(doc) else {
-            continue;
-        };
-        if sealed.id() == f.base
-            && records
-                .get(doc)
-                .is_some_and(|r| r.key_for(f.epoch).is_some())
+) -> HashMap<DocId, (u32, ChangeId)> {
+    // A cut the log cancelled counts only from a device that may rotate the document and
+    // signed the rotation it was made with (without earlier keys).
+    let bare_rotations: HashSet<(DocId, u32, DeviceId)> = (ops.iter())
+        .filter_map(|op| match &op.op().body {
+            OpBody::RotateKey {
+                doc,
+                epoch,
+                history: None,
+                ..
+            } => Some((*doc, *epoch, op.op().author)),
+            _ => None,
+        })
+        .collect();
+    let mut cuts: HashMap<DocId, Vec<(u32, ChangeId)>> = HashMap::new();
+    for op in ops {
+        let author = op.op().author;
+        if let OpBody::FreshStart {
+            doc, epoch, base, ..
+        } = &op.op().body
+            && (family.was_cut_at(doc, *epoch)
+                || (bare_rotations.contains(&(*doc, *epoch, author))
+                    && family.may_rotate_doc(doc, &author)))
         {
-            has_base.insert(*doc);
-        }
-        if sealed.header().epoch < f.epoch {
-            has_old.insert(*doc);
+            cuts.entry(*doc).or_default().push((*epoch, *base));
         }
     }
-    has_base
-        .difference(&has_old)
-        .filter_map(|doc| Some((*doc, family.fresh_start(doc)?.epoch)))
+    let mut held: HashMap<DocId, (HashSet<ChangeId>, u32)> = HashMap::new();
+    for (doc, sealed) in changes {
+        if cuts.contains_key(doc) {
+            let (ids, oldest) = held.entry(*doc).or_insert((HashSet::new(), u32::MAX));
+            ids.insert(sealed.id());
+            *oldest = (*oldest).min(sealed.header().epoch);
+        }
+    }
+    cuts.into_iter()
+        .filter_map(|(doc, candidates)| {
+            let (ids, oldest) = held.get(&doc)?;
+            let record = records.get(&doc)?;
+            let newest = candidates
+                .into_iter()
+                .filter(|(epoch, base)| {
+                    ids.contains(base) && *oldest >= *epoch && record.key_for(*epoch).is_some()
+                })
+                .max_by_key(|(epoch, _)| *epoch)?;
+            Some((doc, newest))
+        })
         .collect()
 }
 

@@ -208,6 +208,21 @@ fn assert_reads_nothing_that_left(
 /// of a history that held the removed photo.
 #[test]
 fn a_fresh_start_that_loses_a_rotation_race_is_cut_again() -> Result<()> {
+    fresh_start_loses_a_race(1)
+}
+
+/// As above, but Ben's device rotated the album twice: the family moved on from the epoch Ana
+/// cut at, so she does not cut again. Ben's device, responsible for the next rotation, starts
+/// the album over from the history everyone else is on, and Ana's device follows it, carrying
+/// over what it wrote on its cancelled history.
+#[test]
+fn a_fresh_start_cancelled_by_two_rotations_is_followed_not_cut_again() -> Result<()> {
+    fresh_start_loses_a_race(2)
+}
+
+/// Ana shares an album a photo left while Ben's device, apart, makes `rotations` rotations of
+/// it that win over Ana's; both add a photo to it meanwhile.
+fn fresh_start_loses_a_race(rotations: u32) -> Result<()> {
     let mut cluster = Cluster::start(3)?;
     let rows = jpegs(5)?;
     let a = &cluster.nodes[0];
@@ -242,7 +257,13 @@ fn a_fresh_start_that_loses_a_rotation_race_is_cut_again() -> Result<()> {
     a.ok(&["share", ALBUM, "Grandma"])?;
     a.ok(&["albums", "add", ALBUM, &extra[0]])?;
     cluster.nodes[0].stop()?;
-    let tries = rotate_so_that_it_wins(&cluster.nodes[1], &cluster.nodes[0], &doc, &removed)?;
+    let tries = rotate_so_that_it_wins(
+        &cluster.nodes[1],
+        &cluster.nodes[0],
+        &doc,
+        &removed,
+        rotations,
+    )?;
     eprintln!("Ben's rotation wins the race after {tries} tries");
     cluster.nodes[1].ok(&["albums", "add", ALBUM, &extra[1]])?;
 
@@ -262,10 +283,17 @@ fn a_fresh_start_that_loses_a_rotation_race_is_cut_again() -> Result<()> {
             && sorted(&cluster.nodes[1])? == want
             && sorted(&g)? == want)
     })?;
-    assert!(
+    assert_eq!(
         cluster.nodes[0].log().contains("cut it again"),
-        "Ana did not cut the album's history again"
+        rotations == 1,
+        "Ana cuts the album's history again only when nobody rotated it since"
     );
+    if rotations > 1 {
+        // Ana followed Ben's fresh start, carrying over the photo she added meanwhile.
+        let log = cluster.nodes[0].log();
+        assert!(log.contains("followed the new history"), "{log}");
+        assert!(log.contains("carried 1 entries"), "{log}");
+    }
     for node in [&cluster.nodes[0], &cluster.nodes[1], &g] {
         let status = node.json(&["status", "--json"])?;
         assert_eq!(status["damaged"], serde_json::json!([]), "{status}");
@@ -277,15 +305,16 @@ fn a_fresh_start_that_loses_a_rotation_race_is_cut_again() -> Result<()> {
     assert_reads_nothing_that_left(&holders, &g, &doc, &name)
 }
 
-/// Makes, on the stopped `ben`'s device, the removal of `device` and the rotation of `doc` it
-/// makes due, as Ben's own node would, while apart from the stopped `ana` who shared `doc`;
-/// signed at times chosen so that the log keeps Ben's rotation over Ana's (whose fresh start
-/// it cancels). Returns how many times it signed them.
+/// Makes, on the stopped `ben`'s device, the removal of `device` and `rotations` rotations of
+/// `doc` after it (as an admin's node may), while apart from the stopped `ana` who shared
+/// `doc`; signed at times chosen so that the log keeps Ben's first rotation over Ana's (whose
+/// fresh start it cancels). Returns how many times it signed them.
 fn rotate_so_that_it_wins(
     ben: &TestNode,
     ana: &TestNode,
     doc: &DocId,
     device: &DeviceId,
+    rotations: u32,
 ) -> Result<u64> {
     let dir = DataDir::new(&ben.data_dir);
     let secret = dir.read_device_secret()?;
@@ -303,10 +332,6 @@ fn rotate_so_that_it_wins(
         .find(|(d, _)| d == doc)
         .map(|(_, r)| r.clone())
         .context("Ben's device holds the album's key")?;
-    let earlier: Vec<(u32, SymmetricKey)> = (record.all_keys().into_iter())
-        .map(|(e, k)| (e, SymmetricKey::from_bytes(k)))
-        .collect();
-    let epoch = record.epoch + 1;
     let mut rng = XorShift::new(0x5eed);
     let mut seed = || -> [u8; 32] {
         let mut out = [0u8; 32];
@@ -328,39 +353,54 @@ fn rotate_so_that_it_wins(
         )
     };
     for tries in 1..=1000u64 {
+        let time = 1_800_000_000_000 + tries;
         let revoke = op(
             membership::heads(&loaded.ops),
-            1_800_000_000_000 + tries,
+            time,
             OpBody::RevokeDevice { device: *device },
         );
-        let mut ops = loaded.ops.clone();
-        ops.push(revoke.clone());
-        let family = membership::evaluate_with_root(root, &ops)?;
-        let key = SymmetricKey::from_bytes(seed());
-        let mut envelopes = Vec::new();
-        for (to, x25519) in family.key_recipients(doc, &loaded.identity.person) {
-            envelopes.push((to, Envelope::seal(&key, doc, epoch, &to, &x25519, seed())?));
+        let mut made = vec![revoke];
+        let mut keys = record.all_keys();
+        for epoch in record.epoch + 1..=record.epoch + rotations {
+            let mut ops = loaded.ops.clone();
+            ops.extend(made.iter().cloned());
+            let family = membership::evaluate_with_root(root, &ops)?;
+            let key = seed();
+            let sym = SymmetricKey::from_bytes(key);
+            let mut envelopes = Vec::new();
+            for (to, x25519) in family.key_recipients(doc, &loaded.identity.person) {
+                envelopes.push((to, Envelope::seal(&sym, doc, epoch, &to, &x25519, seed())?));
+            }
+            let earlier: Vec<(u32, SymmetricKey)> = (keys.iter())
+                .map(|(e, k)| (*e, SymmetricKey::from_bytes(*k)))
+                .collect();
+            let history = SealedHistory::seal(&sym, doc, epoch, &earlier, [7; 24])?;
+            keys.push((epoch, key));
+            let parents = vec![made.last().context("an op")?.id()];
+            made.push(op(
+                parents,
+                time,
+                OpBody::RotateKey {
+                    doc: *doc,
+                    epoch,
+                    envelopes,
+                    history: Some(history),
+                },
+            ));
         }
-        let history = SealedHistory::seal(&key, doc, epoch, &earlier, [7; 24])?;
-        let rotate = op(
-            vec![revoke.id()],
-            1_800_000_000_000 + tries,
-            OpBody::RotateKey {
-                doc: *doc,
-                epoch,
-                envelopes,
-                history: Some(history),
-            },
-        );
-        let mut all = merged.clone();
-        all.extend([revoke.clone(), rotate.clone()]);
-        let family = membership::evaluate_with_root(root, &all)?;
-        let wins = family
-            .current_keys(doc)
-            .is_some_and(|k| k.rotated_by == secret.device_id() && k.epoch == epoch);
-        if wins && family.fresh_start(doc).is_none() {
+        // Ben's first rotation must win its epoch, and the last be the log's.
+        let wins = |count: usize, epoch: u32| -> Result<bool> {
+            let mut all = merged.clone();
+            all.extend(made[..count].iter().cloned());
+            let family = membership::evaluate_with_root(root, &all)?;
+            Ok(family.fresh_start(doc).is_none()
+                && family
+                    .current_keys(doc)
+                    .is_some_and(|k| k.rotated_by == secret.device_id() && k.epoch == epoch))
+        };
+        if wins(2, record.epoch + 1)? && wins(made.len(), record.epoch + rotations)? {
             store.commit(&WriteBatch {
-                ops: vec![revoke, rotate],
+                ops: made,
                 ..WriteBatch::default()
             })?;
             return Ok(tries);

@@ -5,8 +5,10 @@
 //!
 //! The change that starts a document over is its *base*. Entries are made by the base's
 //! author, but they were added by others, and a contributor may still change the entries its
-//! person added: for entries the base made, who made them is read from their `added_by` field,
-//! which only a writer of the whole document (whom the log lets start it over) wrote there.
+//! person added: for entries the base made, who made them is read from their `made_by` field
+//! (the device that put the entry in the old history; bases cut before it was written name
+//! the importer, `added_by`), which only a writer of the whole document (whom the log lets
+//! start it over) wrote there.
 //!
 //! Changes the old history got after the base was cut (the base's author names the old
 //! history's clock) are carried over by the device that wrote them, as a new change.
@@ -14,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::transaction::Transactable;
-use automerge::{ActorId, ChangeHash, ObjType, ROOT, ReadDoc, Value};
+use automerge::{ActorId, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 use super::{
     DecodedChange, DocKind, Document, LibraryError, PhotoEdit, PhotoEntry, actor_device, actor_for,
@@ -25,7 +27,6 @@ use crate::keys::{DeviceId, PhotoId};
 /// The ops of a document's base change: who wrote them and their counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct BaseOps {
-    hash: [u8; 32],
     actor: ActorId,
     start: u64,
     end: u64,
@@ -77,7 +78,25 @@ impl Document {
             }
         }
         copy.doc.put_object(ROOT, "photos", ObjType::Map)?;
-        copy.put_photos(&self.photos()?)?;
+        let entries = self.photos()?;
+        copy.put_photos(&entries)?;
+        // Whoever put an entry here stays its maker (a contributor's rights over it follow),
+        // not the base's author, nor the photo's importer.
+        if let (Some(from), Some(to)) = (self.photos_obj(), copy.photos_obj()) {
+            for entry in &entries {
+                let key = entry.id.to_string();
+                let made = match self.doc.get(&from, key.as_str())? {
+                    Some((Value::Object(ObjType::Map), obj)) => self.maker_of(&obj),
+                    _ => None,
+                };
+                if let (Some(made), Some((Value::Object(ObjType::Map), obj))) =
+                    (made, copy.doc.get(&to, key.as_str())?)
+                {
+                    copy.doc
+                        .put(&obj, "made_by", ScalarValue::Bytes(made.0.to_vec()))?;
+                }
+            }
+        }
         let bytes = copy
             .commit(time_ms)
             .ok_or_else(|| LibraryError::BadChange("a fresh copy is empty".into()))?;
@@ -97,7 +116,6 @@ impl Document {
         }
         let start = change.start_op().get();
         self.base = Some(BaseOps {
-            hash,
             actor: change.actor_id().clone(),
             start,
             end: start.saturating_add(change.len() as u64),
@@ -105,20 +123,17 @@ impl Document {
         true
     }
 
-    /// The hash of this document's base change, when its history started over.
-    pub fn base_hash(&self) -> Option<[u8; 32]> {
-        self.base.as_ref().map(|b| b.hash)
-    }
-
     /// Who made the entry map `obj`: the actor of the op that made it, or for an entry its
-    /// base made, the `added_by` it carries.
+    /// base made, the `made_by` it carries (`added_by` in a base from before `made_by`).
     pub(super) fn maker_of(&self, obj: &automerge::ObjId) -> Option<DeviceId> {
         let automerge::ObjId::Id(counter, actor, _) = obj else {
             return None;
         };
         match &self.base {
             Some(b) if b.actor == *actor && (b.start..b.end).contains(counter) => {
-                get_bytes32(&self.doc, obj, "added_by").map(DeviceId)
+                get_bytes32(&self.doc, obj, "made_by")
+                    .or_else(|| get_bytes32(&self.doc, obj, "added_by"))
+                    .map(DeviceId)
             }
             _ => actor_device(actor),
         }
@@ -329,6 +344,41 @@ mod tests {
         let other = reader.effects_of(&theirs.commit(6).unwrap()).unwrap();
         assert!(!other.only_entries_of(&mine), "{other:?}");
         assert!(!copy.set_base([0; 32]));
+    }
+
+    #[test]
+    fn an_entry_stays_whoever_put_it_in_the_album_after_a_fresh_start() {
+        // The contributor puts a photo another device imported into the album.
+        const IMPORTER: DeviceId = DeviceId([4; 32]);
+        let mut doc = album();
+        let mut c = Document::from_changes(&CONTRIBUTOR, doc_changes(&mut doc)).unwrap();
+        let mut five = entry(5);
+        five.added_by = IMPORTER;
+        c.put_photos(&[five]).unwrap();
+        doc.apply_change(c.commit(4).unwrap()).unwrap();
+        let (_, base) = doc.fresh_copy(&OWNER, DocKind::Album, 5).unwrap();
+        let mut reader = Document::from_changes(&OWNER, [base.clone()]).unwrap();
+        assert!(
+            reader.set_base(
+                crate::library::DecodedChange::decode(base.clone())
+                    .unwrap()
+                    .hash()
+            )
+        );
+        let trash = PhotoEdit {
+            trashed_at_ms: Some(Some(6)),
+            ..PhotoEdit::default()
+        };
+        for (device, may) in [(CONTRIBUTOR, true), (IMPORTER, false)] {
+            let mut d = Document::from_changes(&device, [base.clone()]).unwrap();
+            d.edit_photo(&PhotoId([5; 32]), &trash).unwrap();
+            let effects = reader.effects_of(&d.commit(6).unwrap()).unwrap();
+            assert_eq!(
+                effects.only_entries_of(&BTreeSet::from([device])),
+                may,
+                "{device:?}: {effects:?}"
+            );
+        }
     }
 
     #[test]

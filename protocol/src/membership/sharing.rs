@@ -90,6 +90,10 @@ pub struct DocSharing {
     /// Where the document's history last started over (`FreshStart`).
     #[serde(default)]
     pub fresh: Option<FreshStart>,
+    /// The epoch of every fresh start the log applied, oldest first: a history that started
+    /// at another epoch was cut by a `FreshStart` the log cancelled.
+    #[serde(default)]
+    pub cuts: Vec<u32>,
 }
 
 /// A document's history started over (see `OpBody::FreshStart`).
@@ -208,6 +212,12 @@ impl FamilyState {
     /// The document's latest fresh start, if its history started over.
     pub fn fresh_start(&self, doc: &DocId) -> Option<&FreshStart> {
         self.docs.get(doc)?.fresh.as_ref()
+    }
+
+    /// Whether the log applied a fresh start of `doc` at `epoch` (0: the document's first
+    /// history, which always counts).
+    pub fn was_cut_at(&self, doc: &DocId, epoch: u32) -> bool {
+        epoch == 0 || self.docs.get(doc).is_some_and(|d| d.cuts.contains(&epoch))
     }
 
     /// Whether a change to `doc` sealed at `epoch` belongs to a history that started over
@@ -513,6 +523,7 @@ fn unowned(owner: PersonId) -> DocSharing {
         kind: None,
         keys: None,
         fresh: None,
+        cuts: Vec::new(),
     }
 }
 
@@ -543,6 +554,7 @@ pub(super) fn fresh_start(
     if !whole || !current || sharing.fresh.as_ref().is_some_and(|f| f.epoch >= epoch) {
         return Applied::No;
     }
+    sharing.cuts.push(epoch);
     sharing.fresh = Some(FreshStart {
         epoch,
         base,

@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::library::{Library, State, now_ms};
 use crate::store::{DocRecord, WriteBatch};
 
+mod cancelled;
+
 /// A history this device started over, to commit with the rotation that made its key.
 pub(crate) struct Started {
     pub doc: DocId,
@@ -33,14 +35,6 @@ pub(crate) struct Started {
     /// The old history's changes, deleted in the same commit.
     pub retired: Vec<ChangeId>,
     pub epoch: u32,
-}
-
-/// A fresh start the log cancelled (see [`State::cancelled_cut`]).
-pub(crate) struct CancelledCut {
-    pub author: DeviceId,
-    pub epoch: u32,
-    /// The clock of the history it was cut from.
-    pub clock: Vec<(DeviceId, u64)>,
 }
 
 impl State {
@@ -54,7 +48,7 @@ impl State {
 
     /// Whether a change to `doc` sealed at `epoch` belongs to a history that started over and
     /// this device has not followed yet: it is stored and waits, not applied to the old one.
-    /// So does every change while the open history is one whose fresh start the log cancelled
+    /// So does every change while the open history is one the log cancelled
     /// ([`State::is_orphaned`]).
     pub(crate) fn awaits_fresh_start(&self, doc: &DocId, epoch: u32) -> bool {
         self.is_orphaned(doc)
@@ -64,82 +58,38 @@ impl State {
                 .is_some_and(|f| epoch >= f.epoch && self.lineage_of(doc) < f.epoch)
     }
 
-    /// Whether the open history of `doc` started with a fresh start the log no longer applies:
-    /// the rotation it was made with lost a race (two admins rotating while apart), so the rest
-    /// of the family stays on the history it was cut from. Its author cuts it again
-    /// ([`Library::cut_again`]); a device that followed it waits for that.
-    pub(crate) fn is_orphaned(&self, doc: &DocId) -> bool {
-        let lineage = self.lineage_of(doc);
-        lineage > 0
-            && self
-                .family
-                .fresh_start(doc)
-                .is_none_or(|f| f.epoch < lineage)
-    }
-
-    /// The latest fresh start of `doc` in the log that the log does not apply because its
-    /// rotation lost a race: a `FreshStart` op at an epoch the log reached without it.
-    pub(crate) fn cancelled_cut(&self, doc: &DocId) -> Option<CancelledCut> {
-        let applied = self.family.fresh_start(doc).map_or(0, |f| f.epoch);
-        let current = self.family.current_epoch(doc);
-        (self.ops.iter())
-            .filter_map(|op| match &op.op().body {
-                OpBody::FreshStart {
-                    doc: d,
-                    epoch,
-                    clock,
-                    ..
-                } if d == doc && *epoch > applied && *epoch <= current => Some(CancelledCut {
-                    author: op.op().author,
-                    epoch: *epoch,
-                    clock: clock.clone(),
-                }),
-                _ => None,
-            })
-            .max_by_key(|c| c.epoch)
-    }
-
-    /// The cancelled cut of `doc` this device must make again: it made it, its open history
-    /// is that cut's, and it may still rotate the document.
-    pub(crate) fn cut_to_make_again(&self, me: &DeviceId, doc: &DocId) -> Option<CancelledCut> {
-        self.cancelled_cut(doc).filter(|c| {
-            c.author == *me
-                && self.is_orphaned(doc)
-                && self.lineage_of(doc) == c.epoch
-                && self.family.may_rotate_doc(doc, me)
-        })
-    }
-
     /// The epoch the history of the open document `doc` starts at (0: its first history).
     pub(crate) fn lineage_of(&self, doc: &DocId) -> u32 {
         self.lineage.get(doc).copied().unwrap_or(0)
     }
 
-    /// Whether rotating `doc` now must start its history over: the rotation gives its key to a
-    /// person none of whose devices held the current one (a grant, a promotion, a person whose
-    /// access ended and came back), and a photo entry left the document before (a removal or a
-    /// purge), whose details that person must not read. Library shards never start over.
-    pub(crate) fn rotation_starts_over(&mut self, doc: &DocId) -> bool {
+    /// Whether rotating `doc` now gives its key to a person none of whose devices held the
+    /// current one (a grant, a promotion, a person whose access ended and came back; for a
+    /// document the log has given no key yet, anyone but this device's person). When photos
+    /// left the document before, such a rotation starts its history over, so that person does
+    /// not read their details. Never for library shards, which do not start over.
+    pub(crate) fn gives_key_to_newcomer(&self, doc: &DocId) -> bool {
         let family = &self.family;
-        let Some(keys) = family.current_keys(doc) else {
-            return false;
-        };
         if family.doc_kind(doc) == Some(DocKind::Library) {
             return false;
         }
         let person_of = |d: &DeviceId| family.device(d).map(|(p, _)| p);
-        let readers: BTreeSet<PersonId> = (keys.envelopes.keys().chain([&keys.rotated_by]))
-            .filter_map(person_of)
-            .collect();
-        let newcomer = family
+        let readers: BTreeSet<PersonId> = match family.current_keys(doc) {
+            Some(keys) => (keys.envelopes.keys().chain([&keys.rotated_by]))
+                .filter_map(person_of)
+                .collect(),
+            None => BTreeSet::from([self.identity.person]),
+        };
+        family
             .key_recipients(doc, &self.identity.person)
             .iter()
-            .any(|(d, _)| person_of(d).is_some_and(|p| !readers.contains(&p)));
-        newcomer
-            && self
-                .docs
-                .get_mut(doc)
-                .is_some_and(|open| open.doc.has_left_entries())
+            .any(|(d, _)| person_of(d).is_some_and(|p| !readers.contains(&p)))
+    }
+
+    /// Whether a photo entry ever left the open document `doc` (see
+    /// `Document::has_left_entries`; reads its whole history).
+    pub(crate) fn has_left_entries(&mut self, doc: &DocId) -> bool {
+        (self.docs.get_mut(doc)).is_some_and(|open| open.doc.has_left_entries())
     }
 }
 
@@ -199,62 +149,6 @@ impl Library {
             doc: *doc,
             changes: vec![base],
             copy: Some(copy),
-            retired,
-            epoch: record.epoch,
-        })
-    }
-
-    /// Cuts `doc`'s history over again when the fresh start this device made was cancelled
-    /// (its rotation lost a race with another device's, two admins acting while apart): the
-    /// same base and the changes this device wrote on top of it, sealed again under `record`'s
-    /// key (just rotated to, with no earlier keys), and a new `FreshStart` naming them with the
-    /// clock of the old history the first cut was made from. The document stays as it is;
-    /// others follow as they follow any fresh start.
-    pub(crate) fn cut_again(
-        &self,
-        state: &mut State,
-        chain: &mut OpChain,
-        doc: &DocId,
-        record: &DocRecord,
-        cut: &CancelledCut,
-    ) -> Result<Started> {
-        let me = self.device_id();
-        let retired = state.change_ids_of(doc);
-        let Some(open) = state.docs.get_mut(doc) else {
-            return Err(Error::Invalid(format!("document {doc} is not open here")));
-        };
-        let mine = open.doc.changes_beyond(&[], &me);
-        if mine.first().is_none_or(|base| !base.deps().is_empty()) {
-            return Err(Error::Corrupt(format!(
-                "document {doc} does not start with the base this device cut"
-            )));
-        }
-        let key = SymmetricKey::from_bytes(record.key);
-        let header = ChangeHeader {
-            doc: *doc,
-            epoch: record.epoch,
-            author: me,
-        };
-        let changes: Vec<SealedChange> = (mine.iter())
-            .map(|c| seal::seal_change(&key, &header, rand::random(), c.raw_bytes(), &self.device))
-            .collect();
-        let body = OpBody::FreshStart {
-            doc: *doc,
-            epoch: record.epoch,
-            base: changes[0].id(),
-            clock: cut.clock.clone(),
-        };
-        if !chain.push(&self.device, body)? {
-            return Err(Error::NotAllowed(format!(
-                "the log does not let this device start {} over again",
-                state.doc_name(doc)
-            )));
-        }
-        tracing::warn!(%doc, "the new history of {} lost a key rotation race; cut it again at epoch {}", state.doc_name(doc), record.epoch);
-        Ok(Started {
-            doc: *doc,
-            changes,
-            copy: None,
             retired,
             epoch: record.epoch,
         })
@@ -381,18 +275,21 @@ impl Library {
         }
         // What this device wrote that the new history lacks goes into it as a new change.
         let mut batch = WriteBatch::default();
+        let orphaned = state.is_orphaned(doc);
         let open = state
             .docs
             .get_mut(doc)
             .ok_or_else(|| Error::Invalid(format!("document {doc} is not open here")))?;
-        // A device that followed a cut the log then cancelled and its author made again holds
-        // that base already: everything it wrote on top of it is beyond the new history.
-        let clock = if open.doc.base_hash() == Some(base_hash) {
-            Vec::new()
+        // On a history whose cut the log cancelled, everything this device wrote came after
+        // that cut, and the new history's clock counts another history's changes: all of it
+        // is carried over, but for a base of its own.
+        let mine: Vec<DecodedChange> = if orphaned {
+            (open.doc.changes_beyond(&[], &me).into_iter())
+                .filter(|c| !c.deps().is_empty())
+                .collect()
         } else {
-            fresh.clock.clone()
+            open.doc.changes_beyond(&fresh.clock, &me)
         };
-        let mine = open.doc.changes_beyond(&clock, &me);
         if !mine.is_empty() {
             let carried = open.doc.carry_over(&mine, &mut copy).map_err(corrupt)?;
             if let Some(bytes) = copy.commit(now_ms() as i64) {
