@@ -5,6 +5,7 @@
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value};
 
+use super::fresh::BaseOps;
 use super::{BlobRef, LibraryError, PhotoEntry, scope};
 use crate::blob::FileKey;
 use crate::keys::DeviceId;
@@ -167,10 +168,14 @@ impl<'a> EntryFields<'a> {
     }
 }
 
+/// Reads the entry `obj` at `key`. `base` is the document's base, when its history started
+/// over: who trashed an entry the base trashed is the `trashed_by` the base wrote, not the
+/// base's author.
 pub(super) fn read_entry(
     doc: &AutoCommit,
     obj: &ObjId,
     key: &str,
+    base: Option<&BaseOps>,
 ) -> Result<PhotoEntry, LibraryError> {
     let fields = EntryFields::read(doc, obj);
     let bad = |field: &'static str| LibraryError::BadEntry {
@@ -226,6 +231,15 @@ pub(super) fn read_entry(
             .unwrap_or(false),
         tags,
         trashed_at_ms: fields.u64("trashed_at"),
-        trashed_by: fields.written_by("trashed_at"),
+        trashed_by: match fields.written_by("trashed_at") {
+            Some(_)
+                if fields
+                    .item("trashed_at")
+                    .is_some_and(|i| base.is_some_and(|b| b.made(&i.id()))) =>
+            {
+                fields.bytes32("trashed_by").map(DeviceId)
+            }
+            by => by,
+        },
     })
 }

@@ -32,6 +32,14 @@ pub(super) struct BaseOps {
     end: u64,
 }
 
+impl BaseOps {
+    /// Whether the base made the object or value `id`.
+    pub(super) fn made(&self, id: &automerge::ObjId) -> bool {
+        matches!(id, automerge::ObjId::Id(counter, actor, _)
+            if *actor == self.actor && (self.start..self.end).contains(counter))
+    }
+}
+
 impl Document {
     /// Whether a photo entry ever left this document: an entry was made and since deleted or
     /// replaced (or the `photos` map itself was). Reads every change: made only when the
@@ -89,11 +97,16 @@ impl Document {
                     Some((Value::Object(ObjType::Map), obj)) => self.maker_of(&obj),
                     _ => None,
                 };
-                if let (Some(made), Some((Value::Object(ObjType::Map), obj))) =
-                    (made, copy.doc.get(&to, key.as_str())?)
-                {
-                    copy.doc
-                        .put(&obj, "made_by", ScalarValue::Bytes(made.0.to_vec()))?;
+                let Some((Value::Object(ObjType::Map), obj)) = copy.doc.get(&to, key.as_str())?
+                else {
+                    continue;
+                };
+                // Who trashed it too: the index trusts no trash of a removed device.
+                for (field, device) in [("made_by", made), ("trashed_by", entry.trashed_by)] {
+                    if let Some(device) = device {
+                        copy.doc
+                            .put(&obj, field, ScalarValue::Bytes(device.0.to_vec()))?;
+                    }
                 }
             }
         }
@@ -126,16 +139,14 @@ impl Document {
     /// Who made the entry map `obj`: the actor of the op that made it, or for an entry its
     /// base made, the `made_by` it carries (`added_by` in a base from before `made_by`).
     pub(super) fn maker_of(&self, obj: &automerge::ObjId) -> Option<DeviceId> {
-        let automerge::ObjId::Id(counter, actor, _) = obj else {
-            return None;
-        };
         match &self.base {
-            Some(b) if b.actor == *actor && (b.start..b.end).contains(counter) => {
-                get_bytes32(&self.doc, obj, "made_by")
-                    .or_else(|| get_bytes32(&self.doc, obj, "added_by"))
-                    .map(DeviceId)
-            }
-            _ => actor_device(actor),
+            Some(b) if b.made(obj) => get_bytes32(&self.doc, obj, "made_by")
+                .or_else(|| get_bytes32(&self.doc, obj, "added_by"))
+                .map(DeviceId),
+            _ => match obj {
+                automerge::ObjId::Id(_, actor, _) => actor_device(actor),
+                automerge::ObjId::Root => None,
+            },
         }
     }
 
@@ -379,6 +390,35 @@ mod tests {
                 "{device:?}: {effects:?}"
             );
         }
+    }
+
+    #[test]
+    fn who_trashed_a_photo_is_still_known_after_a_fresh_start() {
+        let mut doc = album();
+        let mut c = Document::from_changes(&CONTRIBUTOR, doc_changes(&mut doc)).unwrap();
+        let trash = PhotoEdit {
+            trashed_at_ms: Some(Some(4)),
+            ..PhotoEdit::default()
+        };
+        c.edit_photo(&PhotoId([2; 32]), &trash).unwrap();
+        doc.apply_change(c.commit(4).unwrap()).unwrap();
+        let (_, base) = doc.fresh_copy(&OWNER, DocKind::Album, 5).unwrap();
+        let mut reader = Document::from_changes(&OWNER, [base.clone()]).unwrap();
+        assert!(reader.set_base(crate::library::DecodedChange::decode(base).unwrap().hash()));
+        let by = |d: &Document, n: u8| {
+            let entries = d.photos().unwrap();
+            entries
+                .into_iter()
+                .find(|e| e.id == PhotoId([n; 32]))
+                .unwrap()
+                .trashed_by
+        };
+        assert_eq!(by(&reader, 2), Some(CONTRIBUTOR));
+        assert_eq!(by(&reader, 1), None);
+        // Trashed again in the new history: by whoever did it there.
+        reader.edit_photo(&PhotoId([1; 32]), &trash).unwrap();
+        reader.commit(6).unwrap();
+        assert_eq!(by(&reader, 1), Some(OWNER));
     }
 
     #[test]

@@ -267,7 +267,7 @@ impl Document {
                     field: "entry",
                 });
             };
-            out.push(read_entry(&self.doc, &obj, &key)?);
+            out.push(read_entry(&self.doc, &obj, &key, self.base.as_ref())?);
         }
         Ok(out)
     }

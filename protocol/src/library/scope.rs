@@ -230,7 +230,7 @@ impl Document {
                         }
                         None => effects.touches_document = true,
                     }
-                    if let Ok(was) = read_entry(&self.doc, &id, photo) {
+                    if let Ok(was) = read_entry(&self.doc, &id, photo, self.base.as_ref()) {
                         effects.removed.entry(photo.to_owned()).or_insert(was);
                     }
                 }
@@ -247,7 +247,7 @@ impl Document {
         };
         match self.doc.get(&photos, photo)? {
             Some((Value::Object(ObjType::Map), obj)) => {
-                read_entry(&self.doc, &obj, photo).map(Some)
+                read_entry(&self.doc, &obj, photo, self.base.as_ref()).map(Some)
             }
             _ => Ok(None),
         }
