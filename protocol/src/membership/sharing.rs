@@ -271,8 +271,17 @@ impl FamilyState {
     /// rotation of it (which makes them its owner when nobody owns it yet), with the X25519
     /// keys to wrap to.
     pub fn key_recipients(&self, doc: &DocId, claimant: &PersonId) -> Vec<(DeviceId, [u8; 32])> {
-        let mut view = self.clone();
-        view.docs.entry(*doc).or_insert_with(|| unowned(*claimant));
+        // Only a document the log has not named yet needs the claimant as its owner: copying
+        // the whole state per document would grow with the square of the documents.
+        let named;
+        let view = if self.docs.contains_key(doc) {
+            self
+        } else {
+            let mut copy = self.clone();
+            copy.docs.insert(*doc, unowned(*claimant));
+            named = copy;
+            &named
+        };
         view.persons
             .values()
             .flat_map(|p| p.devices.iter())
