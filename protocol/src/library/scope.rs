@@ -94,6 +94,9 @@ impl Document {
         let photos = self.photos_obj();
         // Ops of this change under each key of the `photos` map, by counter.
         let mut under_key: HashMap<String, Vec<u64>> = HashMap::new();
+        // Which key each entry's op sits under, read once, for a change that claims to
+        // overwrite an op under another key than its own.
+        let mut keys_by_op: Option<HashMap<(u64, ActorId), String>> = None;
         for (i, op) in expanded.operations.iter().enumerate() {
             let counter = start.saturating_add(i as u64);
             let place = match &op.obj {
@@ -124,19 +127,31 @@ impl Document {
                         None => Vec::new(),
                     };
                     let earlier = under_key.entry(photo.clone()).or_default();
-                    if !self.overwrites_only_its_key(
+                    let elsewhere = self.overwritten_elsewhere(
                         photos.as_ref(),
                         &photo,
                         op,
                         &actor,
                         (earlier, &there),
                         change.deps(),
-                    ) {
-                        // automerge deletes every op a change says it overwrites, wherever
-                        // it sits in the map: under another key, that is another entry.
-                        effects.touches_document = true;
-                    }
+                    );
                     earlier.push(counter);
+                    if !elsewhere.is_empty() {
+                        // automerge deletes every op a change says it overwrites, wherever
+                        // it sits in the map: under another key, that is another entry, which
+                        // this change removes (and is named for, so it can be undone).
+                        effects.touches_document = true;
+                        if let Some(photos) = &photos {
+                            let by_op = keys_by_op.get_or_insert_with(|| self.keys_by_op(photos));
+                            for pred in elsewhere {
+                                if let Some(other) = by_op.get(&(pred.0, pred.1.clone())) {
+                                    let there = self.doc.get_all(photos, other.as_str())?;
+                                    self.note_entry_op(&mut effects, there, other);
+                                    effects.deleted.insert(other.clone());
+                                }
+                            }
+                        }
+                    }
                     self.note_entry_op(&mut effects, there, &photo);
                     match op.action {
                         OpType::Make(ObjType::Map) => {
@@ -183,10 +198,10 @@ impl Document {
         Ok(effects)
     }
 
-    /// Whether every op that `op` (on `photos[photo]`) says it overwrites is under that key:
-    /// an earlier op of the same change there (`earlier`), or one there now (`there`) or when
-    /// the change was made.
-    fn overwrites_only_its_key(
+    /// The ops that `op` (on `photos[photo]`) says it overwrites which are not under that key:
+    /// not an earlier op of the same change there (`earlier`), nor one there now (`there`) or
+    /// when the change was made.
+    fn overwritten_elsewhere(
         &self,
         photos: Option<&automerge::ObjId>,
         photo: &str,
@@ -194,13 +209,13 @@ impl Document {
         actor: &ActorId,
         (earlier, there): (&[u64], &[(Value<'_>, automerge::ObjId)]),
         deps: &[automerge::ChangeHash],
-    ) -> bool {
+    ) -> Vec<automerge::legacy::OpId> {
         let holds = |ids: &[(Value<'_>, automerge::ObjId)], pred: &automerge::legacy::OpId| {
             ids.iter().any(|(_, id)| {
                 matches!(id, automerge::ObjId::Id(counter, by, _) if *counter == pred.0 && *by == pred.1)
             })
         };
-        op.pred.iter().all(|pred| {
+        let under_its_key = |pred: &automerge::legacy::OpId| {
             if (pred.1 == *actor && earlier.contains(&pred.0)) || holds(there, pred) {
                 return true;
             }
@@ -211,7 +226,25 @@ impl Document {
                     pred,
                 )
             })
-        })
+        };
+        op.pred
+            .iter()
+            .filter(|p| !under_its_key(p))
+            .cloned()
+            .collect()
+    }
+
+    /// The key of the `photos` map each op there now sits under, by op id.
+    fn keys_by_op(&self, photos: &automerge::ObjId) -> HashMap<(u64, ActorId), String> {
+        let mut out = HashMap::new();
+        for key in self.doc.keys(photos) {
+            for (_, id) in self.doc.get_all(photos, key.as_str()).unwrap_or_default() {
+                if let automerge::ObjId::Id(counter, actor, _) = id {
+                    out.insert((counter, actor), key.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Records an op on `photos[photo]` that replaces or deletes `there`, what is under the key.
@@ -391,6 +424,9 @@ mod tests {
             "it removes the owner's entry: {effects:?}"
         );
         assert!(effects.touches_document);
+        // And it is named as removing it, so the removal can be attributed and undone.
+        assert!(effects.removed.contains_key(&owners_key), "{effects:?}");
+        assert!(effects.deleted.contains(&owners_key), "{effects:?}");
     }
 
     /// What the contributor's next change does, read by the owner's replica.
