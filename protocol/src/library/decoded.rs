@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use automerge::legacy::{Key, OpType};
+use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{Change, ChangeHash, ReadDoc};
 
 use super::scope::REPLACING_FIELDS;
@@ -63,9 +63,14 @@ impl Document {
         &mut self,
         change: &DecodedChange,
     ) -> Result<Vec<PhotoEntry>, LibraryError> {
+        // An op on the `photos` map that names ops it overwrites may name another key's
+        // entry (automerge deletes every op named, wherever it sits in the map).
+        let photos = self.photos_obj().map(|p| p.to_string());
         let may_remove = change.0.decode().operations.iter().any(|op| {
             matches!(op.action, OpType::Delete)
                 || matches!(&op.key, Key::Map(k) if REPLACING_FIELDS.contains(&k.as_str()))
+                || (!op.pred.is_empty()
+                    && matches!(&op.obj, ObjectId::Id(id) if Some(format!("{}@{}", id.0, id.1)) == photos))
         });
         if !may_remove {
             return Ok(Vec::new());

@@ -396,6 +396,11 @@ mod tests {
             panic!("the change makes entry 2")
         };
         make.pred = vec![automerge::legacy::OpId::new(counter, &actor)].into();
+        // The same with no other op: it writes no field a removal is looked for in.
+        let mut bare = expanded.clone();
+        bare.operations
+            .retain(|op| matches!(op.action, OpType::Make(ObjType::Map)));
+        let bare = automerge::Change::from(bare).raw_bytes().to_vec();
         let forged = automerge::Change::from(expanded).raw_bytes().to_vec();
 
         // Applied, it takes the owner's entry away.
@@ -417,6 +422,22 @@ mod tests {
             .map(|e| e.id)
             .collect();
         assert_eq!(left, vec![PhotoId([2; 32])]);
+        // Read again after it was applied (a device learning later that its author was
+        // removed), each names the entry it took away.
+        for (what, change) in [("forged", &forged), ("bare", &bare)] {
+            let mut applied = Document::from_changes(
+                &OWNER,
+                (owner.doc.clone().get_changes(&[]).into_iter()).map(|c| c.raw_bytes().to_vec()),
+            )
+            .unwrap();
+            applied.apply_change(change.clone()).unwrap();
+            let decoded = crate::library::DecodedChange::decode(change.clone()).unwrap();
+            let removed: Vec<PhotoId> = (applied.removed_by_change(&decoded).unwrap())
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(removed, vec![PhotoId([1; 32])], "{what}");
+        }
 
         let effects = owner.effects_of(&forged).unwrap();
         assert!(
