@@ -636,27 +636,24 @@ impl Library {
                 continue;
             };
             let ids: Vec<ChangeId> = waiting.iter().copied().collect();
-            // Changes of a history that started over, which this device has not followed, and
-            // every change while its open history is orphaned, wait (`awaits_fresh_start`).
-            let (orphaned, lineage) = (state.is_orphaned(doc), state.lineage_of(doc));
-            let waits_from =
-                (state.family.fresh_start(doc).map(|f| f.epoch)).filter(|epoch| lineage < *epoch);
+            // A change of another history than the open one waits: `follow_fresh_starts`
+            // takes it.
+            let this_history: Vec<SealedChange> = (self.store.changes_by_id(doc, &ids)?)
+                .into_iter()
+                .filter_map(|bytes| SealedChange::from_bytes(bytes).ok())
+                .filter(|sealed| {
+                    let epoch = sealed.header().epoch;
+                    !state.awaits_fresh_start(doc, epoch) && epoch >= state.lineage_of(doc)
+                })
+                .collect();
             let Some(open) = state.docs.get_mut(doc) else {
                 continue;
             };
             let mut opened = BTreeSet::new();
-            for bytes in self.store.changes_by_id(doc, &ids)? {
-                let Ok(sealed) = SealedChange::from_bytes(bytes) else {
-                    continue;
-                };
+            for sealed in this_history {
                 let Some(key) = open.record.key_for(sealed.header().epoch) else {
                     continue;
                 };
-                let epoch = sealed.header().epoch;
-                if orphaned || waits_from.is_some_and(|from| epoch >= from) || epoch < lineage {
-                    // Of another history than the open one: `follow_fresh_starts` takes it.
-                    continue;
-                }
                 match seal::open_change(&SymmetricKey::from_bytes(key), &sealed) {
                     Ok(plain) => match open.doc.apply_change(plain) {
                         Ok(()) => {

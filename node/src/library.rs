@@ -691,31 +691,9 @@ fn loaded_lineage(
     changes: &[(DocId, seal::SealedChange)],
     records: &HashMap<DocId, DocRecord>,
 ) -> HashMap<DocId, (u32, ChangeId)> {
-    // A cut the log cancelled counts only from a device that may rotate the document and
-    // signed the rotation it was made with (without earlier keys).
-    let bare_rotations: HashSet<(DocId, u32, DeviceId)> = (ops.iter())
-        .filter_map(|op| match &op.op().body {
-            OpBody::RotateKey {
-                doc,
-                epoch,
-                history: None,
-                ..
-            } => Some((*doc, *epoch, op.op().author)),
-            _ => None,
-        })
-        .collect();
     let mut cuts: HashMap<DocId, Vec<(u32, ChangeId)>> = HashMap::new();
-    for op in ops {
-        let author = op.op().author;
-        if let OpBody::FreshStart {
-            doc, epoch, base, ..
-        } = &op.op().body
-            && (family.was_cut_at(doc, *epoch)
-                || (bare_rotations.contains(&(*doc, *epoch, author))
-                    && family.may_rotate_doc(doc, &author)))
-        {
-            cuts.entry(*doc).or_default().push((*epoch, *base));
-        }
+    for cut in crate::fresh_start::cuts_in_log(ops, family) {
+        cuts.entry(cut.doc).or_default().push((cut.epoch, cut.base));
     }
     let mut held: HashMap<DocId, (HashSet<ChangeId>, u32)> = HashMap::new();
     for (doc, sealed) in changes {

@@ -8,9 +8,11 @@
 //! history ([`Library::cut_again`]); every other device then follows as it follows any fresh
 //! start, an orphaned one carrying over all it wrote.
 
+use std::collections::HashSet;
+
 use kith_protocol::keys::{DeviceId, DocId, SymmetricKey};
-use kith_protocol::membership::OpBody;
-use kith_protocol::seal::{self, ChangeHeader, SealedChange};
+use kith_protocol::membership::{FamilyState, OpBody, SignedOp};
+use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
 
 use super::Started;
 use crate::doc_keys::OpChain;
@@ -31,34 +33,17 @@ impl State {
         !self.family.was_cut_at(doc, self.lineage_of(doc))
     }
 
-    /// The device whose fresh start of `doc` at its current epoch the log cancelled: the
-    /// author of a `FreshStart` at that epoch who also signed a rotation to it without earlier
-    /// keys (the one that lost), and may still rotate the document. It makes the next rotation
-    /// (another device rotating meanwhile would race it again).
+    /// The device whose fresh start of `doc` at its current epoch the log cancelled (a cut
+    /// that counts, see [`cuts_in_log`]). It makes the next rotation: another device rotating
+    /// meanwhile would race it again.
     pub(crate) fn pending_cut_by(&self, doc: &DocId) -> Option<DeviceId> {
         let current = self.family.current_epoch(doc);
         if current == 0 || self.family.was_cut_at(doc, current) {
             return None;
         }
-        let mut cut_by = Vec::new();
-        let mut bare_rotation_by = Vec::new();
-        for op in &self.ops {
-            match &op.op().body {
-                OpBody::FreshStart { doc: d, epoch, .. } if d == doc && *epoch == current => {
-                    cut_by.push(op.op().author)
-                }
-                OpBody::RotateKey {
-                    doc: d,
-                    epoch,
-                    history: None,
-                    ..
-                } if d == doc && *epoch == current => bare_rotation_by.push(op.op().author),
-                _ => {}
-            }
-        }
-        cut_by
-            .into_iter()
-            .filter(|d| bare_rotation_by.contains(d) && self.family.may_rotate_doc(doc, d))
+        (cuts_in_log(&self.ops, &self.family).into_iter())
+            .filter(|c| c.doc == *doc && c.epoch == current)
+            .map(|c| c.author)
             .min()
     }
 
@@ -73,18 +58,64 @@ impl State {
         {
             return None;
         }
-        self.ops.iter().find_map(|op| match &op.op().body {
-            OpBody::FreshStart {
-                doc: d,
+        (cuts_in_log(&self.ops, &self.family).into_iter())
+            .find(|c| c.doc == *doc && c.epoch == lineage && c.author == *me)
+            .map(|c| CancelledCut {
+                clock: c.clock.to_vec(),
+            })
+    }
+}
+
+/// A `FreshStart` op of the log that counts as a cut of its document.
+pub(crate) struct Cut<'a> {
+    pub author: DeviceId,
+    pub doc: DocId,
+    pub epoch: u32,
+    pub base: ChangeId,
+    pub clock: &'a [(DeviceId, u64)],
+}
+
+/// The `FreshStart` ops of `ops` that count as cuts: those the log applied, and those the log
+/// cancelled whose author may rotate the document and signed the rotation to that epoch
+/// without earlier keys (the one that lost a race). Any other such op, which any device
+/// could post, counts for nothing: it makes nobody responsible and no history orphaned.
+pub(crate) fn cuts_in_log<'a>(ops: &'a [SignedOp], family: &FamilyState) -> Vec<Cut<'a>> {
+    let bare_rotations: HashSet<(DocId, u32, DeviceId)> = (ops.iter())
+        .filter_map(|op| match &op.op().body {
+            OpBody::RotateKey {
+                doc,
                 epoch,
-                clock,
+                history: None,
                 ..
-            } if d == doc && *epoch == lineage && op.op().author == *me => Some(CancelledCut {
-                clock: clock.clone(),
-            }),
+            } => Some((*doc, *epoch, op.op().author)),
             _ => None,
         })
-    }
+        .collect();
+    (ops.iter())
+        .filter_map(|op| {
+            let author = op.op().author;
+            match &op.op().body {
+                OpBody::FreshStart {
+                    doc,
+                    epoch,
+                    base,
+                    clock,
+                } if family.was_cut_at(doc, *epoch)
+                    || (bare_rotations.contains(&(*doc, *epoch, author))
+                        && family.may_rotate_doc(doc, &author)) =>
+                {
+                    Some(Cut {
+                        author,
+                        doc: *doc,
+                        epoch: *epoch,
+                        base: *base,
+                        clock,
+                    })
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 impl Library {

@@ -24,6 +24,7 @@ use crate::library::{Library, State, now_ms};
 use crate::store::{DocRecord, WriteBatch};
 
 mod cancelled;
+pub(crate) use cancelled::cuts_in_log;
 
 /// A history this device started over, to commit with the rotation that made its key.
 pub(crate) struct Started {
