@@ -567,13 +567,21 @@ impl Library {
                 }
             }
             by_epoch.remove(&keys.epoch);
+            let orphaned = state.is_orphaned(doc);
+            // A history whose fresh start lost with that rotation is cut again instead
+            // (`Library::cut_again`): its changes never go into the history it was cut from,
+            // and the keys they were sealed under are kept to open them until then.
+            let mut cancelled: BTreeMap<u32, [u8; 32]> = BTreeMap::new();
+            if orphaned {
+                cancelled.extend(held.map(|r| r.cancelled.clone()).unwrap_or_default());
+                cancelled.extend(lost.iter().map(|(e, k)| (*e, *k)));
+            }
             let record = DocRecord {
                 older: by_epoch.into_iter().collect(),
+                cancelled: cancelled.into_iter().collect(),
                 ..DocRecord::new(keys.epoch, key, held.and_then(|r| r.shard.clone()))
             };
-            // A history whose fresh start lost with that rotation is cut again instead
-            // (`Library::cut_again`): its changes never go into the history it was cut from.
-            if !lost.is_empty() && !state.is_orphaned(doc) {
+            if !lost.is_empty() && !orphaned {
                 for (old, new) in self.reseal_lost(state, doc, &lost, &record)? {
                     taken.superseded.push((*doc, old));
                     taken.resealed.push((*doc, new));

@@ -610,7 +610,15 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
             unopened.entry(doc_id).or_default().insert(sealed.id());
             continue;
         };
-        match open_sealed(&family, &doc_id, key, &sealed) {
+        // A change this device sealed on a history the log cancelled opens with the key
+        // that lost (see `DocRecord::cancelled`).
+        let opened = open_sealed(&family, &doc_id, key, &sealed).or_else(|reason| {
+            let cancelled = (records.get(&doc_id))
+                .and_then(|r| r.cancelled_key_for(sealed.header().epoch))
+                .ok_or(reason.clone())?;
+            open_sealed(&family, &doc_id, cancelled, &sealed).map_err(|_| reason)
+        });
+        match opened {
             Ok(bytes) => {
                 change_ids.entry(doc_id).or_default().insert(sealed.id());
                 if cuts

@@ -51,7 +51,7 @@ pub struct Identity {
     pub root_op: [u8; 32],
 }
 
-pub const DOC_RECORD_FORMAT: u8 = 2;
+pub const DOC_RECORD_FORMAT: u8 = 3;
 
 /// A document this node holds the key of, at every epoch it knows. Sealed at rest. What the
 /// document is (library shard or album) is written in the document itself.
@@ -67,6 +67,10 @@ pub struct DocRecord {
     pub shard: Option<String>,
     /// Keys of earlier epochs, to open changes sealed before the last rotation.
     pub older: Vec<(u32, [u8; 32])>,
+    /// Keys this device rotated to that the log did not keep, while the history it started
+    /// over with them is one the log cancelled (`fresh_start::cancelled`): what it sealed
+    /// there still opens after a restart, until it cuts that history again or follows another.
+    pub cancelled: Vec<(u32, [u8; 32])>,
 }
 
 impl DocRecord {
@@ -78,6 +82,7 @@ impl DocRecord {
             key,
             shard,
             older: Vec::new(),
+            cancelled: Vec::new(),
         }
     }
 
@@ -92,6 +97,13 @@ impl DocRecord {
             .map(|(_, key)| *key)
     }
 
+    /// The key of `epoch` that the log did not keep, if this record holds one.
+    pub fn cancelled_key_for(&self, epoch: u32) -> Option<[u8; 32]> {
+        (self.cancelled.iter())
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, key)| *key)
+    }
+
     /// Every key held, oldest epoch first.
     pub fn all_keys(&self) -> Vec<(u32, [u8; 32])> {
         let mut keys = self.older.clone();
@@ -99,6 +111,26 @@ impl DocRecord {
         keys.sort_by_key(|(e, _)| *e);
         keys.dedup_by_key(|(e, _)| *e);
         keys
+    }
+}
+
+/// [`DocRecord`] as written before it kept the keys of cancelled histories (format 2); read,
+/// never written.
+#[derive(Deserialize)]
+struct DocRecordV2 {
+    format: u8,
+    epoch: u32,
+    key: [u8; 32],
+    shard: Option<String>,
+    older: Vec<(u32, [u8; 32])>,
+}
+
+impl From<DocRecordV2> for DocRecord {
+    fn from(v2: DocRecordV2) -> Self {
+        DocRecord {
+            older: v2.older,
+            ..DocRecord::new(v2.epoch, v2.key, v2.shard)
+        }
     }
 }
 
@@ -297,6 +329,26 @@ impl Store {
         ))
     }
 
+    /// A [`DocRecord`] in any format written so far. postcard ignores trailing bytes, so the
+    /// format byte, not a failed decode, tells the layouts apart.
+    fn open_doc_record(&self, ctx: &[u8], sealed: &[u8]) -> Result<DocRecord> {
+        let current = self.open_sealed::<DocRecord>(ctx, sealed);
+        if let Ok(record) = &current
+            && record.format == DOC_RECORD_FORMAT
+        {
+            return current;
+        }
+        if let Ok(v2) = self.open_sealed::<DocRecordV2>(ctx, sealed)
+            && v2.format == 2
+        {
+            return Ok(v2.into());
+        }
+        match self.open_sealed::<DocRecordV1>(ctx, sealed) {
+            Ok(v1) => Ok(v1.into()),
+            Err(e) => Err(current.err().unwrap_or(e)),
+        }
+    }
+
     fn open_sealed<T: for<'a> Deserialize<'a>>(&self, context: &[u8], sealed: &[u8]) -> Result<T> {
         let plain = record::open_record(&self.storage_key, context, sealed).map_err(|e| {
             Error::Corrupt(format!(
@@ -353,16 +405,7 @@ impl Store {
         for row in txn.open_table(DOCS)?.iter()? {
             let (k, v) = row?;
             let ctx = [b"docs/".as_slice(), k.value()].concat();
-            let record = match self.open_sealed::<DocRecord>(&ctx, v.value()) {
-                Ok(record) if record.format == DOC_RECORD_FORMAT => Ok(record),
-                Ok(_) => self
-                    .open_sealed::<DocRecordV1>(&ctx, v.value())
-                    .map(DocRecord::from),
-                Err(e) => self
-                    .open_sealed::<DocRecordV1>(&ctx, v.value())
-                    .map(DocRecord::from)
-                    .map_err(|_| e),
-            };
+            let record = self.open_doc_record(&ctx, v.value());
             match doc_id(k.value()).and_then(|id| Ok((id, record?))) {
                 Ok(doc) => docs.push(doc),
                 Err(e) => damaged.push(e.to_string()),
@@ -612,4 +655,53 @@ fn doc_id(bytes: &[u8]) -> Result<DocId> {
     <[u8; 32]>::try_from(bytes)
         .map(DocId)
         .map_err(|_| Error::Corrupt("a document id in the database is not 32 bytes".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record in format 2, as an earlier kith wrote it.
+    #[derive(Serialize)]
+    struct WrittenV2 {
+        format: u8,
+        epoch: u32,
+        key: [u8; 32],
+        shard: Option<String>,
+        older: Vec<(u32, [u8; 32])>,
+    }
+
+    #[test]
+    fn doc_records_of_every_format_read_back() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Db(e.to_string()))?;
+        let store = Store::open(&dir.path().join("db"), SymmetricKey::from_bytes([9; 32]))?;
+        let ctx = b"docs/x";
+        let current = DocRecord {
+            older: vec![(1, [1; 32])],
+            cancelled: vec![(2, [3; 32])],
+            ..DocRecord::new(2, [2; 32], Some("2024-05".into()))
+        };
+        let read = store.open_doc_record(ctx, &store.seal(ctx, &current)?)?;
+        assert_eq!(read, current);
+
+        let v2 = WrittenV2 {
+            format: 2,
+            epoch: 2,
+            key: [2; 32],
+            shard: None,
+            older: vec![(1, [1; 32])],
+        };
+        let read = store.open_doc_record(ctx, &store.seal(ctx, &v2)?)?;
+        assert_eq!(
+            (read.epoch, read.key, read.older),
+            (2, [2; 32], vec![(1, [1; 32])])
+        );
+        assert!(read.cancelled.is_empty());
+        assert_eq!(read.format, DOC_RECORD_FORMAT);
+
+        let v1 = (DocKind::Album, 1u32, [4u8; 32], Option::<String>::None);
+        let read = store.open_doc_record(ctx, &store.seal(ctx, &v1)?)?;
+        assert_eq!((read.epoch, read.key), (1, [4; 32]));
+        Ok(())
+    }
 }

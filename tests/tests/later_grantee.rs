@@ -208,7 +208,7 @@ fn assert_reads_nothing_that_left(
 /// of a history that held the removed photo.
 #[test]
 fn a_fresh_start_that_loses_a_rotation_race_is_cut_again() -> Result<()> {
-    fresh_start_loses_a_race(1)
+    fresh_start_loses_a_race(1, Restart::No)
 }
 
 /// As above, but Ben's device rotated the album twice: the family moved on from the epoch Ana
@@ -217,12 +217,28 @@ fn a_fresh_start_that_loses_a_rotation_race_is_cut_again() -> Result<()> {
 /// over what it wrote on its cancelled history.
 #[test]
 fn a_fresh_start_cancelled_by_two_rotations_is_followed_not_cut_again() -> Result<()> {
-    fresh_start_loses_a_race(2)
+    fresh_start_loses_a_race(2, Restart::No)
+}
+
+/// As above, but Ana's device learns of Ben's rotations (and takes their key) alone and
+/// restarts before it can follow: what it wrote on the cancelled history still opens after the
+/// restart (nothing is listed as damaged), and is carried over when Ben's fresh start comes.
+#[test]
+fn a_device_on_a_cancelled_fresh_start_that_restarts_keeps_what_it_wrote_there() -> Result<()> {
+    fresh_start_loses_a_race(2, Restart::BeforeFollowing)
+}
+
+/// Whether Ana's device restarts between learning that its fresh start was cancelled and
+/// following the next one.
+#[derive(PartialEq)]
+enum Restart {
+    No,
+    BeforeFollowing,
 }
 
 /// Ana shares an album a photo left while Ben's device, apart, makes `rotations` rotations of
 /// it that win over Ana's; both add a photo to it meanwhile.
-fn fresh_start_loses_a_race(rotations: u32) -> Result<()> {
+fn fresh_start_loses_a_race(rotations: u32, restart: Restart) -> Result<()> {
     let mut cluster = Cluster::start(3)?;
     let rows = jpegs(5)?;
     let a = &cluster.nodes[0];
@@ -257,7 +273,7 @@ fn fresh_start_loses_a_race(rotations: u32) -> Result<()> {
     a.ok(&["share", ALBUM, "Grandma"])?;
     a.ok(&["albums", "add", ALBUM, &extra[0]])?;
     cluster.nodes[0].stop()?;
-    let tries = rotate_so_that_it_wins(
+    let (tries, made) = rotate_so_that_it_wins(
         &cluster.nodes[1],
         &cluster.nodes[0],
         &doc,
@@ -266,6 +282,18 @@ fn fresh_start_loses_a_race(rotations: u32) -> Result<()> {
     )?;
     eprintln!("Ben's rotation wins the race after {tries} tries");
     cluster.nodes[1].ok(&["albums", "add", ALBUM, &extra[1]])?;
+    if restart == Restart::BeforeFollowing {
+        // Ana's device hears of Ben's rotations (from a device that passed them on) while Ben's
+        // is away, takes their key, and restarts.
+        commit_ops(&cluster.nodes[0], made)?;
+        let a = &mut cluster.nodes[0];
+        a.start()?;
+        a.stop()?;
+        a.start()?;
+        let status = a.json(&["status", "--json"])?;
+        assert_eq!(status["damaged"], serde_json::json!([]), "{status}");
+        a.stop()?;
+    }
 
     let mut want = now.clone();
     want.extend(extra.iter().cloned());
@@ -308,14 +336,14 @@ fn fresh_start_loses_a_race(rotations: u32) -> Result<()> {
 /// Makes, on the stopped `ben`'s device, the removal of `device` and `rotations` rotations of
 /// `doc` after it (as an admin's node may), while apart from the stopped `ana` who shared
 /// `doc`; signed at times chosen so that the log keeps Ben's first rotation over Ana's (whose
-/// fresh start it cancels). Returns how many times it signed them.
+/// fresh start it cancels). Returns how many times it signed them, and the ops.
 fn rotate_so_that_it_wins(
     ben: &TestNode,
     ana: &TestNode,
     doc: &DocId,
     device: &DeviceId,
     rotations: u32,
-) -> Result<u64> {
+) -> Result<(u64, Vec<SignedOp>)> {
     let dir = DataDir::new(&ben.data_dir);
     let secret = dir.read_device_secret()?;
     let store = Store::open(&dir.db_file(), secret.storage_key())?;
@@ -400,11 +428,22 @@ fn rotate_so_that_it_wins(
         };
         if wins(2, record.epoch + 1)? && wins(made.len(), record.epoch + rotations)? {
             store.commit(&WriteBatch {
-                ops: made,
+                ops: made.clone(),
                 ..WriteBatch::default()
             })?;
-            return Ok(tries);
+            return Ok((tries, made));
         }
     }
     anyhow::bail!("no signing time made Ben's rotation win")
+}
+
+/// Writes `ops` into the log of the stopped `node`, as if a device had passed them on.
+fn commit_ops(node: &TestNode, ops: Vec<SignedOp>) -> Result<()> {
+    let dir = DataDir::new(&node.data_dir);
+    let store = Store::open(&dir.db_file(), dir.read_device_secret()?.storage_key())?;
+    store.commit(&WriteBatch {
+        ops,
+        ..WriteBatch::default()
+    })?;
+    Ok(())
 }
