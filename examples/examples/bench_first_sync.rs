@@ -28,7 +28,6 @@ use kith_node::net::{NetConfig, Network};
 use kith_node::replica::ReplicaSize;
 use kith_node::{DataDir, Library};
 use kith_protocol::membership::Role;
-use rayon::prelude::*;
 
 /// How long B may take before the benchmark gives up.
 const DEADLINE: Duration = Duration::from_secs(30 * 60);
@@ -56,7 +55,11 @@ fn bench(photos: usize) -> Result<()> {
     let folder = tmp.path().join("photos");
 
     let t = Instant::now();
-    let bytes = make_photos(&folder, photos)?;
+    let bytes = kith_examples::photos::generate(
+        &folder,
+        photos,
+        kith_examples::photos::Order::Chronological,
+    )?;
     let generated = t.elapsed();
     println!(
         "generated {photos} JPEGs (16x16, EXIF dates over 10 years), {:.1} MB, in {:.1} s",
@@ -249,90 +252,6 @@ fn peak_rss_kb() -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 // The photos
 // ---------------------------------------------------------------------------------------------
-
-/// Writes `n` distinct 16×16 JPEGs into `dir`, named in the order of their EXIF
-/// DateTimeOriginal, which spreads them evenly over 2015-01-01 … 2024-12-31 (as a camera roll's
-/// names follow its dates). Returns the total bytes.
-fn make_photos(dir: &Path, n: usize) -> Result<u64> {
-    std::fs::create_dir_all(dir)?;
-    const SPAN_S: u64 = 3653 * 86_400;
-    const START_DAYS: i64 = 16_436; // 2015-01-01 as days since 1970-01-01
-    (0..n)
-        .into_par_iter()
-        .map(|i| -> Result<u64> {
-            let secs = i as u64 * SPAN_S / n.max(1) as u64;
-            let date = exif_datetime(START_DAYS, secs);
-            let seed = blake3::hash(&(i as u64).to_le_bytes());
-            let seed = seed.as_bytes();
-            let mut pixels = Vec::with_capacity(16 * 16 * 3);
-            for y in 0..16u8 {
-                for x in 0..16u8 {
-                    let k = usize::from(y) * 16 + usize::from(x);
-                    pixels.push(seed[k % 32].wrapping_add(x * 8));
-                    pixels.push(seed[(k + 11) % 32].wrapping_add(y * 8));
-                    pixels.push(seed[(k + 23) % 32]);
-                }
-            }
-            let mut jpeg = Vec::new();
-            let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, 85);
-            encoder.add_app_segment(1, exif_segment(&date))?;
-            encoder.encode(&pixels, 16, 16, jpeg_encoder::ColorType::Rgb)?;
-            let path = dir.join(format!("img-{i:07}.jpg"));
-            std::fs::write(&path, &jpeg)?;
-            Ok(jpeg.len() as u64)
-        })
-        .sum()
-}
-
-/// `YYYY:MM:DD HH:MM:SS` of `start_days` (days since 1970-01-01) plus `secs`.
-fn exif_datetime(start_days: i64, secs: u64) -> String {
-    let days = start_days + (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days → civil date.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}:{month:02}:{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// An APP1 EXIF payload holding only DateTimeOriginal: `Exif\0\0`, then a little-endian TIFF
-/// with IFD0 pointing to an Exif IFD with the one tag.
-fn exif_segment(datetime: &str) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(b"II");
-    t.extend_from_slice(&42u16.to_le_bytes());
-    t.extend_from_slice(&8u32.to_le_bytes());
-    // IFD0 at 8: one entry, ExifIFDPointer (0x8769, LONG) → 26.
-    t.extend_from_slice(&1u16.to_le_bytes());
-    t.extend_from_slice(&0x8769u16.to_le_bytes());
-    t.extend_from_slice(&4u16.to_le_bytes());
-    t.extend_from_slice(&1u32.to_le_bytes());
-    t.extend_from_slice(&26u32.to_le_bytes());
-    t.extend_from_slice(&0u32.to_le_bytes());
-    // Exif IFD at 26: DateTimeOriginal (0x9003, ASCII, 20 bytes) at 44.
-    t.extend_from_slice(&1u16.to_le_bytes());
-    t.extend_from_slice(&0x9003u16.to_le_bytes());
-    t.extend_from_slice(&2u16.to_le_bytes());
-    t.extend_from_slice(&20u32.to_le_bytes());
-    t.extend_from_slice(&44u32.to_le_bytes());
-    t.extend_from_slice(&0u32.to_le_bytes());
-    t.extend_from_slice(datetime.as_bytes());
-    t.push(0);
-    let mut out = b"Exif\0\0".to_vec();
-    out.extend_from_slice(&t);
-    out
-}
 
 // ---------------------------------------------------------------------------------------------
 // The anchor

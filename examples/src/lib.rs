@@ -1,8 +1,10 @@
 //! Library side of kith's runnable examples: helpers the benchmarks share.
 //!
+//! [`photos`] generates the tiny dated JPEGs the library benchmarks import;
 //! [`transfer_anchors`] builds the photo set for the transfer benchmark and measures the two
 //! anchors kith's figure is printed next to (a raw TCP copy and Syncthing, both on loopback).
 
+pub mod photos;
 pub mod transfer_anchors;
 
 use std::path::PathBuf;

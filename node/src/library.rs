@@ -20,6 +20,7 @@ use crate::blobs::Blobs;
 use crate::datadir::DataDir;
 use crate::doc_keys::{OpChain, Rotation};
 use crate::error::{Error, Result};
+use crate::index::Touched;
 use crate::store::{DocRecord, Identity, Store, WriteBatch};
 use crate::views::{AlbumView, InitView, PhotoView, StatusView};
 
@@ -431,6 +432,7 @@ impl Library {
         docs: &[DocId],
         new_docs: Vec<NewDoc>,
     ) -> Result<()> {
+        let new: HashSet<DocId> = new_docs.iter().map(|n| n.id).collect();
         let result = self.seal_and_commit(state, docs, new_docs);
         if let Err(e) = &result {
             tracing::error!("commit failed, reloading the library from disk: {e}");
@@ -440,7 +442,19 @@ impl Library {
             }
             return result;
         }
-        state.reindex_docs(docs);
+        // The index re-reads what these edits wrote, not the documents they wrote into.
+        let touched = (docs.iter())
+            .filter_map(|id| {
+                let edited = state.docs.get_mut(id)?.doc.take_edited();
+                let touched = if new.contains(id) || edited.whole {
+                    Touched::Whole
+                } else {
+                    Touched::Entries(edited.entries)
+                };
+                Some((*id, touched))
+            })
+            .collect();
+        state.reindex_touched(touched);
         self.save_kept(state);
         Ok(())
     }
@@ -589,6 +603,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     let lineage: HashMap<DocId, u32> = cuts.iter().map(|(d, (e, _))| (*d, *e)).collect();
     let mut bases: HashMap<DocId, [u8; 32]> = HashMap::new();
     let mut revoked_authors: HashMap<DeviceId, BTreeSet<ChangeId>> = HashMap::new();
+    let me = device.device_id();
     for (doc_id, sealed) in loaded.changes {
         if sealed.header().author != device.device_id() {
             revoked_authors
@@ -610,14 +625,23 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
             unopened.entry(doc_id).or_default().insert(sealed.id());
             continue;
         };
-        // A change this device sealed on a history the log cancelled opens with the key
-        // that lost (see `DocRecord::cancelled`).
-        let opened = open_sealed(&family, &doc_id, key, &sealed).or_else(|reason| {
-            let cancelled = (records.get(&doc_id))
-                .and_then(|r| r.cancelled_key_for(sealed.header().epoch))
-                .ok_or(reason.clone())?;
-            open_sealed(&family, &doc_id, cancelled, &sealed).map_err(|_| reason)
-        });
+        // On a history the log cancelled (see `DocRecord::cancelled`), this device's own
+        // changes and the cut's base open with the key that lost. Another device's change
+        // under that key waited unchecked while this device was orphaned, and still waits.
+        let cancelled =
+            (records.get(&doc_id)).and_then(|r| r.cancelled_key_for(sealed.header().epoch));
+        let opened = match (open_sealed(&family, &doc_id, key, &sealed), cancelled) {
+            (Err(reason), Some(cancelled)) => {
+                let base = cuts.get(&doc_id).is_some_and(|(_, b)| *b == sealed.id());
+                if sealed.header().author != me && !base {
+                    change_ids.entry(doc_id).or_default().insert(sealed.id());
+                    unopened.entry(doc_id).or_default().insert(sealed.id());
+                    continue;
+                }
+                open_sealed(&family, &doc_id, cancelled, &sealed).map_err(|_| reason)
+            }
+            (opened, _) => opened,
+        };
         match opened {
             Ok(bytes) => {
                 change_ids.entry(doc_id).or_default().insert(sealed.id());
@@ -636,7 +660,6 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
             }
         }
     }
-    let me = device.device_id();
     let mut docs = BTreeMap::new();
     for (doc_id, record) in records {
         let changes = by_doc.remove(&doc_id).unwrap_or_default();

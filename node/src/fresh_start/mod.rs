@@ -7,9 +7,8 @@
 //!
 //! Every device follows once it holds the new history's first change (the base): it rebuilds
 //! the document from the base and the changes sealed since, carries over the changes it wrote
-//! itself that the base lacks (the log names where the old history was cut) and, if it may
-//! write the whole document, the entries others who may added after the cut (their device may
-//! never come back), and deletes the old history's changes. Until then it keeps the document it has. Nobody takes in a change
+//! itself that the base lacks (the log names where the old history was cut), and deletes the
+//! old history's changes. Until then it keeps the document it has. Nobody takes in a change
 //! of the old history after the log started it over.
 
 use std::collections::BTreeSet;
@@ -299,9 +298,7 @@ impl Library {
     }
 
     /// The change that carries into `copy` (the new history of `doc`, not committed yet) what
-    /// this device wrote that it lacks, and, when this device may write the whole document,
-    /// what others who may added after the cut (their maker may never come back to carry
-    /// it); `None` when there is nothing to carry.
+    /// this device wrote that it lacks; `None` when there is nothing to carry.
     fn carry_into(
         &self,
         state: &mut State,
@@ -318,7 +315,7 @@ impl Library {
             .ok_or_else(|| Error::Invalid(format!("document {doc} is not open here")))?;
         // On a history whose cut the log cancelled, everything this device wrote came after
         // that cut, and the new history's clock counts another history's changes: all of it
-        // is carried over, but for a base of its own, and nothing of others.
+        // is carried over, but for a base of its own.
         let mine: Vec<DecodedChange> = if orphaned {
             (open.doc.changes_beyond(&[], &me).into_iter())
                 .filter(|c| !c.deps().is_empty())
@@ -326,22 +323,11 @@ impl Library {
         } else {
             open.doc.changes_beyond(&fresh.clock, &me)
         };
-        let ever_held = copy.entries_ever_held();
-        let own = (open.doc)
-            .carry_over(&mine, copy, &ever_held)
-            .map_err(corrupt)?;
-        let family = &state.family;
-        let others = if orphaned || family.write_scope(doc, &me) != Some(WriteScope::Document) {
-            0
-        } else {
-            let whole = |d: &DeviceId| family.person_writes_whole(doc, d);
-            (open.doc)
-                .carry_additions_of_others(&fresh.clock, &me, whole, copy, &ever_held)
-                .map_err(corrupt)?
-        };
-        if own + others == 0 {
+        if mine.is_empty() {
             return Ok(None);
         }
+        let carried = open.doc.carry_over(&mine, copy).map_err(corrupt)?;
+        // Whatever was carried, entries or the album's own fields, is committed.
         let Some(bytes) = copy.commit(now_ms() as i64) else {
             return Ok(None);
         };
@@ -350,7 +336,7 @@ impl Library {
             epoch: record.epoch,
             author: me,
         };
-        tracing::info!(%doc, "carried {} entries into the new history ({others} added by other devices)", own + others);
+        tracing::info!(%doc, "carried {carried} entries this device changed into the new history");
         Ok(Some(seal::seal_change(
             &SymmetricKey::from_bytes(record.key),
             &header,

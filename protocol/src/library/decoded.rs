@@ -12,7 +12,7 @@ use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{Change, ChangeHash, ReadDoc};
 
 use super::scope::REPLACING_FIELDS;
-use super::{Document, LibraryError, PhotoEntry, guard};
+use super::{Document, Edited, LibraryError, PhotoEntry, guard};
 use crate::keys::{DeviceId, DocId};
 
 /// One automerge change, decoded after [`super::check_change_bounds`] passed.
@@ -78,6 +78,7 @@ impl Document {
         let before = Document {
             doc: self.doc.fork_at(change.0.deps())?,
             base: self.base.clone(),
+            edited: Edited::default(),
         };
         Ok(before
             .effects_of_decoded(change)?

@@ -37,6 +37,7 @@ impl Document {
         let Some(entry) = self.entry_obj(id)? else {
             return Ok(false);
         };
+        self.edited.entries.insert(*id);
         let doc = &mut self.doc;
         if let Some(caption) = &edit.caption {
             match caption {

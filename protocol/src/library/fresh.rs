@@ -11,10 +11,7 @@
 //! start it over) wrote there.
 //!
 //! Changes the old history got after the base was cut (the base's author names the old
-//! history's clock) are carried over by the device that wrote them, as a new change; entries
-//! added then are also carried by any device that follows and may write the whole document,
-//! for makers who may too, so they stay when their device never comes back. An entry the new
-//! history ever held is never carried into it again.
+//! history's clock) are carried over by the device that wrote them, as a new change.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,8 +19,8 @@ use automerge::transaction::Transactable;
 use automerge::{ActorId, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 use super::{
-    DecodedChange, DocKind, Document, LibraryError, PhotoEdit, PhotoEntry, actor_device, actor_for,
-    get_bytes32, kind_str,
+    DecodedChange, DocKind, Document, Edited, LibraryError, PhotoEdit, PhotoEntry, actor_device,
+    actor_for, get_bytes32, kind_str,
 };
 use crate::keys::{DeviceId, PhotoId};
 
@@ -48,23 +45,28 @@ impl Document {
     /// replaced (or the `photos` map itself was). Reads every change: made only when the
     /// document is granted to someone new.
     pub fn has_left_entries(&mut self) -> bool {
+        use automerge::legacy::{Key, ObjectId, OpType};
         let photos = self.photos_obj().map(|p| p.to_string());
-        let (photos_maps, entries_made) =
-            entries_made(self.doc.get_changes(&[]), photos.as_deref());
+        let (mut photos_maps, mut entries_made) = (0usize, 0usize);
+        for change in self.doc.get_changes(&[]) {
+            for op in change.decode().operations {
+                if !matches!(op.action, OpType::Make(ObjType::Map)) {
+                    continue;
+                }
+                match &op.obj {
+                    ObjectId::Root if matches!(&op.key, Key::Map(k) if k == "photos") => {
+                        photos_maps += 1;
+                    }
+                    ObjectId::Id(id) if Some(format!("{}@{}", id.0, id.1)) == photos => {
+                        entries_made += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
         let now = self.photos_obj().map_or(0, |p| self.doc.keys(&p).count());
         // A second `photos` map hides the first one's entries.
-        photos_maps > 1 || entries_made.len() > now
-    }
-
-    /// The key of every photo entry this document ever held, left since or not: an entry a
-    /// device carries over into it must not come back once it left. Read before anything is
-    /// written into it (reading its changes closes a pending one).
-    pub fn entries_ever_held(&mut self) -> BTreeSet<String> {
-        let photos = self.photos_obj().map(|p| p.to_string());
-        entries_made(self.doc.get_changes(&[]), photos.as_deref())
-            .1
-            .into_iter()
-            .collect()
+        photos_maps > 1 || entries_made > now
     }
 
     /// This document's current state written as the one change of a new history by `device`
@@ -113,6 +115,8 @@ impl Document {
             .ok_or_else(|| LibraryError::BadChange("a fresh copy is empty".into()))?;
         let hash = DecodedChange::decode(bytes.clone())?.hash();
         copy.set_base(hash);
+        // Whoever adopts the copy reads it in full.
+        copy.edited = Edited::default();
         Ok((copy, bytes))
     }
 
@@ -192,17 +196,18 @@ impl Document {
         &mut self,
         changes: &[DecodedChange],
         target: &mut Document,
-        ever_held: &BTreeSet<String>,
     ) -> Result<usize, LibraryError> {
         let mut count = 0;
         for change in changes {
             let before = Document {
                 doc: self.doc.fork_at(change.0.deps())?,
                 base: self.base.clone(),
+                edited: Edited::default(),
             };
             let after = Document {
                 doc: self.doc.fork_at(&[change.0.hash()])?,
                 base: self.base.clone(),
+                edited: Edited::default(),
             };
             let effects = before.effects_of_decoded(change)?;
             if effects.touches_document {
@@ -211,6 +216,7 @@ impl Document {
                     if let Some((Value::Scalar(v), _)) = after.doc.get(ROOT, field)?
                         && Some(v.to_string()) != was
                     {
+                        target.edited.whole = true;
                         target.doc.put(ROOT, field, v.into_owned())?;
                     }
                 }
@@ -227,11 +233,8 @@ impl Document {
                 };
                 let (was, now, there) = (before.entry(key)?, after.entry(key)?, target.entry(key)?);
                 match (was, now, there) {
-                    // Added by this change, and never in the new history (another device
-                    // may have carried it there, and someone removed it since).
-                    (None, Some(now), None) if !ever_held.contains(key.as_str()) => {
-                        target.put_photos([&now])?
-                    }
+                    // Added by this change, and not in the new history yet.
+                    (None, Some(now), None) => target.put_photos([&now])?,
                     // Removed by this change.
                     (Some(_), None, Some(_)) => {
                         target.remove_photo(&id)?;
@@ -253,80 +256,6 @@ impl Document {
         }
         Ok(count)
     }
-}
-
-impl Document {
-    /// Writes into `target` (this document's fresh copy) the entries that changes of devices
-    /// other than `me` beyond `clock` added here, as this document holds them now, unless
-    /// `target` ever held them (`ever_held`, read from it before anything was carried) or they
-    /// are in the trash. A device that follows a fresh start and may write the whole document
-    /// carries them on their makers' behalf, so what a device that never comes back added
-    /// while the history was cut stays in it. Only for makers `carries_for` names (those who
-    /// may write the whole document too: an entry carried is the carrier's, and a contributor
-    /// keeps her rights only over what she carries herself), and only additions: another
-    /// device's removal, edit or trash is carried by that device alone, so nobody's removal is
-    /// passed off as the carrier's. Returns how many entries it added.
-    pub fn carry_additions_of_others(
-        &mut self,
-        clock: &[(DeviceId, u64)],
-        me: &DeviceId,
-        carries_for: impl Fn(&DeviceId) -> bool,
-        target: &mut Document,
-        ever_held: &BTreeSet<String>,
-    ) -> Result<usize, LibraryError> {
-        let seen: BTreeMap<ActorId, u64> = (clock.iter())
-            .map(|(device, seq)| (actor_for(device), *seq))
-            .collect();
-        let mine = actor_for(me);
-        let photos = self.photos_obj().map(|p| p.to_string());
-        let beyond = (self.doc.get_changes(&[]).into_iter()).filter(|c| {
-            *c.actor_id() != mine
-                && c.seq() > seen.get(c.actor_id()).copied().unwrap_or(0)
-                && actor_device(c.actor_id()).is_some_and(|d| carries_for(&d))
-        });
-        let added: BTreeSet<String> = entries_made(beyond, photos.as_deref())
-            .1
-            .into_iter()
-            .collect();
-        let mut count = 0;
-        for key in added.iter().filter(|k| !ever_held.contains(k.as_str())) {
-            if let Some(entry) = self.entry(key)?
-                && entry.trashed_at_ms.is_none()
-            {
-                target.put_photos([&entry])?;
-                count += 1;
-            }
-        }
-        Ok(count)
-    }
-}
-
-/// Of `changes`, how many `photos` maps they made at the document's root, and the key of each
-/// entry they made in the map `photos` (its id, as `counter@actor`), once per entry made: a
-/// key made again (a replaced entry) counts again.
-fn entries_made(
-    changes: impl IntoIterator<Item = automerge::Change>,
-    photos: Option<&str>,
-) -> (usize, Vec<String>) {
-    use automerge::legacy::{Key, ObjectId, OpType};
-    let (mut photos_maps, mut entries) = (0usize, Vec::new());
-    for change in changes {
-        for op in change.decode().operations {
-            if !matches!(op.action, OpType::Make(ObjType::Map)) {
-                continue;
-            }
-            match (&op.obj, &op.key) {
-                (ObjectId::Root, Key::Map(k)) if k == "photos" => photos_maps += 1,
-                (ObjectId::Id(id), Key::Map(k))
-                    if Some(format!("{}@{}", id.0, id.1).as_str()) == photos =>
-                {
-                    entries.push(k.to_string());
-                }
-                _ => {}
-            }
-        }
-    }
-    (photos_maps, entries)
 }
 
 /// The edit that makes `there`'s editable fields what they are in `now`: only those that differ.
@@ -525,73 +454,11 @@ mod tests {
         assert_eq!(late.len(), 3);
         assert!(c.changes_beyond(&clock, &OWNER).is_empty());
         // The edit of entry 3, which left the new history, does not bring it back.
-        let ever_held = copy.entries_ever_held();
-        assert_eq!(c.carry_over(&late, &mut copy, &ever_held).unwrap(), 2);
+        assert_eq!(c.carry_over(&late, &mut copy).unwrap(), 2);
         let entries = copy.photos().unwrap();
         assert!(entries.iter().any(|e| e.id == PhotoId([4; 32])));
         let two = entries.iter().find(|e| e.id == PhotoId([2; 32])).unwrap();
         assert_eq!(two.caption.as_deref(), Some("late"));
         assert!(!entries.iter().any(|e| e.id == PhotoId([3; 32])));
-    }
-
-    #[test]
-    fn additions_of_others_beyond_the_cut_are_carried_for_them_and_nothing_else() {
-        const ADMIN: DeviceId = DeviceId([5; 32]);
-        const FOLLOWER: DeviceId = DeviceId([6; 32]);
-        let mut doc = album();
-        let clock = doc.clock();
-        let (mut copy, _) = doc.fresh_copy(&OWNER, DocKind::Album, 4).unwrap();
-        // Apart from the cut: another admin adds entries 6, 7 (then trashes it), 8 (then
-        // removes it) and 10; the contributor adds entry 9.
-        let mut admin = Document::from_changes(&ADMIN, doc_changes(&mut doc)).unwrap();
-        admin
-            .put_photos(&[entry(6), entry(7), entry(8), entry(10)])
-            .unwrap();
-        admin.commit(5).unwrap();
-        let trash = PhotoEdit {
-            trashed_at_ms: Some(Some(6)),
-            ..PhotoEdit::default()
-        };
-        admin.edit_photo(&PhotoId([7; 32]), &trash).unwrap();
-        admin.remove_photo(&PhotoId([8; 32])).unwrap();
-        admin.commit(6).unwrap();
-        let mut c = Document::from_changes(&CONTRIBUTOR, doc_changes(&mut doc)).unwrap();
-        let mut nine = entry(9);
-        nine.added_by = CONTRIBUTOR;
-        c.put_photos(&[nine]).unwrap();
-        let theirs = c.commit(7).unwrap();
-        let mut follower = Document::from_changes(&FOLLOWER, doc_changes(&mut admin)).unwrap();
-        follower.apply_change(theirs).unwrap();
-        // The new history already held entry 10 and let it go again.
-        copy.put_photos(&[entry(10)]).unwrap();
-        copy.commit(8).unwrap();
-        copy.remove_photo(&PhotoId([10; 32])).unwrap();
-        copy.commit(9).unwrap();
-
-        let ever_held = copy.entries_ever_held();
-        let carried = follower
-            .carry_additions_of_others(
-                &clock,
-                &FOLLOWER,
-                |d| *d != CONTRIBUTOR,
-                &mut copy,
-                &ever_held,
-            )
-            .unwrap();
-        assert_eq!(carried, 1);
-        let ids: BTreeSet<PhotoId> = copy.photos().unwrap().into_iter().map(|e| e.id).collect();
-        assert_eq!(
-            ids,
-            BTreeSet::from([PhotoId([1; 32]), PhotoId([2; 32]), PhotoId([6; 32])])
-        );
-        // The other admin's own carry-over, when it follows, brings what it removed and
-        // trashed, but not entry 10 back either.
-        let late = admin.changes_beyond(&clock, &ADMIN);
-        admin.carry_over(&late, &mut copy, &ever_held).unwrap();
-        let entries = copy.photos().unwrap();
-        let ids: BTreeSet<PhotoId> = entries.iter().map(|e| e.id).collect();
-        assert_eq!(ids, BTreeSet::from([1, 2, 6, 7].map(|n| PhotoId([n; 32]))));
-        let seven = entries.iter().find(|e| e.id == PhotoId([7; 32])).unwrap();
-        assert_eq!(seven.trashed_at_ms, Some(6));
     }
 }

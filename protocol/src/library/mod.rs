@@ -8,6 +8,8 @@
 //! Every field of an entry is its own automerge value, so concurrent edits of different fields
 //! (a caption here, a favourite there) merge instead of one overwriting the other.
 
+use std::collections::BTreeSet;
+
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, Value, transaction};
 use automerge::{ObjId, ROOT};
@@ -123,6 +125,18 @@ pub struct Document {
     doc: AutoCommit,
     /// The change this document's history starts over from, if it did (see [`fresh`]).
     base: Option<fresh::BaseOps>,
+    /// What this device's own edits wrote since [`Document::take_edited`] last asked.
+    edited: Edited,
+}
+
+/// What a device's own edits of a document wrote, so that its index re-reads just that after
+/// they are committed: the photo entries it added, changed or removed, or more than entries
+/// (the album's fields, the `photos` map itself), when it re-reads the whole document. Every
+/// method that writes into a document records what it wrote here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edited {
+    pub whole: bool,
+    pub entries: BTreeSet<PhotoId>,
 }
 
 impl std::fmt::Debug for Document {
@@ -141,6 +155,7 @@ impl Document {
         Document {
             doc: AutoCommit::new().with_actor(actor_for(device)),
             base: None,
+            edited: Edited::default(),
         }
     }
 
@@ -183,6 +198,9 @@ impl Document {
 
     /// Writes the root fields every document has. Idempotent.
     pub fn init(&mut self, kind: DocKind) -> Result<(), LibraryError> {
+        if self.kind().is_none() || self.photos_obj().is_none() {
+            self.edited.whole = true;
+        }
         if self.kind().is_none() {
             self.doc.put(ROOT, "kind", kind_str(kind))?;
             self.doc.put(ROOT, "schema", SCHEMA_VERSION)?;
@@ -214,7 +232,10 @@ impl Document {
     fn photos_obj_mut(&mut self) -> Result<ObjId, LibraryError> {
         match self.photos_obj() {
             Some(id) => Ok(id),
-            None => Ok(self.doc.put_object(ROOT, "photos", ObjType::Map)?),
+            None => {
+                self.edited.whole = true;
+                Ok(self.doc.put_object(ROOT, "photos", ObjType::Map)?)
+            }
         }
     }
 
@@ -225,6 +246,7 @@ impl Document {
     ) -> Result<(), LibraryError> {
         let photos = self.photos_obj_mut()?;
         for entry in entries {
+            self.edited.entries.insert(entry.id);
             let obj = self
                 .doc
                 .put_object(&photos, entry.id.to_string(), ObjType::Map)?;
@@ -242,6 +264,7 @@ impl Document {
         if self.doc.get(&photos, key.as_str())?.is_none() {
             return Ok(false);
         }
+        self.edited.entries.insert(*id);
         self.doc.delete(&photos, key.as_str())?;
         Ok(true)
     }
@@ -274,6 +297,7 @@ impl Document {
 
     /// Sets an album's title and parent (creating the album fields on first use).
     pub fn set_album(&mut self, meta: &AlbumMeta) -> Result<(), LibraryError> {
+        self.edited.whole = true;
         self.doc.put(ROOT, "title", meta.title.as_str())?;
         match &meta.parent {
             Some(parent) => self.doc.put(ROOT, "parent", parent.to_string())?,
@@ -296,6 +320,11 @@ impl Document {
             parent,
             created_at_ms,
         })
+    }
+
+    /// What this device's edits wrote since the last call (see [`Edited`]), and forgets it.
+    pub fn take_edited(&mut self) -> Edited {
+        std::mem::take(&mut self.edited)
     }
 
     /// Closes the pending edits into one change and returns its bytes (None if nothing changed).

@@ -175,16 +175,6 @@ impl FamilyState {
         self.scope_of_person(doc, &person_id, person.role)
     }
 
-    /// Whether `device`'s person, removed since or not, may write the whole of `doc` by the
-    /// role and grants the log gives them: whose additions another such writer may carry
-    /// into a history that started over for them.
-    pub fn person_writes_whole(&self, doc: &DocId, device: &DeviceId) -> bool {
-        self.device(device)
-            .and_then(|(id, _)| Some((id, self.persons.get(&id)?.role)))
-            .and_then(|(id, role)| self.scope_of_person(doc, &id, role))
-            == Some(WriteScope::Document)
-    }
-
     /// The kind the log declared for `doc`; `None` for documents never declared.
     pub fn doc_kind(&self, doc: &DocId) -> Option<DocKind> {
         self.docs.get(doc).and_then(|d| d.kind)
