@@ -84,8 +84,8 @@ pub(crate) struct State {
     /// The stored changes of other devices by author, to vouch for those of revoked ones ([`crate::vouch`]).
     pub changes_by_author: HashMap<DeviceId, BTreeSet<ChangeId>>,
     /// The epoch each open document's history starts at, when it started over
-    /// ([`crate::fresh_start`]).
-    pub lineage: HashMap<DocId, u32>,
+    /// ([`crate::fresh_start`]), and that history's base.
+    pub lineage: HashMap<DocId, (u32, ChangeId)>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
@@ -600,7 +600,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     let mut unopened: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
     let cuts = loaded_lineage(&family, &loaded.ops, &loaded.changes, &records);
-    let lineage: HashMap<DocId, u32> = cuts.iter().map(|(d, (e, _))| (*d, *e)).collect();
+    let lineage = cuts.clone();
     let mut bases: HashMap<DocId, [u8; 32]> = HashMap::new();
     let mut revoked_authors: HashMap<DeviceId, BTreeSet<ChangeId>> = HashMap::new();
     let me = device.device_id();
@@ -616,7 +616,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
             .get(&doc_id)
             .and_then(|r| r.key_for(sealed.header().epoch));
         // Of a history that started over, only the one the document is at is loaded.
-        let start = lineage.get(&doc_id).copied().unwrap_or(0);
+        let start = lineage.get(&doc_id).map_or(0, |(epoch, _)| *epoch);
         let fresh = family.fresh_start(&doc_id);
         let other_history = sealed.header().epoch < start
             || fresh.is_some_and(|f| sealed.header().epoch >= f.epoch && start < f.epoch);

@@ -63,6 +63,38 @@ fn album_on(node: &TestNode) -> Result<Vec<String>> {
     }
 }
 
+/// On Ana's running node `a`: imports `rows` (two photos) outside the album, which holds `now`
+/// and which `gone` left, and makes Person 1 an admin. Returns the two new photos.
+fn second_admin_and_two_more_photos(
+    a: &TestNode,
+    rows: &[Row],
+    now: &[String],
+    gone: &str,
+) -> Result<Vec<String>> {
+    let more = paths(rows);
+    let mut args = vec!["import"];
+    args.extend(more.iter().map(String::as_str));
+    a.ok(&args)?;
+    a.ok(&["people", "set-role", "Person 1", "admin"])?;
+    let extra: Vec<String> = photo_ids(a, None)?
+        .into_iter()
+        .filter(|p| !now.contains(p) && p != gone)
+        .collect();
+    assert_eq!(extra.len(), 2, "two photos outside the album");
+    Ok(extra)
+}
+
+/// Stops every device of `cluster` and the relatives' devices, so their stores can be read.
+fn stop_everyone<const N: usize>(
+    cluster: &mut Cluster,
+    relatives: [&mut TestNode; N],
+) -> Result<()> {
+    for node in cluster.nodes.iter_mut().chain(relatives) {
+        node.stop()?;
+    }
+    Ok(())
+}
+
 /// Every sealed change of `doc` a stopped node holds, by id.
 fn changes_of(node: &TestNode, doc: &DocId) -> Result<BTreeMap<String, SealedChange>> {
     let dir = DataDir::new(&node.data_dir);
@@ -144,6 +176,83 @@ fn a_relative_granted_an_album_later_reads_its_photos_now_not_what_left_it() -> 
     assert_reads_nothing_that_left(&holders, &g, &doc, &name)
 }
 
+/// A member's laptop adds a photo to the album, which Ana then captions and removes; the laptop
+/// is away while the album starts over twice (shared with Grandma, a photo removed, shared with
+/// Grandpa) and adds another photo meanwhile. Back, it follows the newest history directly:
+/// it carries over only what it added while away, never the photo that left before (its
+/// sequence numbers are compared with the clock of the first cut after its own history).
+#[test]
+fn a_device_away_through_two_fresh_starts_brings_back_nothing_that_left() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let rows = jpegs(5)?;
+    import(&cluster.nodes[0], &paths(&rows[0..2]), ALBUM)?;
+    let first = photo_ids(&cluster.nodes[0], Some(ALBUM))?;
+    wait_until(SYNC_DEADLINE, "the laptop to see the album", || {
+        Ok(album_on(&cluster.nodes[1])? == first)
+    })?;
+    import(&cluster.nodes[1], &paths(&rows[2..3]), ALBUM)?;
+    wait_until(SYNC_DEADLINE, "Ana to see the laptop's photo", || {
+        Ok(album_on(&cluster.nodes[0])?.len() == 3)
+    })?;
+    let a = &cluster.nodes[0];
+    let gone = album_on(a)?
+        .into_iter()
+        .find(|p| !first.contains(p))
+        .context("the laptop's photo")?;
+    let name = a.json(&["photos", "show", &gone, "--json"])?["file_name"]
+        .as_str()
+        .context("file name")?
+        .to_owned();
+    a.ok(&["photos", "edit", &gone, "--caption", CAPTION])?;
+    a.ok(&["albums", "remove", ALBUM, &gone])?;
+    wait_until(SYNC_DEADLINE, "the laptop to see the removal", || {
+        Ok(album_on(&cluster.nodes[1])? == first)
+    })?;
+    let doc: DocId = album_id(a, ALBUM)?.parse().context("album id")?;
+
+    // Away: the laptop adds a photo; the album starts over twice.
+    cluster.nodes[1].stop()?;
+    import(&cluster.nodes[1], &paths(&rows[3..4]), ALBUM)?;
+    let a = &cluster.nodes[0];
+    let mut g = join_relative(a, "Grandma's tablet", "Grandma")?;
+    g.start()?;
+    a.ok(&["share", ALBUM, "Grandma"])?;
+    a.ok(&["albums", "remove", ALBUM, &first[0]])?;
+    let mut p = join_relative(a, "Grandpa's phone", "Grandpa")?;
+    p.start()?;
+    a.ok(&["share", ALBUM, "Grandpa"])?;
+    wait_until(SYNC_DEADLINE, "both relatives to read the album", || {
+        Ok(album_on(&g)? == first[1..] && album_on(&p)? == first[1..])
+    })?;
+
+    cluster.nodes[1].start()?;
+    wait_until(
+        SYNC_DEADLINE,
+        "the laptop's photo to reach everyone",
+        || {
+            let on_a = album_on(&cluster.nodes[0])?;
+            Ok(on_a.len() == 2
+                && album_on(&cluster.nodes[1])? == on_a
+                && album_on(&g)? == on_a
+                && album_on(&p)? == on_a)
+        },
+    )?;
+    let log = cluster.nodes[1].log();
+    assert!(log.contains("carried 1 entries"), "{log}");
+    for node in [&cluster.nodes[0], &cluster.nodes[1], &g, &p] {
+        let album = album_on(node)?;
+        assert!(
+            !album.contains(&gone) && !album.contains(&first[0]),
+            "{album:?}"
+        );
+    }
+    stop_everyone(&mut cluster, [&mut g, &mut p])?;
+    let holders: Vec<&TestNode> = cluster.nodes.iter().collect();
+    // The album was made at epoch 1 and first started over at 2, when Grandma got it.
+    assert_reads_nothing_that_left_since(&holders, &g, &doc, &name, Some(2))?;
+    assert_reads_nothing_that_left(&holders, &p, &doc, &name)
+}
+
 /// A relative made a member reads every household album: each as it is now, like a grantee.
 #[test]
 fn a_relative_made_a_member_reads_the_albums_now_not_what_left_them() -> Result<()> {
@@ -172,6 +281,18 @@ fn assert_reads_nothing_that_left(
     doc: &DocId,
     name: &str,
 ) -> Result<()> {
+    assert_reads_nothing_that_left_since(holders, g, doc, name, None)
+}
+
+/// [`assert_reads_nothing_that_left`], where `g` may hold keys from the fresh start at epoch
+/// `since` on (when given; else from the newest one): she was granted the album at that one.
+fn assert_reads_nothing_that_left_since(
+    holders: &[&TestNode],
+    g: &TestNode,
+    doc: &DocId,
+    name: &str,
+    since: Option<u32>,
+) -> Result<()> {
     let mut all = BTreeMap::new();
     for node in holders.iter().copied().chain([g]) {
         all.extend(changes_of(node, doc)?);
@@ -179,7 +300,9 @@ fn assert_reads_nothing_that_left(
     let (keys, fresh) = keys_of(g, doc)?;
     assert!(!keys.is_empty(), "Grandma holds the album's key");
     // Not one key from before the album started over, whoever holds the old changes.
-    let fresh = fresh.context("the album's history did not start over")?;
+    let fresh = since
+        .or(fresh)
+        .context("the album's history did not start over")?;
     assert!(
         keys.iter().all(|(epoch, _)| *epoch >= fresh),
         "Grandma holds a key from before the fresh start at epoch {fresh}: {:?}",
@@ -245,6 +368,71 @@ enum Restart {
     BeforeFollowing,
 }
 
+/// Two admins share one album, a photo left it, with two relatives while apart: both start its
+/// history over at the same epoch, and the log keeps one of the two. The other admin's device
+/// follows the history that was kept, carrying over what it added; every device ends on one
+/// album with both additions, and neither relative holds a key of a history that held the
+/// removed photo.
+#[test]
+fn two_admins_sharing_one_album_while_apart_end_on_one_history() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let rows = jpegs(5)?;
+    let Left {
+        doc,
+        now,
+        gone,
+        name,
+    } = photo_left_album(&cluster.nodes[0], &rows[0..3])?;
+    let a = &cluster.nodes[0];
+    let extra = second_admin_and_two_more_photos(a, &rows[3..5], &now, &gone)?;
+    let mut g = join_relative(a, "Grandma's tablet", "Grandma")?;
+    let mut p = join_relative(a, "Grandpa's phone", "Grandpa")?;
+    g.start()?;
+    p.start()?;
+    cluster.wait_converged()?;
+
+    // Apart (the relatives' devices too, which would pass the log on): each admin shares the
+    // album with one relative and adds a photo to it.
+    g.stop()?;
+    p.stop()?;
+    cluster.nodes[1].stop()?;
+    let a = &cluster.nodes[0];
+    a.ok(&["share", ALBUM, "Grandma"])?;
+    a.ok(&["albums", "add", ALBUM, &extra[0]])?;
+    cluster.nodes[0].stop()?;
+    cluster.nodes[1].start()?;
+    let b = &cluster.nodes[1];
+    b.ok(&["share", ALBUM, "Grandpa"])?;
+    b.ok(&["albums", "add", ALBUM, &extra[1]])?;
+
+    cluster.nodes[0].start()?;
+    g.start()?;
+    p.start()?;
+    let mut want = now.clone();
+    want.extend(extra.iter().cloned());
+    want.sort();
+    wait_until(SYNC_DEADLINE, "every device to show the same album", || {
+        Ok(album_on(&cluster.nodes[0])? == want
+            && album_on(&cluster.nodes[1])? == want
+            && album_on(&g)? == want
+            && album_on(&p)? == want)
+    })?;
+    for node in [&cluster.nodes[0], &cluster.nodes[1], &g, &p] {
+        let status = node.json(&["status", "--json"])?;
+        assert_eq!(status["damaged"], serde_json::json!([]), "{status}");
+    }
+    // The admin whose cut lost followed the other's, carrying over the photo it added.
+    let carried = |node: &TestNode| node.log().contains("carried 1 entries");
+    assert!(
+        carried(&cluster.nodes[0]) != carried(&cluster.nodes[1]),
+        "exactly one admin's device carried its addition over"
+    );
+    stop_everyone(&mut cluster, [&mut g, &mut p])?;
+    let holders: Vec<&TestNode> = cluster.nodes.iter().collect();
+    assert_reads_nothing_that_left(&holders, &g, &doc, &name)?;
+    assert_reads_nothing_that_left(&holders, &p, &doc, &name)
+}
+
 /// Ana shares an album a photo left while Ben's device, apart, makes `rotations` rotations of
 /// it that win over Ana's; both add a photo to it meanwhile.
 fn fresh_start_loses_a_race(rotations: u32, restart: Restart) -> Result<()> {
@@ -257,16 +445,7 @@ fn fresh_start_loses_a_race(rotations: u32, restart: Restart) -> Result<()> {
         gone,
         name,
     } = photo_left_album(a, &rows[0..3])?;
-    let mut args = vec!["import"];
-    let more = paths(&rows[3..5]);
-    args.extend(more.iter().map(String::as_str));
-    a.ok(&args)?;
-    a.ok(&["people", "set-role", "Person 1", "admin"])?;
-    let extra: Vec<String> = photo_ids(a, None)?
-        .into_iter()
-        .filter(|p| !now.contains(p) && *p != gone)
-        .collect();
-    assert_eq!(extra.len(), 2, "two photos outside the album");
+    let extra = second_admin_and_two_more_photos(a, &rows[3..5], &now, &gone)?;
     let mut g = join_relative(a, "Grandma's tablet", "Grandma")?;
     cluster.wait_converged()?;
     let removed: DeviceId = cluster.nodes[2].json(&["status", "--json"])?["device_id"]

@@ -30,7 +30,12 @@ impl State {
     /// Whether the open history of `doc` started with a fresh start the log did not apply (see
     /// the module docs): changes wait, and its author cuts it again or it follows another cut.
     pub(crate) fn is_orphaned(&self, doc: &DocId) -> bool {
-        !self.family.was_cut_at(doc, self.lineage_of(doc))
+        let lineage = self.lineage_of(doc);
+        // Two cuts at one epoch (two admins sharing while apart): the log kept the other.
+        let lost_to_a_cut = self.family.fresh_start(doc).is_some_and(|f| {
+            f.epoch == lineage && self.lineage_base(doc).is_some_and(|b| b != f.base)
+        });
+        !self.family.was_cut_at(doc, lineage) || lost_to_a_cut
     }
 
     /// The device whose fresh start of `doc` at its current epoch the log cancelled (a cut
@@ -52,7 +57,9 @@ impl State {
     /// rotate the document.
     pub(crate) fn cut_to_make_again(&self, me: &DeviceId, doc: &DocId) -> Option<CancelledCut> {
         let lineage = self.lineage_of(doc);
+        // When the rotation that won is itself a cut, this device follows it instead.
         if !self.is_orphaned(doc)
+            || self.family.was_cut_at(doc, lineage)
             || lineage != self.family.current_epoch(doc)
             || !self.family.may_rotate_doc(doc, me)
         {

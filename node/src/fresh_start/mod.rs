@@ -61,7 +61,12 @@ impl State {
 
     /// The epoch the history of the open document `doc` starts at (0: its first history).
     pub(crate) fn lineage_of(&self, doc: &DocId) -> u32 {
-        self.lineage.get(doc).copied().unwrap_or(0)
+        self.lineage.get(doc).map_or(0, |(epoch, _)| *epoch)
+    }
+
+    /// The base of the open history of `doc`, when it started over.
+    pub(crate) fn lineage_base(&self, doc: &DocId) -> Option<ChangeId> {
+        self.lineage.get(doc).map(|(_, base)| *base)
     }
 
     /// Whether rotating `doc` now gives its key to a person none of whose devices held the
@@ -167,7 +172,9 @@ impl Library {
             {
                 open.doc = copy;
             }
-            state.lineage.insert(s.doc, s.epoch);
+            if let Some(base) = s.changes.first() {
+                state.lineage.insert(s.doc, (s.epoch, base.id()));
+            }
             docs.push(s.doc);
             tracing::info!(doc = %s.doc, "started the history of {} over", state.doc_name(&s.doc));
         }
@@ -182,7 +189,12 @@ impl Library {
             .keys()
             .filter_map(|doc| {
                 let f = state.family.fresh_start(doc)?;
-                (state.lineage_of(doc) < f.epoch
+                // A newer history, or the one the log kept where this device's own cut at
+                // the same epoch lost.
+                let behind = state.lineage_of(doc) < f.epoch
+                    || (state.lineage_of(doc) == f.epoch
+                        && state.lineage_base(doc) != Some(f.base));
+                (behind
                     && state
                         .change_ids
                         .get(doc)
@@ -210,6 +222,7 @@ impl Library {
             return Ok(());
         };
         let record = open.record.clone();
+        let orphaned = state.is_orphaned(doc);
         let mut base = None;
         let mut newer = Vec::new();
         // Changes of the old history, and of the new one that fail their checks: deleted.
@@ -219,7 +232,9 @@ impl Library {
                 continue;
             };
             let header = sealed.header();
-            if header.epoch < fresh.epoch {
+            // An orphaned device never wrote into the history it follows: what it sealed
+            // at that epoch belongs to its cancelled one, and is carried over below.
+            if header.epoch < fresh.epoch || (orphaned && header.author == me) {
                 retired.push(sealed.id());
                 continue;
             }
@@ -291,7 +306,7 @@ impl Library {
         }
         // Every change of the new history was opened above; none waits any more.
         state.unopened.remove(doc);
-        state.lineage.insert(*doc, fresh.epoch);
+        state.lineage.insert(*doc, (fresh.epoch, fresh.base));
         state.reindex_docs(&[*doc]);
         tracing::info!(%doc, "followed the new history of {}", state.doc_name(doc));
         Ok(())
@@ -309,6 +324,14 @@ impl Library {
     ) -> Result<Option<SealedChange>> {
         let me = self.device_id();
         let orphaned = state.is_orphaned(doc);
+        // Sequence numbers count within one history: a device that missed a cut (away through
+        // two fresh starts) compares its changes with the clock of the first cut after its
+        // own history, which is where that history was cut, not with the newest one's.
+        let lineage = state.lineage_of(doc);
+        let clock = (cuts_in_log(&state.ops, &state.family).into_iter())
+            .filter(|c| c.doc == *doc && c.epoch > lineage && state.family.was_cut_at(doc, c.epoch))
+            .min_by_key(|c| c.epoch)
+            .map_or_else(|| fresh.clock.clone(), |c| c.clock.to_vec());
         let open = state
             .docs
             .get_mut(doc)
@@ -321,7 +344,7 @@ impl Library {
                 .filter(|c| !c.deps().is_empty())
                 .collect()
         } else {
-            open.doc.changes_beyond(&fresh.clock, &me)
+            open.doc.changes_beyond(&clock, &me)
         };
         if mine.is_empty() {
             return Ok(None);
