@@ -497,11 +497,6 @@ impl Library {
             .collect();
         self.declare_own_shards(state, &existing)?;
         if let Some(album_id) = album {
-            let in_album = state
-                .albums
-                .get(album_id)
-                .map(|(_, s)| s.clone())
-                .unwrap_or_default();
             let mut add: Vec<PhotoEntry> = by_shard
                 .values()
                 .flat_map(|(_, es)| es.iter().map(|e| (*e).clone()))
@@ -510,7 +505,9 @@ impl Library {
                 dups.iter()
                     .filter_map(|(_, id)| state.photos.get(id).cloned()),
             );
-            add.retain(|e| !in_album.contains(&e.id));
+            // Looked up in place: copying the album's ids would cost its size per batch.
+            let in_album = state.albums.get(album_id).map(|(_, ids)| ids);
+            add.retain(|e| !in_album.is_some_and(|ids| ids.contains(&e.id)));
             if !add.is_empty() {
                 state
                     .doc_mut(album_id)?
