@@ -599,13 +599,12 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
     let mut change_ids: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let mut unopened: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
     let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
-    let cuts = loaded_lineage(&family, &loaded.ops, &loaded.changes, &records);
-    let lineage = cuts.clone();
+    let lineage = loaded_lineage(&family, &loaded.ops, &loaded.changes, &records);
     let mut bases: HashMap<DocId, [u8; 32]> = HashMap::new();
     let mut revoked_authors: HashMap<DeviceId, BTreeSet<ChangeId>> = HashMap::new();
     let me = device.device_id();
     for (doc_id, sealed) in loaded.changes {
-        if sealed.header().author != device.device_id() {
+        if sealed.header().author != me {
             revoked_authors
                 .entry(sealed.header().author)
                 .or_default()
@@ -632,7 +631,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
             (records.get(&doc_id)).and_then(|r| r.cancelled_key_for(sealed.header().epoch));
         let opened = match (open_sealed(&family, &doc_id, key, &sealed), cancelled) {
             (Err(reason), Some(cancelled)) => {
-                let base = cuts.get(&doc_id).is_some_and(|(_, b)| *b == sealed.id());
+                let base = lineage.get(&doc_id).is_some_and(|(_, b)| *b == sealed.id());
                 if sealed.header().author != me && !base {
                     change_ids.entry(doc_id).or_default().insert(sealed.id());
                     unopened.entry(doc_id).or_default().insert(sealed.id());
@@ -645,7 +644,7 @@ fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Resul
         match opened {
             Ok(bytes) => {
                 change_ids.entry(doc_id).or_default().insert(sealed.id());
-                if cuts
+                if lineage
                     .get(&doc_id)
                     .is_some_and(|(_, base)| *base == sealed.id())
                     && let Ok(base) = DecodedChange::decode(bytes.clone())

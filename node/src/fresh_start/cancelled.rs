@@ -30,12 +30,16 @@ impl State {
     /// Whether the open history of `doc` started with a fresh start the log did not apply (see
     /// the module docs): changes wait, and its author cuts it again or it follows another cut.
     pub(crate) fn is_orphaned(&self, doc: &DocId) -> bool {
-        let lineage = self.lineage_of(doc);
-        // Two cuts at one epoch (two admins sharing while apart): the log kept the other.
-        let lost_to_a_cut = self.family.fresh_start(doc).is_some_and(|f| {
-            f.epoch == lineage && self.lineage_base(doc).is_some_and(|b| b != f.base)
-        });
-        !self.family.was_cut_at(doc, lineage) || lost_to_a_cut
+        !self.family.was_cut_at(doc, self.lineage_of(doc)) || self.lost_to_kept_cut(doc)
+    }
+
+    /// Whether the open history of `doc` is this device's cut at the epoch of the log's
+    /// newest fresh start, with another base: two cuts at one epoch (two admins sharing while
+    /// apart), and the log kept the other one, which this device follows.
+    pub(crate) fn lost_to_kept_cut(&self, doc: &DocId) -> bool {
+        self.family.fresh_start(doc).is_some_and(|f| {
+            f.epoch == self.lineage_of(doc) && self.lineage_base(doc).is_some_and(|b| b != f.base)
+        })
     }
 
     /// The device whose fresh start of `doc` at its current epoch the log cancelled (a cut

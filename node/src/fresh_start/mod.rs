@@ -189,11 +189,8 @@ impl Library {
             .keys()
             .filter_map(|doc| {
                 let f = state.family.fresh_start(doc)?;
-                // A newer history, or the one the log kept where this device's own cut at
-                // the same epoch lost.
-                let behind = state.lineage_of(doc) < f.epoch
-                    || (state.lineage_of(doc) == f.epoch
-                        && state.lineage_base(doc) != Some(f.base));
+                // A newer history, or the one the log kept where this device's cut lost.
+                let behind = state.lineage_of(doc) < f.epoch || state.lost_to_kept_cut(doc);
                 (behind
                     && state
                         .change_ids
