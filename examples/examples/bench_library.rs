@@ -15,8 +15,9 @@
 //! own work per photo. Rates are printed with their ratio to step 1's.
 //!
 //! Run: `cargo run --release -p kith-examples --example bench_library [-- --photos N]
-//! [--order scattered|chronological]` (N defaults to 20 000; issue 13's figure is at 100 000).
-//! Everything lives in a temporary directory that is removed at the end. Prints figures,
+//! [--order scattered|chronological] [--keep DIR]` (N defaults to 20 000; issue 13's figure is
+//! at 100 000). Everything lives in a temporary directory that is removed at the end, but for
+//! the library of N photos with `--keep` (moved to DIR, on the same file system as `$TMPDIR`). Prints figures,
 //! asserts nothing but that every photo imported.
 
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ const ANCHOR_PHOTOS: usize = 1_000;
 const ALBUM: &str = "Everything";
 
 fn main() -> Result<()> {
-    let (n, order) = parse_args()?;
+    let Args { n, order, keep } = parse_args()?;
     let tmp = tempfile::tempdir()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let big = n * 9 / 10;
@@ -99,6 +100,11 @@ fn main() -> Result<()> {
         );
         anyhow::Ok(())
     })?;
+    if let Some(keep) = keep {
+        std::fs::rename(tmp.path().join("lib-big"), &keep)
+            .with_context(|| format!("moving the library to {}", keep.display()))?;
+        println!("  the library is kept in {}", keep.display());
+    }
     Ok(())
 }
 
@@ -142,9 +148,18 @@ fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn parse_args() -> Result<(usize, Order)> {
+/// What the command line asks for.
+struct Args {
+    n: usize,
+    order: Order,
+    /// Where to keep the library of N photos after the run (to profile opening it).
+    keep: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
     let mut n = 20_000;
     let mut order = Order::Scattered;
+    let mut keep = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -159,8 +174,9 @@ fn parse_args() -> Result<(usize, Order)> {
                     other => bail!("--order is scattered or chronological, not {other:?}"),
                 }
             }
+            "--keep" => keep = Some(PathBuf::from(args.next().context("--keep needs a path")?)),
             other => bail!("unknown argument {other:?}; see the top of bench_library.rs"),
         }
     }
-    Ok((n, order))
+    Ok(Args { n, order, keep })
 }

@@ -520,6 +520,13 @@ fn fresh_start_loses_a_race(rotations: u32, restart: Restart) -> Result<()> {
 /// `doc` after it (as an admin's node may), while apart from the stopped `ana` who shared
 /// `doc`; signed at times chosen so that the log keeps Ben's first rotation over Ana's (whose
 /// fresh start it cancels). Returns how many times it signed them, and the ops.
+///
+/// Concurrent ops apply in ascending op id order once their parents have (see
+/// `kith_protocol::membership`), so Ben's removal and first rotation both sort before Ana's
+/// rotation to that epoch when each has a smaller id. Each is searched on its own (its
+/// signing time is informational and changes its id): the expected tries are two over the
+/// fraction of ids below Ana's, where searching the pair at once needs that fraction squared
+/// and, when Ana's id happens to be small, ran out of tries in about one run in thirty.
 fn rotate_so_that_it_wins(
     ben: &TestNode,
     ana: &TestNode,
@@ -543,6 +550,15 @@ fn rotate_so_that_it_wins(
         .find(|(d, _)| d == doc)
         .map(|(_, r)| r.clone())
         .context("Ben's device holds the album's key")?;
+    let racing = record.epoch + 1;
+    let anas_rotation = (merged.iter())
+        .filter(|op| {
+            matches!(&op.op().body, OpBody::RotateKey { doc: d, epoch, .. }
+                if d == doc && *epoch == racing)
+        })
+        .map(|op| op.id())
+        .min()
+        .context("Ana's rotation of the album that Ben's must race")?;
     let mut rng = XorShift::new(0x5eed);
     let mut seed = || -> [u8; 32] {
         let mut out = [0u8; 32];
@@ -551,73 +567,79 @@ fn rotate_so_that_it_wins(
         }
         out
     };
-    let op = |parents: Vec<OpId>, time_ms: u64, body: OpBody| {
-        SignedOp::sign(
-            MembershipOp {
-                version: membership::VERSION,
-                parents,
-                author: secret.device_id(),
-                time_ms,
-                body,
-            },
-            &secret,
-        )
-    };
-    for tries in 1..=1000u64 {
-        let time = 1_800_000_000_000 + tries;
-        let revoke = op(
-            membership::heads(&loaded.ops),
-            time,
-            OpBody::RevokeDevice { device: *device },
-        );
-        let mut made = vec![revoke];
-        let mut keys = record.all_keys();
-        for epoch in record.epoch + 1..=record.epoch + rotations {
-            let mut ops = loaded.ops.clone();
-            ops.extend(made.iter().cloned());
-            let family = membership::evaluate_with_root(root, &ops)?;
-            let key = seed();
-            let sym = SymmetricKey::from_bytes(key);
-            let mut envelopes = Vec::new();
-            for (to, x25519) in family.key_recipients(doc, &loaded.identity.person) {
-                envelopes.push((to, Envelope::seal(&sym, doc, epoch, &to, &x25519, seed())?));
-            }
-            let earlier: Vec<(u32, SymmetricKey)> = (keys.iter())
-                .map(|(e, k)| (*e, SymmetricKey::from_bytes(*k)))
-                .collect();
-            let history = SealedHistory::seal(&sym, doc, epoch, &earlier, [7; 24])?;
-            keys.push((epoch, key));
-            let parents = vec![made.last().context("an op")?.id()];
-            made.push(op(
-                parents,
-                time,
-                OpBody::RotateKey {
-                    doc: *doc,
-                    epoch,
-                    envelopes,
-                    history: Some(history),
+    let mut tries = 0u64;
+    // Signs `body` after `parents` at the first time whose op id sorts before Ana's rotation
+    // when `race` holds, else at a fixed time.
+    let mut sign = |parents: Vec<OpId>, body: OpBody, race: bool| -> Result<SignedOp> {
+        for time in 1_800_000_000_000..1_800_010_000_000u64 {
+            tries += 1;
+            let op = SignedOp::sign(
+                MembershipOp {
+                    version: membership::VERSION,
+                    parents: parents.clone(),
+                    author: secret.device_id(),
+                    time_ms: time,
+                    body: body.clone(),
                 },
-            ));
+                &secret,
+            );
+            if !race || op.id() < anas_rotation {
+                return Ok(op);
+            }
         }
-        // Ben's first rotation must win its epoch, and the last be the log's.
-        let wins = |count: usize, epoch: u32| -> Result<bool> {
-            let mut all = merged.clone();
-            all.extend(made[..count].iter().cloned());
-            let family = membership::evaluate_with_root(root, &all)?;
-            Ok(family.fresh_start(doc).is_none()
-                && family
-                    .current_keys(doc)
-                    .is_some_and(|k| k.rotated_by == secret.device_id() && k.epoch == epoch))
+        anyhow::bail!("no signing time sorts Ben's op before Ana's rotation {anas_rotation}")
+    };
+    let revoke = sign(
+        membership::heads(&loaded.ops),
+        OpBody::RevokeDevice { device: *device },
+        true,
+    )?;
+    let mut made = vec![revoke];
+    let mut keys = record.all_keys();
+    for epoch in racing..=record.epoch + rotations {
+        let mut ops = loaded.ops.clone();
+        ops.extend(made.iter().cloned());
+        let family = membership::evaluate_with_root(root, &ops)?;
+        let key = seed();
+        let sym = SymmetricKey::from_bytes(key);
+        let mut envelopes = Vec::new();
+        for (to, x25519) in family.key_recipients(doc, &loaded.identity.person) {
+            envelopes.push((to, Envelope::seal(&sym, doc, epoch, &to, &x25519, seed())?));
+        }
+        let earlier: Vec<(u32, SymmetricKey)> = (keys.iter())
+            .map(|(e, k)| (*e, SymmetricKey::from_bytes(*k)))
+            .collect();
+        let history = SealedHistory::seal(&sym, doc, epoch, &earlier, [7; 24])?;
+        keys.push((epoch, key));
+        let parents = vec![made.last().context("an op")?.id()];
+        let body = OpBody::RotateKey {
+            doc: *doc,
+            epoch,
+            envelopes,
+            history: Some(history),
         };
-        if wins(2, record.epoch + 1)? && wins(made.len(), record.epoch + rotations)? {
-            store.commit(&WriteBatch {
-                ops: made.clone(),
-                ..WriteBatch::default()
-            })?;
-            return Ok((tries, made));
-        }
+        made.push(sign(parents, body, epoch == racing)?);
     }
-    anyhow::bail!("no signing time made Ben's rotation win")
+    // Ben's first rotation must win its epoch, and the last be the log's.
+    let wins = |count: usize, epoch: u32| -> Result<bool> {
+        let mut all = merged.clone();
+        all.extend(made[..count].iter().cloned());
+        let family = membership::evaluate_with_root(root, &all)?;
+        Ok(family.fresh_start(doc).is_none()
+            && family
+                .current_keys(doc)
+                .is_some_and(|k| k.rotated_by == secret.device_id() && k.epoch == epoch))
+    };
+    anyhow::ensure!(
+        wins(2, racing)? && wins(made.len(), record.epoch + rotations)?,
+        "Ben's rotation signed to sort first does not win the race: the log orders \
+         concurrent rotations other than by op id"
+    );
+    store.commit(&WriteBatch {
+        ops: made.clone(),
+        ..WriteBatch::default()
+    })?;
+    Ok((tries, made))
 }
 
 /// Writes `ops` into the log of the stopped `node`, as if a device had passed them on.
