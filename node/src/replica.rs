@@ -459,6 +459,7 @@ impl Library {
         state.removed_by.clear();
         self.save_kept(&mut state);
         self.follow_fresh_starts(&mut state)?;
+        self.save_snapshots(&mut state, crate::library::Due::Growing);
         Ok(out)
     }
 }

@@ -26,6 +26,7 @@ mod privacy;
 mod purge;
 mod rekey;
 mod sharing;
+mod snapshots;
 mod stolen;
 mod sync;
 mod tamper;

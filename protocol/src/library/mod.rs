@@ -173,6 +173,40 @@ impl Document {
         Ok(doc)
     }
 
+    /// The document as one compact snapshot (automerge's `save`), or `None` while it holds
+    /// edits not committed yet or changes that wait for a dependency: neither is in the
+    /// document's history, so a snapshot would drop them (see [`Document::from_snapshot`]).
+    pub fn snapshot(&mut self) -> Option<Vec<u8>> {
+        if self.doc.pending_ops() > 0 || self.has_queued_changes() {
+            return None;
+        }
+        Some(self.doc.save())
+    }
+
+    /// Rebuilds a document from a snapshot ([`Document::snapshot`]) and the changes made after
+    /// it. The snapshot is this device's own (the caller opened it with its storage key), but
+    /// it is loaded the way a change is applied: a snapshot automerge cannot load is an error,
+    /// never a panic.
+    pub fn from_snapshot(
+        device: &DeviceId,
+        snapshot: &[u8],
+        changes: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<Self, LibraryError> {
+        let loaded = std::panic::catch_unwind(|| AutoCommit::load(snapshot))
+            .map_err(|_| LibraryError::Unapplicable)??;
+        let mut doc = Document {
+            doc: loaded.with_actor(actor_for(device)),
+            base: None,
+            edited: Edited::default(),
+        };
+        let parsed = changes
+            .into_iter()
+            .map(guard::decode_change)
+            .collect::<Result<Vec<_>, _>>()?;
+        guard::apply_changes_to_new(&mut doc.doc, parsed)?;
+        Ok(doc)
+    }
+
     /// Applies one change received or read from disk.
     pub fn apply_change(&mut self, bytes: Vec<u8>) -> Result<(), LibraryError> {
         let change = guard::decode_change(bytes)?;
@@ -399,6 +433,48 @@ pub(crate) mod tests {
         let rebuilt = Document::from_changes(&device, [c2, c1]).unwrap();
         assert_eq!(rebuilt.kind(), Some(DocKind::Library));
         assert_eq!(rebuilt.photos().unwrap(), vec![entry(2)]);
+    }
+
+    #[test]
+    fn a_snapshot_and_the_changes_after_it_rebuild_the_document() {
+        let device = DeviceId([5; 32]);
+        let mut doc = Document::new(&device);
+        doc.init(DocKind::Library).unwrap();
+        doc.put_photos(&[entry(1), entry(2)]).unwrap();
+        let c1 = doc.commit(1).unwrap();
+        let snapshot = doc.snapshot().unwrap();
+        assert!(doc.remove_photo(&PhotoId([1; 32])).unwrap());
+        let c2 = doc.commit(2).unwrap();
+        let rebuilt = Document::from_snapshot(&device, &snapshot, [c2.clone()]).unwrap();
+        assert_eq!(rebuilt.photos().unwrap(), vec![entry(2)]);
+        // The device goes on writing after the snapshot: its next change follows its last,
+        // and another device that holds every change takes it.
+        let mut again = Document::from_snapshot(&device, &snapshot, [c2.clone()]).unwrap();
+        again.put_photos(&[entry(3)]).unwrap();
+        let c3 = again.commit(3).unwrap();
+        let elsewhere = Document::from_changes(&DeviceId([6; 32]), [c1, c2, c3]).unwrap();
+        assert_eq!(elsewhere.photos().unwrap(), vec![entry(2), entry(3)]);
+    }
+
+    #[test]
+    fn no_snapshot_drops_what_is_not_in_the_history_yet() {
+        let device = DeviceId([5; 32]);
+        let mut doc = Document::new(&device);
+        doc.init(DocKind::Library).unwrap();
+        doc.put_photos(&[entry(1)]).unwrap();
+        // Edits not committed: no snapshot.
+        assert!(doc.snapshot().is_none());
+        let c1 = doc.commit(1).unwrap();
+        doc.put_photos(&[entry(2)]).unwrap();
+        let c2 = doc.commit(2).unwrap();
+        // A change waiting for the one it builds on: no snapshot either.
+        let mut waiting = Document::new(&DeviceId([6; 32]));
+        waiting.apply_change(c2).unwrap();
+        assert!(waiting.snapshot().is_none());
+        waiting.apply_change(c1).unwrap();
+        assert!(waiting.snapshot().is_some());
+        // A snapshot that is not one is an error, not a panic.
+        assert!(Document::from_snapshot(&device, b"not a document", []).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The node's redb database: identity, membership ops, document keys and sealed changes.
+//! The node's redb database: identity, membership ops, document keys, sealed changes and
+//! document snapshots ([`snapshots`]).
 //!
 //! **Invariant:** no key or value holds a plaintext date, name, title or photo byte. Ids are
 //! random or keyed hashes; values are either sealed changes (encrypted by their document's key)
@@ -17,6 +18,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+mod snapshots;
+pub use snapshots::Snapshot;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MEMBERSHIP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("membership");
@@ -470,6 +474,13 @@ impl Store {
             for (doc, id) in &batch.superseded {
                 let key = [doc.0.as_slice(), id.0.as_slice()].concat();
                 changes.remove(key.as_slice())?;
+            }
+            if !batch.superseded.is_empty() {
+                // A snapshot holding a change that goes is not used again: it goes too.
+                let mut table = txn.open_table(snapshots::SNAPSHOTS)?;
+                for (doc, _) in &batch.superseded {
+                    table.remove(doc.0.as_slice())?;
+                }
             }
             if !batch.invites.is_empty() {
                 let mut invites = txn.open_table(INVITES)?;

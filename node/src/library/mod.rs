@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kith_protocol::keys::{
     DeviceId, DeviceSecret, DocId, FamilyId, FamilySecret, PersonId, PhotoId, SymmetricKey,
 };
-use kith_protocol::library::{AlbumMeta, DecodedChange, DocKind, Document, PhotoEntry};
-use kith_protocol::membership::{self, Access, FamilyState, MembershipOp, OpBody, OpId, SignedOp};
+use kith_protocol::library::{AlbumMeta, DocKind, Document, PhotoEntry};
+use kith_protocol::membership::{self, Access, FamilyState, MembershipOp, OpBody, SignedOp};
 use kith_protocol::seal::{self, ChangeHeader, ChangeId, SealedChange};
 use tokio::sync::Mutex;
 
@@ -23,6 +23,12 @@ use crate::error::{Error, Result};
 use crate::index::Touched;
 use crate::store::{DocRecord, Identity, Store, WriteBatch};
 use crate::views::{AlbumView, InitView, PhotoView, StatusView};
+
+mod load;
+mod snapshots;
+use load::load_state;
+pub(crate) use load::open_sealed;
+pub(crate) use snapshots::Due;
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -86,6 +92,9 @@ pub(crate) struct State {
     /// The epoch each open document's history starts at, when it started over
     /// ([`crate::fresh_start`]), and that history's base.
     pub lineage: HashMap<DocId, (u32, ChangeId)>,
+    /// How many stored changes each document's snapshot holds, as loaded or last written
+    /// (see [`snapshots`]).
+    pub snapshotted: HashMap<DocId, usize>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
@@ -227,8 +236,12 @@ impl Library {
         FamilySecret::from_bytes(state.identity.family_secret)
     }
 
-    /// Stops the blob store cleanly.
+    /// Snapshots the documents a restart would replay much of, and stops the blob store
+    /// cleanly.
     pub async fn close(&self) {
+        let mut state = self.state.lock().await;
+        self.save_snapshots(&mut state, snapshots::Due::Closing);
+        drop(state);
         self.blobs.shutdown().await;
     }
 
@@ -456,6 +469,7 @@ impl Library {
             .collect();
         state.reindex_touched(touched);
         self.save_kept(state);
+        self.save_snapshots(state, snapshots::Due::Growing);
         Ok(())
     }
 
@@ -583,198 +597,6 @@ pub(crate) struct NewDoc {
     pub record: DocRecord,
     pub genesis: Option<Vec<u8>>,
     pub grants: Vec<(PersonId, Access)>,
-}
-
-/// Builds the in-memory state from the database. Damaged items are reported in `damaged` and
-/// left out; the rest of the library opens.
-fn load_state(store: &Store, device: &DeviceSecret, data_dir: &DataDir) -> Result<State> {
-    let loaded = store.load(data_dir.root())?;
-    let family = membership::evaluate_with_root(OpId(loaded.identity.root_op), &loaded.ops)
-        .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
-    let mut damaged = loaded.damaged;
-    for d in &damaged {
-        tracing::error!("{d}");
-    }
-    let mut by_doc: HashMap<DocId, Vec<Vec<u8>>> = HashMap::new();
-    let mut change_ids: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
-    let mut unopened: HashMap<DocId, BTreeSet<ChangeId>> = HashMap::new();
-    let records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
-    let lineage = loaded_lineage(&family, &loaded.ops, &loaded.changes, &records);
-    let mut bases: HashMap<DocId, [u8; 32]> = HashMap::new();
-    let mut revoked_authors: HashMap<DeviceId, BTreeSet<ChangeId>> = HashMap::new();
-    let me = device.device_id();
-    for (doc_id, sealed) in loaded.changes {
-        if sealed.header().author != me {
-            revoked_authors
-                .entry(sealed.header().author)
-                .or_default()
-                .insert(sealed.id());
-        }
-        // Held for others until the key of its document and epoch arrives.
-        let key = records
-            .get(&doc_id)
-            .and_then(|r| r.key_for(sealed.header().epoch));
-        // Of a history that started over, only the one the document is at is loaded.
-        let start = lineage.get(&doc_id).map_or(0, |(epoch, _)| *epoch);
-        let fresh = family.fresh_start(&doc_id);
-        let other_history = sealed.header().epoch < start
-            || fresh.is_some_and(|f| sealed.header().epoch >= f.epoch && start < f.epoch);
-        let Some(key) = key.filter(|_| !other_history) else {
-            change_ids.entry(doc_id).or_default().insert(sealed.id());
-            unopened.entry(doc_id).or_default().insert(sealed.id());
-            continue;
-        };
-        // On a history the log cancelled (see `DocRecord::cancelled`), this device's own
-        // changes and the cut's base open with the key that lost. Another device's change
-        // under that key waited unchecked while this device was orphaned, and still waits.
-        let cancelled =
-            (records.get(&doc_id)).and_then(|r| r.cancelled_key_for(sealed.header().epoch));
-        let opened = match (open_sealed(&family, &doc_id, key, &sealed), cancelled) {
-            (Err(reason), Some(cancelled)) => {
-                let base = lineage.get(&doc_id).is_some_and(|(_, b)| *b == sealed.id());
-                if sealed.header().author != me && !base {
-                    change_ids.entry(doc_id).or_default().insert(sealed.id());
-                    unopened.entry(doc_id).or_default().insert(sealed.id());
-                    continue;
-                }
-                open_sealed(&family, &doc_id, cancelled, &sealed).map_err(|_| reason)
-            }
-            (opened, _) => opened,
-        };
-        match opened {
-            Ok(bytes) => {
-                change_ids.entry(doc_id).or_default().insert(sealed.id());
-                if lineage
-                    .get(&doc_id)
-                    .is_some_and(|(_, base)| *base == sealed.id())
-                    && let Ok(base) = DecodedChange::decode(bytes.clone())
-                {
-                    bases.insert(doc_id, base.hash());
-                }
-                by_doc.entry(doc_id).or_default().push(bytes)
-            }
-            Err(reason) => {
-                tracing::error!(change = %sealed.id(), doc = %doc_id, "{reason}");
-                damaged.push(format!("change {}: {reason}", sealed.id()));
-            }
-        }
-    }
-    let mut docs = BTreeMap::new();
-    for (doc_id, record) in records {
-        let changes = by_doc.remove(&doc_id).unwrap_or_default();
-        match Document::from_changes(&me, changes) {
-            Ok(mut doc) => {
-                if let Some(base) = bases.get(&doc_id) {
-                    doc.set_base(*base);
-                }
-                docs.insert(doc_id, OpenDoc { record, doc });
-            }
-            Err(e) => {
-                tracing::error!(doc = %doc_id, "document does not load: {e}");
-                damaged.push(format!("document {doc_id}: {e}"));
-            }
-        }
-    }
-    let mut state = State {
-        identity: loaded.identity,
-        me,
-        ops: loaded.ops,
-        family,
-        docs,
-        photos: HashMap::new(),
-        photos_by_doc: HashMap::new(),
-        albums: BTreeMap::new(),
-        damaged,
-        change_ids,
-        blob_owner: HashMap::new(),
-        set_aside: store.load_set_aside()?,
-        purge_ok: HashSet::new(),
-        removed_by: HashMap::new(),
-        left_doc: HashMap::new(),
-        unreadable: HashSet::new(),
-        kept: HashMap::new(),
-        kept_unsaved: Vec::new(),
-        changes_by_author: HashMap::new(),
-        unopened,
-        album_entries: HashMap::new(),
-        library_of: HashMap::new(),
-        dropped_blobs: HashSet::new(),
-        lineage,
-    };
-    for kept in store.load_kept(&mut state.damaged)? {
-        state.kept.insert(kept.entry.id, kept);
-    }
-    state.changes_by_author = revoked_authors;
-    state.reindex();
-    Ok(state)
-}
-
-/// The history each document that started over is loaded at, and that history's base: the
-/// newest cut this device holds the base of (with its epoch's key) and no change from before,
-/// that is one it followed or made; else the first history, and
-/// [`Library::follow_fresh_starts`] follows the newest cut. A cut the log cancelled counts too
-/// (`fresh_start::cancelled`): a device that moved to it stays there until it cuts it again or
-/// follows another.
-fn loaded_lineage(
-    family: &FamilyState,
-    ops: &[SignedOp],
-    changes: &[(DocId, seal::SealedChange)],
-    records: &HashMap<DocId, DocRecord>,
-) -> HashMap<DocId, (u32, ChangeId)> {
-    let mut cuts: HashMap<DocId, Vec<(u32, ChangeId)>> = HashMap::new();
-    for cut in crate::fresh_start::cuts_in_log(ops, family) {
-        cuts.entry(cut.doc).or_default().push((cut.epoch, cut.base));
-    }
-    let mut held: HashMap<DocId, (HashSet<ChangeId>, u32)> = HashMap::new();
-    for (doc, sealed) in changes {
-        if cuts.contains_key(doc) {
-            let (ids, oldest) = held.entry(*doc).or_insert((HashSet::new(), u32::MAX));
-            ids.insert(sealed.id());
-            *oldest = (*oldest).min(sealed.header().epoch);
-        }
-    }
-    cuts.into_iter()
-        .filter_map(|(doc, candidates)| {
-            let (ids, oldest) = held.get(&doc)?;
-            let record = records.get(&doc)?;
-            let newest = candidates
-                .into_iter()
-                .filter(|(epoch, base)| {
-                    ids.contains(base) && *oldest >= *epoch && record.key_for(*epoch).is_some()
-                })
-                .max_by_key(|(epoch, _)| *epoch)?;
-            Some((doc, newest))
-        })
-        .collect()
-}
-
-/// Opens one stored change with the key of its epoch: signature, author, decryption.
-pub(crate) fn open_sealed(
-    family: &FamilyState,
-    doc_id: &DocId,
-    key: [u8; 32],
-    sealed: &seal::SealedChange,
-) -> std::result::Result<Vec<u8>, String> {
-    let header = sealed.header();
-    if header.doc != *doc_id {
-        return Err(format!(
-            "sealed for document {}, stored under {doc_id}",
-            header.doc
-        ));
-    }
-    // A change stored here was checked when it was written or received. A device revoked
-    // since then keeps its past changes: revocation must not delete photos.
-    let author_known = family
-        .persons
-        .values()
-        .any(|p| p.devices.contains_key(&header.author));
-    if !author_known {
-        return Err(format!(
-            "author {} is not a device of this family",
-            header.author
-        ));
-    }
-    seal::open_change(&SymmetricKey::from_bytes(key), sealed).map_err(|e| e.to_string())
 }
 
 fn corrupt(e: kith_protocol::library::LibraryError) -> Error {

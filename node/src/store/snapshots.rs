@@ -1,0 +1,151 @@
+//! Document snapshots: a document as one compact automerge save, sealed with the storage key,
+//! with the ids of the stored changes it holds. Opening a library loads a document's snapshot
+//! and applies only the stored changes it does not hold, instead of replaying every change
+//! ever made (`library::load`).
+//!
+//! A snapshot is a cache of what the stored changes already say: it is written after them,
+//! in its own transaction, and losing it loses nothing. The changes stay stored (peers pull
+//! them by id). A snapshot naming a change that is no longer stored is not used.
+
+use std::collections::HashMap;
+
+use kith_protocol::keys::DocId;
+use kith_protocol::record;
+use kith_protocol::seal::ChangeId;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, doc_id, nonce};
+use crate::error::{Error, Result};
+
+/// Key: document id. Value: a [`Snapshot`] sealed with the storage key, bound to its key.
+pub(super) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
+
+/// Version of the snapshot layout: a snapshot of another version is not used (the document
+/// is rebuilt from its changes and snapshotted again).
+const SNAPSHOT_FORMAT: u8 = 1;
+
+/// A document as of some of its stored changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stored changes the document holds, sorted.
+    pub changes: Vec<ChangeId>,
+    /// automerge's `save` of the document.
+    pub doc: Vec<u8>,
+}
+
+/// What is sealed: this header, then the document's bytes as they are (no per-byte encoding
+/// of a snapshot that may be megabytes).
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u8,
+    changes: Vec<ChangeId>,
+}
+
+fn context(doc: &DocId) -> Vec<u8> {
+    [b"snapshots/".as_slice(), doc.0.as_slice()].concat()
+}
+
+impl Store {
+    /// Every snapshot held. One that does not open (another layout, damaged bytes) is left
+    /// out with a warning: its document is rebuilt from its changes.
+    pub fn load_snapshots(&self) -> Result<HashMap<DocId, Snapshot>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(SNAPSHOTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = HashMap::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let opened =
+                doc_id(k.value()).and_then(|doc| Ok((doc, self.open_snapshot(&doc, v.value())?)));
+            match opened {
+                Ok((doc, snapshot)) => {
+                    out.insert(doc, snapshot);
+                }
+                Err(e) => tracing::warn!("a document snapshot is not used: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_snapshot(&self, doc: &DocId, sealed: &[u8]) -> Result<Snapshot> {
+        let plain = record::open_record(&self.storage_key, &context(doc), sealed)
+            .map_err(|e| Error::Corrupt(format!("snapshot of document {doc}: {e}")))?;
+        let (header, rest) = postcard::take_from_bytes::<Header>(&plain)
+            .map_err(|e| Error::Corrupt(format!("snapshot of document {doc}: {e}")))?;
+        if header.format != SNAPSHOT_FORMAT {
+            return Err(Error::Corrupt(format!(
+                "snapshot of document {doc} has format {}, this kith writes {SNAPSHOT_FORMAT}",
+                header.format
+            )));
+        }
+        Ok(Snapshot {
+            changes: header.changes,
+            doc: rest.to_vec(),
+        })
+    }
+
+    /// Writes snapshots in one durable transaction, replacing earlier ones.
+    pub fn put_snapshots(&self, snapshots: &[(DocId, Snapshot)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(SNAPSHOTS)?;
+            for (doc, snapshot) in snapshots {
+                let header = Header {
+                    format: SNAPSHOT_FORMAT,
+                    changes: snapshot.changes.clone(),
+                };
+                let mut plain =
+                    postcard::to_allocvec(&header).map_err(|e| Error::Db(e.to_string()))?;
+                plain.extend_from_slice(&snapshot.doc);
+                let sealed = record::seal_record(&self.storage_key, &context(doc), nonce(), &plain);
+                table.insert(doc.0.as_slice(), sealed.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kith_protocol::keys::SymmetricKey;
+
+    use super::*;
+
+    #[test]
+    fn snapshots_read_back_sealed_and_bound_to_their_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), SymmetricKey::from_bytes([4; 32])).unwrap();
+        let (a, b) = (DocId([1; 32]), DocId([2; 32]));
+        let snapshot = Snapshot {
+            changes: vec![ChangeId([3; 32]), ChangeId([5; 32])],
+            doc: b"the-plaintext-document-bytes".to_vec(),
+        };
+        store.put_snapshots(&[(a, snapshot.clone())]).unwrap();
+        assert_eq!(
+            store.load_snapshots().unwrap(),
+            HashMap::from([(a, snapshot)])
+        );
+        let raw = std::fs::read(dir.path().join("db")).unwrap();
+        assert!(
+            !raw.windows(12).any(|w| w == b"the-plaintex"),
+            "a snapshot is stored in plaintext"
+        );
+        // A snapshot moved under another document's key does not open, and is left out.
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(SNAPSHOTS).unwrap();
+            let sealed = table.get(a.0.as_slice()).unwrap().unwrap().value().to_vec();
+            table.insert(b.0.as_slice(), sealed.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(
+            store.load_snapshots().unwrap().keys().collect::<Vec<_>>(),
+            vec![&a]
+        );
+    }
+}

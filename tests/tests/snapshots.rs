@@ -1,0 +1,140 @@
+//! Document snapshots (`node/src/store/snapshots.rs`): a library opens from each document's
+//! snapshot plus the changes after it, shows exactly what its changes say, and a snapshot
+//! that does not match the stored changes (one naming a change that is not stored, one that
+//! does not load) is not used: the document is rebuilt from its changes and nothing is lost.
+//!
+//! To tell a used snapshot from an unused one, the tests write a snapshot that differs from
+//! the stored changes (one photo removed from it, with the storage key a stolen-disk attacker
+//! does not have) and look for the photo.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use kith_node::DataDir;
+use kith_node::store::{Snapshot, Store};
+use kith_protocol::keys::{DocId, PhotoId};
+use kith_protocol::library::{DocKind, Document};
+use kith_protocol::seal::ChangeId;
+use kith_tests::corpus::{jpegs, paths};
+use kith_tests::{TestNode, ids, import};
+
+fn store_of(node: &TestNode) -> Result<Store> {
+    let dir = DataDir::new(&node.data_dir);
+    Ok(Store::open(
+        &dir.db_file(),
+        dir.read_device_secret()?.storage_key(),
+    )?)
+}
+
+fn listed(node: &TestNode) -> Result<Vec<String>> {
+    let mut listed = ids(&node.json(&["photos", "--json"])?)?;
+    listed.sort();
+    Ok(listed)
+}
+
+/// The snapshots of the documents that hold one photo (its library shard and the album),
+/// with that photo removed from them and naming the same changes: what the library shows when
+/// it opens from them.
+fn snapshots_without_a_photo(
+    snapshots: &HashMap<DocId, Snapshot>,
+) -> Result<(Vec<(DocId, Snapshot)>, PhotoId)> {
+    let device = kith_protocol::keys::DeviceId([1; 32]);
+    let mut photo = None;
+    for snapshot in snapshots.values() {
+        let loaded = Document::from_snapshot(&device, &snapshot.doc, [])?;
+        if loaded.kind() == Some(DocKind::Library) {
+            photo = photo.or(loaded.photos()?.first().map(|e| e.id));
+        }
+    }
+    let photo = photo.context("no library shard snapshot holds a photo")?;
+    let mut edited = Vec::new();
+    for (doc, snapshot) in snapshots {
+        let mut loaded = Document::from_snapshot(&device, &snapshot.doc, [])?;
+        if loaded.remove_photo(&photo)? {
+            loaded.commit(1).context("a change removing the photo")?;
+            let bytes = loaded
+                .snapshot()
+                .context("a snapshot of the edited document")?;
+            let changes = snapshot.changes.clone();
+            edited.push((
+                *doc,
+                Snapshot {
+                    changes,
+                    doc: bytes,
+                },
+            ));
+        }
+    }
+    Ok((edited, photo))
+}
+
+#[test]
+fn a_library_opens_from_snapshots_and_never_from_one_that_does_not_match_its_changes() -> Result<()>
+{
+    let node = TestNode::initialised()?;
+    let rows = jpegs(6)?;
+    import(&node, &paths(&rows[..4]), "Trip")?;
+    let before = listed(&node)?;
+    assert_eq!(before.len(), 4);
+
+    // Every command that opened the library left snapshots of what it changed.
+    let snapshots = store_of(&node)?.load_snapshots()?;
+    assert!(
+        snapshots.len() >= 2,
+        "a library shard and the album are snapshotted: {snapshots:?}"
+    );
+    // More photos after the snapshots: the next open replays just those changes.
+    import(&node, &paths(&rows[4..]), "Trip")?;
+    let all = listed(&node)?;
+    assert_eq!(all.len(), 6);
+
+    // A snapshot that differs from the changes and names only stored ones is used: proof
+    // that the library opens from snapshots.
+    let snapshots = store_of(&node)?.load_snapshots()?;
+    let (edited, photo) = snapshots_without_a_photo(&snapshots)?;
+    assert_eq!(edited.len(), 2, "the photo's shard and the album");
+    store_of(&node)?.put_snapshots(&edited)?;
+    let from_edited = listed(&node)?;
+    assert!(
+        !from_edited.contains(&photo.to_string()),
+        "the library did not open from the snapshots"
+    );
+
+    // Naming a change that is not stored, they are not used: the documents come from their
+    // changes, whole.
+    let stale: Vec<(DocId, Snapshot)> = (edited.iter())
+        .map(|(doc, s)| {
+            let mut s = s.clone();
+            s.changes.push(ChangeId([0xee; 32]));
+            s.changes.sort();
+            (*doc, s)
+        })
+        .collect();
+    store_of(&node)?.put_snapshots(&stale)?;
+    assert_eq!(
+        listed(&node)?,
+        all,
+        "a snapshot naming a change not stored was used"
+    );
+
+    // A snapshot whose document does not load is not used either, and is not damage.
+    store_of(&node)?.put_snapshots(&edited)?;
+    assert!(!listed(&node)?.contains(&photo.to_string()));
+    let broken: Vec<(DocId, Snapshot)> = (edited.iter())
+        .map(|(doc, s)| {
+            let doc_bytes = b"not an automerge document".to_vec();
+            (
+                *doc,
+                Snapshot {
+                    changes: s.changes.clone(),
+                    doc: doc_bytes,
+                },
+            )
+        })
+        .collect();
+    store_of(&node)?.put_snapshots(&broken)?;
+    assert_eq!(listed(&node)?, all);
+    let status = node.json(&["status", "--json"])?;
+    assert_eq!(status["damaged"], serde_json::json!([]), "{status}");
+    Ok(())
+}
