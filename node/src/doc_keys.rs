@@ -421,6 +421,8 @@ impl Library {
             if let Some(ids) = state.change_ids.get_mut(doc) {
                 ids.remove(id);
             }
+            // Its snapshot went with it (`Store::commit`).
+            state.snapshotted.remove(doc);
         }
         for (doc, change) in &taken.resealed {
             state

@@ -1,6 +1,8 @@
 //! The in-memory index over the open documents: photos, albums, which document carries which
 //! photo, and the views listings are made of. Rebuilt when the library opens and kept current,
-//! document by document, as changes are committed; nothing of it is written to disk.
+//! document by document, as changes are committed. What a document says for the index is
+//! written to disk only inside its sealed snapshot (`store::Readout`), and taken from there
+//! at open when no change came after the snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -11,11 +13,18 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::library::State;
+use crate::store::Readout;
 use crate::views::{AlbumView, Gps, PhotoView};
 
 impl State {
     /// Rebuilds the whole index from the open documents.
     pub(crate) fn reindex(&mut self) {
+        self.reindex_with(HashMap::new());
+    }
+
+    /// Rebuilds the whole index, taking what `readouts` say of their documents (read out
+    /// when they were snapshotted, with no change since) instead of reading them again.
+    pub(crate) fn reindex_with(&mut self, readouts: HashMap<DocId, Readout>) {
         self.photos.clear();
         self.albums.clear();
         self.photos_by_doc.clear();
@@ -23,7 +32,7 @@ impl State {
         self.album_entries.clear();
         self.library_of.clear();
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
-        self.reindex_docs(&ids);
+        self.reindex_docs_from(&ids, readouts);
     }
 
     /// Re-reads the index entries of `docs` only: a commit touches a few documents, and
@@ -31,13 +40,32 @@ impl State {
     /// document that does not read as what it says it is, is reported in `damaged` and left
     /// out of the index; one with no change yet (its key came before its changes) is skipped.
     pub(crate) fn reindex_docs(&mut self, docs: &[DocId]) {
+        self.reindex_docs_from(docs, HashMap::new());
+    }
+
+    fn reindex_docs_from(&mut self, docs: &[DocId], mut readouts: HashMap<DocId, Readout>) {
+        let family = &self.family;
+        let kind_of = |id: &DocId| family.doc_kind(id).unwrap_or(DocKind::Album);
+        let given: Vec<(DocId, Option<Indexed>)> = (docs.iter())
+            .map(|id| {
+                let readout = readouts.remove(id);
+                (
+                    *id,
+                    readout.and_then(|r| Indexed::from_readout(r, kind_of(id))),
+                )
+            })
+            .collect();
         // Reading the entries out of automerge is what costs; documents are independent, so
         // they are read on every core, then merged into the index in the order given.
         let read: Vec<(DocId, std::result::Result<Indexed, LibraryError>)> = {
             let open_docs = &self.docs;
-            let family = &self.family;
-            docs.par_iter()
-                .filter_map(|id| {
+            given
+                .into_par_iter()
+                .filter_map(|(id, given)| {
+                    if let Some(given) = given {
+                        return Some((id, Ok(given)));
+                    }
+                    let id = &id;
                     let open = open_docs.get(id)?;
                     // One with no change yet has no fields. The kind comes from the log, never
                     // from the document's own field: one the log never declared (made before
@@ -572,4 +600,17 @@ impl Touched {
 enum Indexed {
     Library(Vec<PhotoEntry>),
     Album(AlbumMeta, Vec<PhotoEntry>),
+}
+
+impl Indexed {
+    /// What a readout says of a document the log says is `kind`; `None` when it does not
+    /// say enough (an album whose fields did not read), and the document is read instead.
+    fn from_readout(readout: Readout, kind: DocKind) -> Option<Indexed> {
+        match kind {
+            DocKind::Library => Some(Indexed::Library(readout.entries)),
+            DocKind::Album => readout
+                .album
+                .map(|meta| Indexed::Album(meta, readout.entries)),
+        }
+    }
 }

@@ -441,8 +441,9 @@ impl Library {
         out.applied = ids.len();
         if let Err(e) = self.persist(batch) {
             tracing::error!("commit of received changes failed, reloading from disk: {e}");
-            if let Ok(fresh) = self.reload_state() {
-                *state = fresh;
+            match self.reload_state() {
+                Ok(fresh) => *state = fresh,
+                Err(_) => state.memory_ahead.extend(touched.keys().copied()),
             }
             return Err(e);
         }

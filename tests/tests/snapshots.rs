@@ -1,7 +1,8 @@
 //! Document snapshots (`node/src/store/snapshots.rs`): a library opens from each document's
 //! snapshot plus the changes after it, shows exactly what its changes say, and a snapshot
-//! that does not match the stored changes (one naming a change that is not stored, one that
-//! does not load) is not used: the document is rebuilt from its changes and nothing is lost.
+//! that does not match the stored changes (one naming a change that is not stored, one made
+//! with a key no longer held, one that does not load) is not used: the document is rebuilt
+//! from its changes and nothing is lost.
 //!
 //! To tell a used snapshot from an unused one, the tests write a snapshot that differs from
 //! the stored changes (one photo removed from it, with the storage key a stolen-disk attacker
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use kith_node::DataDir;
-use kith_node::store::{Snapshot, Store};
+use kith_node::store::{Readout, Snapshot, Store};
 use kith_protocol::keys::{DocId, PhotoId};
 use kith_protocol::library::{DocKind, Document};
 use kith_protocol::seal::ChangeId;
@@ -55,14 +56,19 @@ fn snapshots_without_a_photo(
             let bytes = loaded
                 .snapshot()
                 .context("a snapshot of the edited document")?;
+            // What the index reads, as the node reads it when it snapshots.
+            let readout = Readout {
+                album: loaded.album().ok(),
+                entries: loaded.photos()?,
+            };
             let changes = snapshot.changes.clone();
-            edited.push((
-                *doc,
-                Snapshot {
-                    changes,
-                    doc: bytes,
-                },
-            ));
+            let edited_snapshot = Snapshot {
+                changes,
+                doc: bytes,
+                readout: Some(readout),
+                keys: snapshot.keys.clone(),
+            };
+            edited.push((*doc, edited_snapshot));
         }
     }
     Ok((edited, photo))
@@ -100,6 +106,22 @@ fn a_library_opens_from_snapshots_and_never_from_one_that_does_not_match_its_cha
         "the library did not open from the snapshots"
     );
 
+    // Without what the index reads out of them, the documents are read from the snapshots.
+    let unread: Vec<(DocId, Snapshot)> = (edited.iter())
+        .map(|(doc, s)| {
+            let readout = None;
+            (
+                *doc,
+                Snapshot {
+                    readout,
+                    ..s.clone()
+                },
+            )
+        })
+        .collect();
+    store_of(&node)?.put_snapshots(&unread)?;
+    assert!(!listed(&node)?.contains(&photo.to_string()));
+
     // Naming a change that is not stored, they are not used: the documents come from their
     // changes, whole.
     let stale: Vec<(DocId, Snapshot)> = (edited.iter())
@@ -117,17 +139,34 @@ fn a_library_opens_from_snapshots_and_never_from_one_that_does_not_match_its_cha
         "a snapshot naming a change not stored was used"
     );
 
+    // Made with a key this device no longer holds (a rotation that lost a race drops it), it
+    // is not used: changes it holds may not open any more.
+    let other_key: Vec<(DocId, Snapshot)> = (edited.iter())
+        .map(|(doc, s)| {
+            let keys = vec![[0x11; 32]];
+            (*doc, Snapshot { keys, ..s.clone() })
+        })
+        .collect();
+    store_of(&node)?.put_snapshots(&other_key)?;
+    assert_eq!(
+        listed(&node)?,
+        all,
+        "a snapshot made with a key not held was used"
+    );
+
     // A snapshot whose document does not load is not used either, and is not damage.
     store_of(&node)?.put_snapshots(&edited)?;
     assert!(!listed(&node)?.contains(&photo.to_string()));
     let broken: Vec<(DocId, Snapshot)> = (edited.iter())
-        .map(|(doc, s)| {
-            let doc_bytes = b"not an automerge document".to_vec();
+        .map(|(doc_id, s)| {
+            let doc = b"not an automerge document".to_vec();
+            let readout = None;
             (
-                *doc,
+                *doc_id,
                 Snapshot {
-                    changes: s.changes.clone(),
-                    doc: doc_bytes,
+                    doc,
+                    readout,
+                    ..s.clone()
                 },
             )
         })

@@ -167,10 +167,13 @@ impl Library {
             state.forget_changes(&s.doc, &s.retired);
             let held = state.change_ids.entry(s.doc).or_default();
             held.extend(s.changes.iter().map(SealedChange::id));
-            if let Some(open) = state.docs.get_mut(&s.doc)
-                && let Some(copy) = s.copy
-            {
-                open.doc = copy;
+            match (state.docs.get_mut(&s.doc), s.copy) {
+                (Some(open), Some(copy)) => open.doc = copy,
+                // Cut again as it is (`cut_again`): the document still holds what others
+                // wrote on the history that went, which no stored change holds any more.
+                _ => {
+                    state.memory_ahead.insert(s.doc);
+                }
             }
             if let Some(base) = s.changes.first() {
                 state.lineage.insert(s.doc, (s.epoch, base.id()));
@@ -374,6 +377,10 @@ fn corrupt(e: kith_protocol::library::LibraryError) -> Error {
 impl State {
     /// Drops `ids` of `doc` from what this device holds and offers.
     pub(crate) fn forget_changes(&mut self, doc: &DocId, ids: &[ChangeId]) {
+        if !ids.is_empty() {
+            // Its snapshot went with them (`Store::commit`).
+            self.snapshotted.remove(doc);
+        }
         if let Some(held) = self.change_ids.get_mut(doc) {
             for id in ids {
                 held.remove(id);

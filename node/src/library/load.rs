@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::{OpenDoc, State};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
-use crate::store::{DocRecord, Snapshot, Store};
+use crate::store::{DocRecord, Readout, Snapshot, Store, key_fingerprints};
 
 /// Builds the in-memory state from the database.
 pub(super) fn load_state(
@@ -62,7 +62,11 @@ pub(super) fn load_state(
     let mut change_ids = HashMap::new();
     let mut unopened = HashMap::new();
     let mut snapshotted = HashMap::new();
+    let mut readouts = HashMap::new();
     for l in loaded_docs {
+        if let Some(readout) = l.readout {
+            readouts.insert(l.id, readout);
+        }
         damaged.extend(l.damaged);
         if !l.change_ids.is_empty() {
             change_ids.insert(l.id, l.change_ids);
@@ -103,11 +107,12 @@ pub(super) fn load_state(
         dropped_blobs: HashSet::new(),
         lineage,
         snapshotted,
+        memory_ahead: HashSet::new(),
     };
     for kept in store.load_kept(&mut state.damaged)? {
         state.kept.insert(kept.entry.id, kept);
     }
-    state.reindex();
+    state.reindex_with(readouts);
     Ok(state)
 }
 
@@ -128,6 +133,8 @@ struct LoadedDoc {
     damaged: Vec<String>,
     /// How many stored changes the snapshot it loaded from holds (0: none was used).
     snapshotted: usize,
+    /// What the index reads out of it, from a snapshot with no change after it.
+    readout: Option<Readout>,
 }
 
 /// The stored changes of one document, opened.
@@ -166,15 +173,23 @@ impl Context<'_> {
                 change_ids,
                 damaged: Vec::new(),
                 snapshotted: 0,
+                readout: None,
             };
         };
         let snapshot = snapshot.filter(|s| self.snapshot_usable(&id, &record, &changes, s));
         let mut damaged = Vec::new();
         if let Some(snapshot) = snapshot {
             let held: HashSet<ChangeId> = snapshot.changes.iter().copied().collect();
-            let opened = self.open_changes(&id, &record, &changes, &held);
-            match Document::from_snapshot(&self.me, &snapshot.doc, opened.bytes.iter().cloned()) {
-                Ok(doc) => return self.loaded(id, record, doc, opened, snapshot.changes.len()),
+            let mut opened = self.open_changes(&id, &record, &changes, &held);
+            let after = std::mem::take(&mut opened.bytes);
+            let none_after = after.is_empty();
+            match Document::from_snapshot(&self.me, &snapshot.doc, after) {
+                Ok(doc) => {
+                    // With no change after it, what the snapshot read out is the document's.
+                    let readout = snapshot.readout.filter(|_| none_after);
+                    let snapshotted = snapshot.changes.len();
+                    return self.loaded(id, record, doc, opened, snapshotted, readout);
+                }
                 Err(e) => {
                     tracing::warn!(doc = %id, "rebuilding the document from its changes, its snapshot does not load: {e}");
                 }
@@ -182,7 +197,7 @@ impl Context<'_> {
         }
         let opened = self.open_changes(&id, &record, &changes, &HashSet::new());
         match Document::from_changes(&self.me, opened.bytes.iter().cloned()) {
-            Ok(doc) => self.loaded(id, record, doc, opened, 0),
+            Ok(doc) => self.loaded(id, record, doc, opened, 0, None),
             Err(e) => {
                 tracing::error!(doc = %id, "document does not load: {e}");
                 damaged.extend(opened.damaged);
@@ -194,6 +209,7 @@ impl Context<'_> {
                     unopened: opened.unopened,
                     damaged,
                     snapshotted: 0,
+                    readout: None,
                 }
             }
         }
@@ -206,6 +222,7 @@ impl Context<'_> {
         mut doc: Document,
         opened: Opened,
         snapshotted: usize,
+        readout: Option<Readout>,
     ) -> LoadedDoc {
         if let Some(base) = opened.base {
             doc.set_base(base);
@@ -217,11 +234,12 @@ impl Context<'_> {
             unopened: opened.unopened,
             damaged: opened.damaged,
             snapshotted,
+            readout,
         }
     }
 
     /// Whether a snapshot holds only changes that loading would open: stored, of the history
-    /// the document is at, under a key this device holds. A snapshot written before a history
+    /// the document is at, under a key this device holds, made with keys it still holds. A snapshot written before a history
     /// started over, or before a change it holds was sealed again, is not used. Documents on a
     /// history the log cancelled ([`DocRecord::cancelled`]) are always rebuilt from changes.
     fn snapshot_usable(
@@ -231,7 +249,8 @@ impl Context<'_> {
         changes: &[SealedChange],
         snapshot: &Snapshot,
     ) -> bool {
-        if !record.cancelled.is_empty() {
+        let held_keys = key_fingerprints(record);
+        if !record.cancelled.is_empty() || !snapshot.keys.iter().all(|k| held_keys.contains(k)) {
             return false;
         }
         let opens: HashSet<ChangeId> = changes

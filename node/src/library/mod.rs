@@ -95,6 +95,10 @@ pub(crate) struct State {
     /// How many stored changes each document's snapshot holds, as loaded or last written
     /// (see [`snapshots`]).
     pub snapshotted: HashMap<DocId, usize>,
+    /// Documents whose memory holds what no stored change holds (a history cut again as it
+    /// was, over changes of others that went; a commit that failed and could not be undone
+    /// by reading the disk again): never snapshotted until the library opens again.
+    pub memory_ahead: HashSet<DocId>,
 }
 
 /// What a commit added, as other devices need it: pushed live to connected peers.
@@ -451,7 +455,10 @@ impl Library {
             tracing::error!("commit failed, reloading the library from disk: {e}");
             match load_state(&self.store, &self.device, &self.data_dir) {
                 Ok(fresh) => *state = fresh,
-                Err(reload) => tracing::error!("reload failed too: {reload}"),
+                Err(reload) => {
+                    tracing::error!("reload failed too: {reload}");
+                    state.memory_ahead.extend(docs.iter().copied());
+                }
             }
             return result;
         }
@@ -544,7 +551,7 @@ impl Library {
                 .docs
                 .get_mut(id)
                 .ok_or_else(|| Error::Corrupt(format!("document {id} is not open")))?;
-            if let Some(change) = open.doc.commit(time) {
+            for change in open.doc.commit_all(time) {
                 batch.changes.push((*id, seal(id, &open.record, &change)));
             }
         }

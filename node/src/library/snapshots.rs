@@ -18,7 +18,7 @@ use kith_protocol::keys::DocId;
 use kith_protocol::seal::ChangeId;
 
 use super::{Library, State};
-use crate::store::Snapshot;
+use crate::store::{Readout, Snapshot, key_fingerprints};
 
 /// While open: no snapshot before this many changes beyond the last one.
 const GROWING_MIN: usize = 64;
@@ -45,8 +45,11 @@ impl State {
     }
 
     fn snapshot_due(&self, doc: &DocId, due: Due) -> bool {
-        let held = self.change_ids.get(doc).map_or(0, |ids| ids.len())
-            - self.unopened.get(doc).map_or(0, |ids| ids.len());
+        if self.memory_ahead.contains(doc) {
+            return false;
+        }
+        let held = (self.change_ids.get(doc).map_or(0, |ids| ids.len()))
+            .saturating_sub(self.unopened.get(doc).map_or(0, |ids| ids.len()));
         let last = self.snapshotted.get(doc).copied().unwrap_or(0);
         // Fewer than the snapshot holds: changes went (a history started over), and the
         // snapshot will not be used.
@@ -73,13 +76,21 @@ impl Library {
                 continue;
             };
             if let Some(bytes) = open.doc.snapshot() {
-                snapshots.push((
-                    doc,
-                    Snapshot {
-                        changes,
-                        doc: bytes,
-                    },
-                ));
+                // Read as the index reads it; one that does not read is read again at open.
+                let readout = (open.doc.kind().is_some())
+                    .then(|| open.doc.photos().ok())
+                    .flatten()
+                    .map(|entries| Readout {
+                        album: open.doc.album().ok(),
+                        entries,
+                    });
+                let snapshot = Snapshot {
+                    changes,
+                    doc: bytes,
+                    readout,
+                    keys: key_fingerprints(&open.record),
+                };
+                snapshots.push((doc, snapshot));
             }
         }
         if snapshots.is_empty() {

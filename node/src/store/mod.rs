@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod snapshots;
-pub use snapshots::Snapshot;
+pub use snapshots::{Readout, Snapshot, key_fingerprints};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MEMBERSHIP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("membership");

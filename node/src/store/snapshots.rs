@@ -3,6 +3,9 @@
 //! and applies only the stored changes it does not hold, instead of replaying every change
 //! ever made (`library::load`).
 //!
+//! A snapshot also carries what the index reads out of the document ([`Readout`]), so a
+//! document with no change after its snapshot is indexed without reading automerge.
+//!
 //! A snapshot is a cache of what the stored changes already say: it is written after them,
 //! in its own transaction, and losing it loses nothing. The changes stay stored (peers pull
 //! them by id). A snapshot naming a change that is no longer stored is not used.
@@ -10,12 +13,13 @@
 use std::collections::HashMap;
 
 use kith_protocol::keys::DocId;
+use kith_protocol::library::{AlbumMeta, PhotoEntry};
 use kith_protocol::record;
 use kith_protocol::seal::ChangeId;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, doc_id, nonce};
+use super::{DocRecord, Store, doc_id, nonce};
 use crate::error::{Error, Result};
 
 /// Key: document id. Value: a [`Snapshot`] sealed with the storage key, bound to its key.
@@ -23,15 +27,41 @@ pub(super) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new
 
 /// Version of the snapshot layout: a snapshot of another version is not used (the document
 /// is rebuilt from its changes and snapshotted again).
-const SNAPSHOT_FORMAT: u8 = 1;
+const SNAPSHOT_FORMAT: u8 = 2;
 
 /// A document as of some of its stored changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// The stored changes the document holds, sorted.
     pub changes: Vec<ChangeId>,
     /// automerge's `save` of the document.
     pub doc: Vec<u8>,
+    /// What the index reads out of it, when it read (`None`: read it from `doc`).
+    pub readout: Option<Readout>,
+    /// The document keys it was made with ([`key_fingerprints`]): a snapshot is not used once
+    /// one of them is no longer held (a rotation that lost a race), since changes it holds
+    /// may not open any more.
+    pub keys: Vec<[u8; 32]>,
+}
+
+/// A fingerprint of each key `record` holds, for [`Snapshot::keys`]: the keys themselves are
+/// never written twice.
+pub fn key_fingerprints(record: &DocRecord) -> Vec<[u8; 32]> {
+    (record.all_keys().iter())
+        .map(|(epoch, key)| {
+            let mut material = epoch.to_le_bytes().to_vec();
+            material.extend_from_slice(key);
+            blake3::derive_key("kith snapshot key fingerprint v1", &material)
+        })
+        .collect()
+}
+
+/// What a document says for the index: its album fields (when it reads as an album) and its
+/// photo entries, as `Document::album` and `Document::photos` read them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Readout {
+    pub album: Option<AlbumMeta>,
+    pub entries: Vec<PhotoEntry>,
 }
 
 /// What is sealed: this header, then the document's bytes as they are (no per-byte encoding
@@ -40,6 +70,8 @@ pub struct Snapshot {
 struct Header {
     format: u8,
     changes: Vec<ChangeId>,
+    readout: Option<Readout>,
+    keys: Vec<[u8; 32]>,
 }
 
 fn context(doc: &DocId) -> Vec<u8> {
@@ -85,6 +117,8 @@ impl Store {
         Ok(Snapshot {
             changes: header.changes,
             doc: rest.to_vec(),
+            readout: header.readout,
+            keys: header.keys,
         })
     }
 
@@ -97,6 +131,8 @@ impl Store {
                 let header = Header {
                     format: SNAPSHOT_FORMAT,
                     changes: snapshot.changes.clone(),
+                    readout: snapshot.readout.clone(),
+                    keys: snapshot.keys.clone(),
                 };
                 let mut plain =
                     postcard::to_allocvec(&header).map_err(|e| Error::Db(e.to_string()))?;
@@ -124,6 +160,15 @@ mod tests {
         let snapshot = Snapshot {
             changes: vec![ChangeId([3; 32]), ChangeId([5; 32])],
             doc: b"the-plaintext-document-bytes".to_vec(),
+            readout: Some(Readout {
+                album: Some(AlbumMeta {
+                    title: "the-plaintext-title".into(),
+                    parent: None,
+                    created_at_ms: 1,
+                }),
+                entries: Vec::new(),
+            }),
+            keys: vec![[6; 32]],
         };
         store.put_snapshots(&[(a, snapshot.clone())]).unwrap();
         assert_eq!(

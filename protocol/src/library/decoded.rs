@@ -51,7 +51,7 @@ impl DecodedChange {
 impl Document {
     /// Applies a decoded change (see [`Document::apply_change`]).
     pub fn apply_decoded(&mut self, change: DecodedChange) -> Result<(), LibraryError> {
-        guard::apply_changes(&mut self.doc, vec![change.0])
+        self.apply_parsed(change.0)
     }
 
     /// The entries `change` removed or replaced, as they were just before it: read against
@@ -79,6 +79,7 @@ impl Document {
             doc: self.doc.fork_at(change.0.deps())?,
             base: self.base.clone(),
             edited: Edited::default(),
+            sealed_seq: 0,
         };
         Ok(before
             .effects_of_decoded(change)?

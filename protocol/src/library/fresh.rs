@@ -203,11 +203,13 @@ impl Document {
                 doc: self.doc.fork_at(change.0.deps())?,
                 base: self.base.clone(),
                 edited: Edited::default(),
+                sealed_seq: 0,
             };
             let after = Document {
                 doc: self.doc.fork_at(&[change.0.hash()])?,
                 base: self.base.clone(),
                 edited: Edited::default(),
+                sealed_seq: 0,
             };
             let effects = before.effects_of_decoded(change)?;
             if effects.touches_document {

@@ -127,6 +127,12 @@ pub struct Document {
     base: Option<fresh::BaseOps>,
     /// What this device's own edits wrote since [`Document::take_edited`] last asked.
     edited: Edited,
+    /// The sequence number of this device's last change in the document that is stored as a
+    /// sealed change (handed out by [`Document::commit_all`], loaded or applied). automerge
+    /// closes pending edits into a change of their own whenever something reads the
+    /// document's history, so there may be more of this device's changes than were handed
+    /// out; [`Document::commit_all`] hands them out too, and no snapshot is made before.
+    sealed_seq: u64,
 }
 
 /// What a device's own edits of a document wrote, so that its index re-reads just that after
@@ -156,6 +162,7 @@ impl Document {
             doc: AutoCommit::new().with_actor(actor_for(device)),
             base: None,
             edited: Edited::default(),
+            sealed_seq: 0,
         }
     }
 
@@ -170,6 +177,7 @@ impl Document {
             .map(guard::decode_change)
             .collect::<Result<Vec<_>, _>>()?;
         guard::apply_changes_to_new(&mut doc.doc, parsed)?;
+        doc.sealed_seq = doc.own_seq();
         Ok(doc)
     }
 
@@ -177,7 +185,10 @@ impl Document {
     /// edits not committed yet or changes that wait for a dependency: neither is in the
     /// document's history, so a snapshot would drop them (see [`Document::from_snapshot`]).
     pub fn snapshot(&mut self) -> Option<Vec<u8>> {
-        if self.doc.pending_ops() > 0 || self.has_queued_changes() {
+        if self.doc.pending_ops() > 0
+            || self.own_seq() > self.sealed_seq
+            || self.has_queued_changes()
+        {
             return None;
         }
         Some(self.doc.save())
@@ -198,20 +209,41 @@ impl Document {
             doc: loaded.with_actor(actor_for(device)),
             base: None,
             edited: Edited::default(),
+            sealed_seq: 0,
         };
         let parsed = changes
             .into_iter()
             .map(guard::decode_change)
             .collect::<Result<Vec<_>, _>>()?;
         guard::apply_changes_to_new(&mut doc.doc, parsed)?;
+        doc.sealed_seq = doc.own_seq();
         Ok(doc)
     }
 
     /// Applies one change received or read from disk.
     pub fn apply_change(&mut self, bytes: Vec<u8>) -> Result<(), LibraryError> {
         let change = guard::decode_change(bytes)?;
+        self.apply_parsed(change)
+    }
+
+    /// Applies one decoded change; one of this device's own (stored before, read back or
+    /// received again) counts as sealed.
+    fn apply_parsed(&mut self, change: automerge::Change) -> Result<(), LibraryError> {
+        let own = (*change.actor_id() == *self.doc.get_actor()).then(|| change.seq());
         guard::apply_changes(&mut self.doc, vec![change])?;
+        if let Some(seq) = own {
+            self.sealed_seq = self.sealed_seq.max(seq);
+        }
         Ok(())
+    }
+
+    /// The sequence number of this device's last change in the document (0: none).
+    fn own_seq(&mut self) -> u64 {
+        // automerge looks its actor up once, when set: one that first wrote through applied
+        // changes is found only when set again.
+        let actor = self.doc.get_actor().clone();
+        self.doc.set_actor(actor);
+        self.doc.get_last_local_change().map_or(0, |c| c.seq())
     }
 
     /// The first change of a document that several devices may create independently (a month
@@ -362,12 +394,34 @@ impl Document {
     }
 
     /// Closes the pending edits into one change and returns its bytes (None if nothing changed).
+    /// For a document nothing reads the history of between edit and commit (a fresh copy, a
+    /// test); the commit path uses [`Document::commit_all`].
     pub fn commit(&mut self, time_ms: i64) -> Option<Vec<u8>> {
+        self.commit_all(time_ms).pop()
+    }
+
+    /// Closes the pending edits into a change and returns every change of this device not
+    /// handed out yet, oldest first: usually that one, but automerge may have closed earlier
+    /// edits into changes of their own (reading the history does), and those are sealed too,
+    /// never left in memory alone.
+    pub fn commit_all(&mut self, time_ms: i64) -> Vec<Vec<u8>> {
         self.doc
-            .commit_with(transaction::CommitOptions::default().with_time(time_ms))?;
-        self.doc
-            .get_last_local_change()
-            .map(|c| c.raw_bytes().to_vec())
+            .commit_with(transaction::CommitOptions::default().with_time(time_ms));
+        let (sealed, last_seq) = (self.sealed_seq, self.own_seq());
+        if last_seq <= sealed {
+            return Vec::new();
+        }
+        self.sealed_seq = last_seq;
+        if last_seq == sealed + 1 {
+            let last = self.doc.get_last_local_change();
+            return last.map(|c| c.raw_bytes().to_vec()).into_iter().collect();
+        }
+        let actor = self.doc.get_actor().clone();
+        let mut mine: Vec<automerge::Change> = (self.doc.get_changes(&[]).into_iter())
+            .filter(|c| *c.actor_id() == actor && c.seq() > sealed)
+            .collect();
+        mine.sort_by_key(|c| c.seq());
+        mine.iter().map(|c| c.raw_bytes().to_vec()).collect()
     }
 }
 
@@ -454,6 +508,37 @@ pub(crate) mod tests {
         let c3 = again.commit(3).unwrap();
         let elsewhere = Document::from_changes(&DeviceId([6; 32]), [c1, c2, c3]).unwrap();
         assert_eq!(elsewhere.photos().unwrap(), vec![entry(2), entry(3)]);
+    }
+
+    #[test]
+    fn edits_automerge_closed_on_its_own_are_committed_and_never_snapshotted_before() {
+        let device = DeviceId([5; 32]);
+        let mut doc = Document::new(&device);
+        doc.init(DocKind::Library).unwrap();
+        let mut stored = doc.commit_all(1);
+        doc.put_photos(&[entry(1)]).unwrap();
+        // Reading the history closes the pending edit into a change of its own.
+        assert!(!doc.has_queued_changes());
+        assert!(
+            doc.snapshot().is_none(),
+            "a snapshot holding a change not stored"
+        );
+        let closed = doc.commit_all(2);
+        assert_eq!(closed.len(), 1, "the change automerge closed is handed out");
+        stored.extend(closed);
+        assert!(doc.snapshot().is_some());
+        let elsewhere = Document::from_changes(&DeviceId([6; 32]), stored.clone()).unwrap();
+        assert_eq!(elsewhere.photos().unwrap(), vec![entry(1)]);
+        // Nothing is handed out twice, and its own changes read back count as stored.
+        assert!(doc.commit_all(3).is_empty());
+        let mut reloaded = Document::from_changes(&device, stored.clone()).unwrap();
+        assert!(reloaded.commit_all(4).is_empty());
+        let mut applied = Document::new(&device);
+        for change in stored {
+            applied.apply_change(change).unwrap();
+        }
+        assert!(applied.commit_all(5).is_empty());
+        assert!(applied.snapshot().is_some());
     }
 
     #[test]
