@@ -250,6 +250,16 @@ impl Library {
     }
 
     pub async fn status(&self, running: bool, api: Option<String>) -> Result<StatusView> {
+        let mut view = self.status_of_state(running, api).await?;
+        // Sizes on disk are read with the library's lock let go, off the async threads:
+        // walking the blob directory costs what it holds (a file per large rendition).
+        let (db, blobs) = (self.data_dir.db_file(), self.data_dir.blobs_dir());
+        let sizes = tokio::task::spawn_blocking(move || (file_size(&db), dir_size(&blobs))).await;
+        (view.db_bytes, view.blob_bytes) = sizes.unwrap_or_default();
+        Ok(view)
+    }
+
+    async fn status_of_state(&self, running: bool, api: Option<String>) -> Result<StatusView> {
         let state = self.state.lock().await;
         let me = self.device.device_id();
         let (person, role) = state
@@ -280,8 +290,8 @@ impl Library {
             albums: state.albums.len(),
             documents: state.docs.len(),
             changes: self.store.change_count()?,
-            db_bytes: file_size(&self.data_dir.db_file()),
-            blob_bytes: dir_size(&self.data_dir.blobs_dir()),
+            db_bytes: 0,
+            blob_bytes: 0,
             damaged: state.damaged.clone(),
             api,
             sync: None,

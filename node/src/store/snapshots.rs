@@ -153,6 +153,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rewriting_snapshots_reuses_the_space_of_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path, SymmetricKey::from_bytes([4; 32])).unwrap();
+        let doc = DocId([1; 32]);
+        let size = |n: usize| Snapshot {
+            changes: vec![ChangeId([3; 32]); n / 1000],
+            doc: vec![7; n],
+            readout: None,
+            keys: Vec::new(),
+        };
+        // A document growing to 8 MB, snapshotted again and again.
+        for round in 1..=40 {
+            store
+                .put_snapshots(&[(doc, size(200_000 * round))])
+                .unwrap();
+        }
+        let file = std::fs::metadata(&path).unwrap().len();
+        eprintln!("database file after 40 snapshots of up to 8 MB: {file} bytes");
+        assert!(file < 64 << 20, "the database grew to {file} bytes");
+    }
+
+    #[test]
     fn snapshots_read_back_sealed_and_bound_to_their_document() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db"), SymmetricKey::from_bytes([4; 32])).unwrap();
