@@ -149,7 +149,7 @@ impl Library {
         let Some(open) = state.docs.get_mut(doc) else {
             return Err(Error::Invalid(format!("document {doc} is not open here")));
         };
-        let mine = open.doc.changes_beyond(&[], &me);
+        let mine = open.doc.sealed_changes_of(&me);
         if mine.first().is_none_or(|base| !base.deps().is_empty()) {
             return Err(Error::Corrupt(format!(
                 "document {doc} does not start with the base this device cut"

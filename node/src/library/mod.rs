@@ -556,18 +556,27 @@ impl Library {
             }
             batch.docs.push((new.id, new.record));
         }
+        let mut sealed = Vec::new();
         for id in docs {
             let open = state
                 .docs
                 .get_mut(id)
                 .ok_or_else(|| Error::Corrupt(format!("document {id} is not open")))?;
-            for change in open.doc.commit_all(time) {
+            let (changes, seq) = open.doc.commit_all(time);
+            for change in changes {
                 batch.changes.push((*id, seal(id, &open.record, &change)));
             }
+            sealed.push((*id, seq));
         }
         let changes: Vec<(DocId, ChangeId)> =
             batch.changes.iter().map(|(d, c)| (*d, c.id())).collect();
         self.persist(batch)?;
+        // Stored: not handed out again (a failed commit hands them out to the next).
+        for (id, seq) in sealed {
+            if let Some(open) = state.docs.get_mut(&id) {
+                open.doc.mark_sealed(seq);
+            }
+        }
         state.ops = chain.ops;
         state.family = chain.family;
         for (doc, id) in changes {

@@ -26,7 +26,9 @@ use crate::error::{Error, Result};
 pub(super) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
 
 /// Version of the snapshot layout: a snapshot of another version is not used (the document
-/// is rebuilt from its changes and snapshotted again).
+/// is rebuilt from its changes and snapshotted again). Bump it whenever [`Readout`]'s types
+/// (`PhotoEntry`, `AlbumMeta`) or how the index reads them out of a document change: a
+/// readout is what an older kith read.
 const SNAPSHOT_FORMAT: u8 = 2;
 
 /// A document as of some of its stored changes.

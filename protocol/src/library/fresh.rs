@@ -187,6 +187,16 @@ impl Document {
         mine.into_iter().map(DecodedChange).collect()
     }
 
+    /// `device`'s changes that are stored, in the order it wrote them: what a history cut
+    /// again is sealed anew from. An edit automerge closed into a change of its own is not
+    /// one: the commit that follows seals it (see [`Document::commit_all`]).
+    pub fn sealed_changes_of(&mut self, device: &DeviceId) -> Vec<DecodedChange> {
+        let sealed = self.sealed_seq;
+        let mut mine = self.changes_beyond(&[], device);
+        mine.retain(|c| c.0.seq() <= sealed);
+        mine
+    }
+
     /// Writes into `target` (this document's fresh copy) what each of `changes` did here, one
     /// after another: the entries it added (unless `target` holds them), the fields it changed
     /// of entries `target` still holds, the entries it removed, and the album's own fields it

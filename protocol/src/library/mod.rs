@@ -229,9 +229,14 @@ impl Document {
     /// Applies one decoded change; one of this device's own (stored before, read back or
     /// received again) counts as sealed.
     fn apply_parsed(&mut self, change: automerge::Change) -> Result<(), LibraryError> {
-        let own = (*change.actor_id() == *self.doc.get_actor()).then(|| change.seq());
+        let own =
+            (*change.actor_id() == *self.doc.get_actor()).then(|| (change.seq(), change.hash()));
         guard::apply_changes(&mut self.doc, vec![change])?;
-        if let Some(seq) = own {
+        // Only once applied: one automerge queues for a missing dependency is not in the
+        // history yet, and an edit made meanwhile would take its sequence number.
+        if let Some((seq, hash)) = own
+            && self.doc.get_change_meta_by_hash(&hash).is_some()
+        {
             self.sealed_seq = self.sealed_seq.max(seq);
         }
         Ok(())
@@ -393,35 +398,50 @@ impl Document {
         std::mem::take(&mut self.edited)
     }
 
-    /// Closes the pending edits into one change and returns its bytes (None if nothing changed).
-    /// For a document nothing reads the history of between edit and commit (a fresh copy, a
-    /// test); the commit path uses [`Document::commit_all`].
+    /// Closes the pending edits into one change and returns its bytes (None if nothing changed),
+    /// counted as stored at once. For a document nothing reads the history of between edit
+    /// and commit (a fresh copy, a test); the commit path uses [`Document::commit_all`].
     pub fn commit(&mut self, time_ms: i64) -> Option<Vec<u8>> {
-        self.commit_all(time_ms).pop()
+        let (mut changes, seq) = self.commit_all(time_ms);
+        debug_assert!(
+            changes.len() <= 1,
+            "more than one change of this device outstanding"
+        );
+        self.mark_sealed(seq);
+        changes.pop()
     }
 
     /// Closes the pending edits into a change and returns every change of this device not
-    /// handed out yet, oldest first: usually that one, but automerge may have closed earlier
-    /// edits into changes of their own (reading the history does), and those are sealed too,
-    /// never left in memory alone.
-    pub fn commit_all(&mut self, time_ms: i64) -> Vec<Vec<u8>> {
+    /// stored yet, oldest first, with the sequence number they reach: usually that one
+    /// change, but automerge may have closed earlier edits into changes of their own (reading
+    /// the history does), and those are sealed too, never left in memory alone. Call
+    /// [`Document::mark_sealed`] once they are stored; until then they are handed out again.
+    pub fn commit_all(&mut self, time_ms: i64) -> (Vec<Vec<u8>>, u64) {
         self.doc
             .commit_with(transaction::CommitOptions::default().with_time(time_ms));
         let (sealed, last_seq) = (self.sealed_seq, self.own_seq());
         if last_seq <= sealed {
-            return Vec::new();
+            return (Vec::new(), sealed);
         }
-        self.sealed_seq = last_seq;
         if last_seq == sealed + 1 {
             let last = self.doc.get_last_local_change();
-            return last.map(|c| c.raw_bytes().to_vec()).into_iter().collect();
+            let changes = last.map(|c| c.raw_bytes().to_vec()).into_iter().collect();
+            return (changes, last_seq);
         }
         let actor = self.doc.get_actor().clone();
         let mut mine: Vec<automerge::Change> = (self.doc.get_changes(&[]).into_iter())
             .filter(|c| *c.actor_id() == actor && c.seq() > sealed)
             .collect();
         mine.sort_by_key(|c| c.seq());
-        mine.iter().map(|c| c.raw_bytes().to_vec()).collect()
+        (
+            mine.iter().map(|c| c.raw_bytes().to_vec()).collect(),
+            last_seq,
+        )
+    }
+
+    /// Counts this device's changes up to `seq` as stored (see [`Document::commit_all`]).
+    pub fn mark_sealed(&mut self, seq: u64) {
+        self.sealed_seq = self.sealed_seq.max(seq);
     }
 }
 
@@ -515,29 +535,39 @@ pub(crate) mod tests {
         let device = DeviceId([5; 32]);
         let mut doc = Document::new(&device);
         doc.init(DocKind::Library).unwrap();
-        let mut stored = doc.commit_all(1);
+        let (mut stored, seq) = doc.commit_all(1);
+        doc.mark_sealed(seq);
         doc.put_photos(&[entry(1)]).unwrap();
         // Reading the history closes the pending edit into a change of its own.
-        assert!(!doc.has_queued_changes());
+        doc.clock();
         assert!(
             doc.snapshot().is_none(),
             "a snapshot holding a change not stored"
         );
-        let closed = doc.commit_all(2);
-        assert_eq!(closed.len(), 1, "the change automerge closed is handed out");
+        doc.put_photos(&[entry(2)]).unwrap();
+        let (closed, seq) = doc.commit_all(2);
+        assert_eq!(
+            closed.len(),
+            2,
+            "the change automerge closed is handed out too"
+        );
+        // Handed out again until they are stored.
+        assert_eq!(doc.commit_all(2).0, closed);
+        assert!(doc.snapshot().is_none());
+        doc.mark_sealed(seq);
         stored.extend(closed);
         assert!(doc.snapshot().is_some());
         let elsewhere = Document::from_changes(&DeviceId([6; 32]), stored.clone()).unwrap();
-        assert_eq!(elsewhere.photos().unwrap(), vec![entry(1)]);
-        // Nothing is handed out twice, and its own changes read back count as stored.
-        assert!(doc.commit_all(3).is_empty());
+        assert_eq!(elsewhere.photos().unwrap(), vec![entry(1), entry(2)]);
+        // Nothing stored is handed out again, and its own changes read back count as stored.
+        assert!(doc.commit_all(3).0.is_empty());
         let mut reloaded = Document::from_changes(&device, stored.clone()).unwrap();
-        assert!(reloaded.commit_all(4).is_empty());
+        assert!(reloaded.commit_all(4).0.is_empty());
         let mut applied = Document::new(&device);
         for change in stored {
             applied.apply_change(change).unwrap();
         }
-        assert!(applied.commit_all(5).is_empty());
+        assert!(applied.commit_all(5).0.is_empty());
         assert!(applied.snapshot().is_some());
     }
 
