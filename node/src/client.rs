@@ -146,6 +146,8 @@ impl ApiClient {
     ) -> Result<T> {
         Self::check(response.map_err(remote)?)?
             .body_mut()
+            .with_config()
+            .limit(ANSWER_LIMIT)
             .read_json()
             .map_err(remote)
     }
@@ -241,6 +243,10 @@ impl ApiClient {
 /// How long a command waits for a starting node's API, or for another command to close the
 /// library, before it gives up.
 const WAIT_FOR_DATA_DIR: Duration = Duration::from_secs(120);
+
+/// The largest answer the CLI reads from its node: a listing of 100 000 photos is about 40 MB,
+/// which ureq's default of 10 MB refused ("the response body is larger than request limit").
+const ANSWER_LIMIT: u64 = 1 << 30;
 
 fn remote(e: ureq::Error) -> Error {
     Error::Remote(e.to_string())
@@ -633,4 +639,27 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A photo listing of a large library is read whole (ureq reads 10 MB by default).
+    #[test]
+    fn an_answer_larger_than_ten_megabytes_is_read() {
+        let names: Vec<String> = (0..700_000).map(|n| format!("IMG_{n:08}.jpg")).collect();
+        let body = serde_json::to_vec(&names).unwrap();
+        assert!(body.len() > 10 << 20, "{} bytes", body.len());
+        let response = ureq::http::Response::builder()
+            .status(200)
+            .body(
+                ureq::Body::builder()
+                    .mime_type("application/json")
+                    .data(body),
+            )
+            .unwrap();
+        let read: Vec<String> = ApiClient::read_json(Ok(response)).unwrap();
+        assert_eq!(read, names);
+    }
 }
