@@ -195,8 +195,8 @@ impl Context<'_> {
                 }
             }
         }
-        let opened = self.open_changes(&id, &record, &changes, &HashSet::new());
-        match Document::from_changes(&self.me, opened.bytes.iter().cloned()) {
+        let mut opened = self.open_changes(&id, &record, &changes, &HashSet::new());
+        match Document::from_changes(&self.me, std::mem::take(&mut opened.bytes)) {
             Ok(doc) => self.loaded(id, record, doc, opened, 0, None),
             Err(e) => {
                 tracing::error!(doc = %id, "document does not load: {e}");
