@@ -435,13 +435,9 @@ impl Library {
             match state.docs.get_mut(&doc) {
                 Some(open) => open.record = record,
                 None => {
-                    state.docs.insert(
-                        doc,
-                        OpenDoc {
-                            record,
-                            doc: Document::new(&me),
-                        },
-                    );
+                    state
+                        .docs
+                        .insert(doc, OpenDoc::new(record, Document::new(&me)));
                 }
             }
         }
@@ -656,16 +652,16 @@ impl Library {
                     !state.awaits_fresh_start(doc, epoch) && epoch >= state.lineage_of(doc)
                 })
                 .collect();
-            let Some(open) = state.docs.get_mut(doc) else {
+            let Some((record, open)) = state.loaded_mut(doc) else {
                 continue;
             };
             let mut opened = BTreeSet::new();
             for sealed in this_history {
-                let Some(key) = open.record.key_for(sealed.header().epoch) else {
+                let Some(key) = record.key_for(sealed.header().epoch) else {
                     continue;
                 };
                 match seal::open_change(&SymmetricKey::from_bytes(key), &sealed) {
-                    Ok(plain) => match open.doc.apply_change(plain) {
+                    Ok(plain) => match open.apply_change(plain) {
                         Ok(()) => {
                             opened.insert(sealed.id());
                         }

@@ -469,13 +469,9 @@ impl Library {
                 let mut doc = Document::new(&self.device_id());
                 doc.apply_change(genesis.clone())
                     .map_err(|e| Error::Corrupt(e.to_string()))?;
-                state.docs.insert(
-                    *doc_id,
-                    OpenDoc {
-                        record: record.clone(),
-                        doc,
-                    },
-                );
+                state
+                    .docs
+                    .insert(*doc_id, OpenDoc::new(record.clone(), doc));
                 new_docs.push(NewDoc {
                     id: *doc_id,
                     record,

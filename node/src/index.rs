@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use kith_protocol::keys::{DocId, PhotoId};
-use kith_protocol::library::Document;
 use kith_protocol::library::{AlbumMeta, ChangeEffects, DocKind, LibraryError, PhotoEntry};
 use rayon::prelude::*;
 
@@ -44,8 +43,7 @@ impl State {
     }
 
     fn reindex_docs_from(&mut self, docs: &[DocId], mut readouts: HashMap<DocId, Readout>) {
-        let family = &self.family;
-        let kind_of = |id: &DocId| family.doc_kind(id).unwrap_or(DocKind::Album);
+        let kind_of = |id: &DocId| self.family.doc_kind(id).unwrap_or(DocKind::Album);
         let given: Vec<(DocId, Option<Indexed>)> = (docs.iter())
             .map(|id| {
                 let readout = readouts.remove(id);
@@ -55,6 +53,8 @@ impl State {
                 )
             })
             .collect();
+        self.load_docs(given.iter().filter(|(_, g)| g.is_none()).map(|(id, _)| id));
+        let family = &self.family;
         // Reading the entries out of automerge is what costs; documents are independent, so
         // they are read on every core, then merged into the index in the order given.
         let read: Vec<(DocId, std::result::Result<Indexed, LibraryError>)> = {
@@ -66,18 +66,17 @@ impl State {
                         return Some((id, Ok(given)));
                     }
                     let id = &id;
-                    let open = open_docs.get(id)?;
+                    let doc = open_docs.get(id)?.doc()?;
                     // One with no change yet has no fields. The kind comes from the log, never
                     // from the document's own field: one the log never declared (made before
                     // kinds were declared) counts as an album (see `legacy_kinds`).
-                    open.doc.kind()?;
+                    doc.kind()?;
                     let kind = family.doc_kind(id).unwrap_or(DocKind::Album);
                     let read = match kind {
-                        DocKind::Library => open.doc.photos().map(Indexed::Library),
-                        DocKind::Album => open
-                            .doc
+                        DocKind::Library => doc.photos().map(Indexed::Library),
+                        DocKind::Album => doc
                             .album()
-                            .and_then(|meta| Ok(Indexed::Album(meta, open.doc.photos()?))),
+                            .and_then(|meta| Ok(Indexed::Album(meta, doc.photos()?))),
                     };
                     Some((*id, read))
                 })
@@ -142,14 +141,15 @@ impl State {
                 _ => whole.push(doc),
             }
         }
+        self.load_docs(some.iter().map(|(id, _)| id));
         let read: Vec<(DocId, ReadEntries)> = {
             let open_docs = &self.docs;
             some.par_iter()
                 .filter_map(|(id, keys)| {
-                    let open = open_docs.get(id)?;
+                    let doc = open_docs.get(id)?.doc()?;
                     let entries = keys
                         .iter()
-                        .map(|photo| Ok((*photo, open.doc.entry(&photo.to_string())?)))
+                        .map(|photo| Ok((*photo, doc.entry(&photo.to_string())?)))
                         .collect();
                     Some((*id, entries))
                 })
@@ -340,13 +340,6 @@ impl State {
         } else {
             format!("document {id}")
         }
-    }
-
-    pub(crate) fn doc_mut(&mut self, id: &DocId) -> Result<&mut Document> {
-        self.docs
-            .get_mut(id)
-            .map(|d| &mut d.doc)
-            .ok_or_else(|| Error::Corrupt(format!("document {id} is not open")))
     }
 
     pub(crate) fn album_path(&self, id: &DocId) -> String {

@@ -29,9 +29,13 @@ impl Library {
         docs: &[DocId],
     ) -> Result<Vec<DocId>> {
         let library_key = state.identity.library_key;
-        let shards: Vec<DocId> = docs
-            .iter()
+        let undeclared: Vec<DocId> = (docs.iter())
             .filter(|id| state.family.doc_kind(id).is_none())
+            .copied()
+            .collect();
+        state.load_docs(&undeclared);
+        let shards: Vec<DocId> = undeclared
+            .iter()
             .filter(|id| {
                 state
                     .docs
@@ -88,7 +92,7 @@ fn is_shard_of(library_key: &[u8; 32], doc: &DocId, open: &OpenDoc) -> bool {
     if months.iter().any(|m| shard_doc_id(library_key, m) == *doc) {
         return true;
     }
-    let Ok(entries) = open.doc.photos() else {
+    let Some(Ok(entries)) = open.doc().map(|doc| doc.photos()) else {
         return false;
     };
     entries
@@ -155,7 +159,7 @@ mod tests {
             // Made before kinds were declared: the shard's own field still says `library`,
             // which must not count.
             forget_kinds(&mut state, &[shard, album]);
-            anyhow::ensure!(state.docs[&shard].doc.kind() == Some(DocKind::Library));
+            anyhow::ensure!(state.doc_mut(&shard)?.kind() == Some(DocKind::Library));
             state.reindex_docs(&[shard, album]);
             anyhow::ensure!(
                 state.library_of.is_empty(),
@@ -202,10 +206,10 @@ mod tests {
 
     #[test]
     fn another_persons_shard_is_not_this_persons() {
-        let open = OpenDoc {
-            record: crate::store::DocRecord::new(1, [0; 32], Some("2024-05".into())),
-            doc: kith_protocol::library::Document::new(&kith_protocol::keys::DeviceId([1; 32])),
-        };
+        let open = OpenDoc::new(
+            crate::store::DocRecord::new(1, [0; 32], Some("2024-05".into())),
+            kith_protocol::library::Document::new(&kith_protocol::keys::DeviceId([1; 32])),
+        );
         let mine = [7; 32];
         let theirs = [8; 32];
         let doc = shard_doc_id(&theirs, "2024-05");

@@ -225,18 +225,19 @@ fn referenced_blobs(state: &State) -> Result<HashSet<[u8; 32]>> {
     let read: Vec<std::result::Result<Vec<[u8; 32]>, String>> = docs
         .par_iter()
         .map(|(id, open)| {
-            open.doc
-                .photos()
-                .map(|entries| {
+            open.read(&state.me, |doc| {
+                doc.photos().map(|entries| {
                     entries
                         .iter()
                         .flat_map(|e| e.blobs())
                         .map(|b| b.hash)
-                        .collect()
+                        .collect::<Vec<_>>()
                 })
-                .map_err(|e| {
-                    format!("document {id} does not read ({e}); the purged photos' blobs are kept")
-                })
+            })
+            .and_then(|read| read.map_err(|e| e.to_string()))
+            .map_err(|e| {
+                format!("document {id} does not read ({e}); the purged photos' blobs are kept")
+            })
         })
         .collect();
     // Kept entries keep their blobs until they expire (see `crate::keep`).

@@ -17,10 +17,12 @@ use kith_protocol::wire::{DocDigest, digest_ids};
 
 use crate::error::{Error, Result};
 use crate::index::Touched;
-use crate::library::{Library, OpenDoc, State};
+use crate::library::{Library, State};
 use crate::store::WriteBatch;
 use kith_protocol::keys::SymmetricKey;
-use kith_protocol::library::{BlobRef, DecodedChange, LibraryError, PhotoEntry, causal_order};
+use kith_protocol::library::{
+    BlobRef, DecodedChange, Document, LibraryError, PhotoEntry, causal_order,
+};
 
 /// How a batch from a peer fared.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -380,10 +382,14 @@ impl Library {
         // Apply in memory first so a change automerge refuses is never stored; if the commit
         // then fails, memory is rebuilt from disk. Documents are independent, so they are
         // applied in parallel, each one's changes in order.
-        let jobs: Vec<(DocId, &mut OpenDoc, Vec<Opened>)> = state
+        state.load_docs(by_doc.keys());
+        let jobs: Vec<(DocId, &mut Document, Vec<Opened>)> = state
             .docs
             .iter_mut()
-            .filter_map(|(id, open)| by_doc.remove(id).map(|changes| (*id, open, changes)))
+            .filter_map(|(id, open)| {
+                let doc = open.doc_mut()?;
+                by_doc.remove(id).map(|changes| (*id, doc, changes))
+            })
             .collect();
         let applied: Vec<Applied> = jobs
             .into_par_iter()
@@ -395,7 +401,7 @@ impl Library {
                     .map(|(sealed, plain, scope)| (sealed, DecodedChange::decode(plain), scope))
                     .collect();
                 // Changes automerge holds queued may be applied along with these, unread.
-                let queued = open.doc.has_queued_changes();
+                let queued = open.has_queued_changes();
                 causal_order(decoded, |(_, change, _)| change.as_ref().ok())
                     .into_iter()
                     .map(|(sealed, change, scope)| {
@@ -488,7 +494,7 @@ pub(crate) struct Applied {
 /// contributor's change that reaches beyond its person's entries is refused.
 fn apply_checked(
     doc: DocId,
-    open: &mut OpenDoc,
+    open: &mut Document,
     sealed: SealedChange,
     change: std::result::Result<DecodedChange, LibraryError>,
     scope: WriteScope,
@@ -515,7 +521,7 @@ fn apply_checked(
                 .into(),
         );
     }
-    let effects = open.doc.effects_of_decoded(&change);
+    let effects = open.effects_of_decoded(&change);
     let refusal = match (&effects, scope) {
         (Err(e), WriteScope::OwnEntries) => Some(format!(
             "its author may change only its own entries, and what it does cannot be read: {e}"
@@ -537,7 +543,7 @@ fn apply_checked(
     let removed = effects
         .map(|e| e.removed.into_values().collect())
         .unwrap_or_default();
-    let refused = refusal.or_else(|| open.doc.apply_decoded(change).err().map(|e| e.to_string()));
+    let refused = refusal.or_else(|| open.apply_decoded(change).err().map(|e| e.to_string()));
     Applied {
         doc,
         sealed,

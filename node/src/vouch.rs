@@ -16,7 +16,7 @@ use kith_protocol::seal::{ChangeId, SealedChange};
 
 use crate::doc_keys::OpChain;
 use crate::error::Result;
-use crate::library::{Library, State, open_sealed};
+use crate::library::{Library, OpenDoc, State, open_sealed};
 
 /// Change ids per `Vouch` op: 32 bytes each keeps an op far below the log's 64 KiB limit.
 const IDS_PER_VOUCH: usize = 1024;
@@ -126,23 +126,24 @@ impl Library {
                 return out;
             }
         };
+        state.load_docs([doc]);
         let family = &state.family;
-        let Some(open) = state.docs.get_mut(doc) else {
+        let Some((record, Some(loaded))) = state.docs.get_mut(doc).map(OpenDoc::split_mut) else {
             return out;
         };
         for bytes in stored {
             let read = SealedChange::from_bytes(bytes)
                 .map_err(|e| e.to_string())
                 .and_then(|sealed| {
-                    let Some(key) = open.record.key_for(sealed.header().epoch) else {
+                    let Some(key) = record.key_for(sealed.header().epoch) else {
                         return Ok(None);
                     };
                     let plain = open_sealed(family, doc, key, &sealed)?;
                     let change = DecodedChange::decode(plain).map_err(|e| e.to_string())?;
-                    if !open.doc.has_deps_of(&change) {
+                    if !loaded.has_deps_of(&change) {
                         return Ok(None);
                     }
-                    open.doc
+                    loaded
                         .removed_by_change(&change)
                         .map(Some)
                         .map_err(|e| e.to_string())

@@ -16,7 +16,7 @@ use kith_node::store::{Readout, Snapshot, Store};
 use kith_protocol::keys::{DocId, PhotoId};
 use kith_protocol::library::{DocKind, Document};
 use kith_protocol::seal::ChangeId;
-use kith_tests::corpus::{jpegs, paths};
+use kith_tests::corpus::{Row, importable_jpegs, jpegs, paths};
 use kith_tests::{TestNode, ids, import};
 
 fn store_of(node: &TestNode) -> Result<Store> {
@@ -175,5 +175,72 @@ fn a_library_opens_from_snapshots_and_never_from_one_that_does_not_match_its_cha
     assert_eq!(listed(&node)?, all);
     let status = node.json(&["status", "--json"])?;
     assert_eq!(status["damaged"], serde_json::json!([]), "{status}");
+    Ok(())
+}
+
+/// A document indexed from its snapshot's readout is read into automerge only when first used
+/// (`node/src/library/lazy.rs`). When its snapshot then does not load, the document is rebuilt
+/// from its stored changes and indexed again from them: the write goes through, nothing is
+/// lost, nothing is reported damaged, and the next write of the document works.
+#[test]
+fn a_snapshot_that_does_not_load_when_first_used_gives_way_to_the_changes() -> Result<()> {
+    let node = TestNode::initialised()?;
+    // Two photos of one month share a library shard.
+    let rows: Vec<Row> = importable_jpegs()?.collect();
+    let month = |r: &Row| r.taken_at().map(|t| t.chars().take(7).collect::<String>());
+    let (first, second) = (0..rows.len())
+        .flat_map(|i| (i + 1..rows.len()).map(move |j| (i, j)))
+        .find(|(i, j)| month(&rows[*i]).is_some() && month(&rows[*i]) == month(&rows[*j]))
+        .context("the corpus has two JPEGs of one month")?;
+    let later = (0..rows.len())
+        .find(|k| *k != first && *k != second)
+        .context("a third JPEG")?;
+    let pair = [rows[first].clone(), rows[second].clone()];
+    import(&node, &paths(&pair), "Trip")?;
+    let snapshots = store_of(&node)?.load_snapshots()?;
+    let (edited, photo) = snapshots_without_a_photo(&snapshots)?;
+    // What the index reads says the photo is not there; the document itself does not load.
+    let broken: Vec<(DocId, Snapshot)> = (edited.iter())
+        .map(|(doc_id, s)| {
+            let doc = b"not an automerge document".to_vec();
+            (*doc_id, Snapshot { doc, ..s.clone() })
+        })
+        .collect();
+    assert!(broken.iter().all(|(_, s)| s.readout.is_some()));
+    store_of(&node)?.put_snapshots(&broken)?;
+    // One running node, so that what it shows is its own index, not a snapshot a command
+    // wrote when it closed.
+    let mut node = node;
+    node.start()?;
+    let listed_before = listed(&node)?;
+    assert_eq!(listed_before.len(), 1, "opened from the readouts");
+    assert!(!listed_before.contains(&photo.to_string()));
+
+    // Editing another photo of the same library shard writes that photo's entry alone: the
+    // first use of the shard's document, and of the album's, which carries the entry too.
+    let neighbour = (edited.iter())
+        .filter_map(|(_, s)| s.readout.as_ref())
+        .find_map(|r| r.entries.first())
+        .context("the photo's shard holds another photo")?
+        .id;
+    node.json(&[
+        "photos",
+        "edit",
+        &neighbour.to_string(),
+        "--caption",
+        "x",
+        "--json",
+    ])?;
+    let after = listed(&node)?;
+    assert_eq!(after.len(), 2, "every photo, from the changes: {after:?}");
+    assert!(after.contains(&photo.to_string()));
+    let albums = node.json(&["albums", "--json"])?;
+    assert_eq!(albums[0]["photos"], 2, "{albums}");
+
+    import(&node, &paths(&rows[later..=later]), "Trip")?;
+    assert_eq!(listed(&node)?.len(), 3);
+    let status = node.json(&["status", "--json"])?;
+    assert_eq!(status["damaged"], serde_json::json!([]), "{status}");
+    node.stop()?;
     Ok(())
 }

@@ -146,10 +146,10 @@ impl Library {
     ) -> Result<Started> {
         let me = self.device_id();
         let retired = state.change_ids_of(doc);
-        let Some(open) = state.docs.get_mut(doc) else {
+        let Some((_, open)) = state.loaded_mut(doc) else {
             return Err(Error::Invalid(format!("document {doc} is not open here")));
         };
-        let mine = open.doc.sealed_changes_of(&me);
+        let mine = open.sealed_changes_of(&me);
         if mine.first().is_none_or(|base| !base.deps().is_empty()) {
             return Err(Error::Corrupt(format!(
                 "document {doc} does not start with the base this device cut"

@@ -95,7 +95,7 @@ impl State {
     /// Whether a photo entry ever left the open document `doc` (see
     /// `Document::has_left_entries`; reads its whole history).
     pub(crate) fn has_left_entries(&mut self, doc: &DocId) -> bool {
-        (self.docs.get_mut(doc)).is_some_and(|open| open.doc.has_left_entries())
+        self.doc_mut(doc).is_ok_and(|doc| doc.has_left_entries())
     }
 }
 
@@ -111,12 +111,11 @@ impl Library {
     ) -> Result<Started> {
         let me = self.device_id();
         let kind = state.family.doc_kind(doc).unwrap_or(DocKind::Album);
-        let Some(open) = state.docs.get_mut(doc) else {
+        let Some((_, open)) = state.loaded_mut(doc) else {
             return Err(Error::Invalid(format!("document {doc} is not open here")));
         };
-        let clock = open.doc.clock();
+        let clock = open.clock();
         let (copy, bytes) = open
-            .doc
             .fresh_copy(&me, kind, now_ms() as i64)
             .map_err(|e| Error::Corrupt(format!("document {doc} cannot be copied: {e}")))?;
         let header = ChangeHeader {
@@ -168,7 +167,7 @@ impl Library {
             let held = state.change_ids.entry(s.doc).or_default();
             held.extend(s.changes.iter().map(SealedChange::id));
             match (state.docs.get_mut(&s.doc), s.copy) {
-                (Some(open), Some(copy)) => open.doc = copy,
+                (Some(open), Some(copy)) => open.set_doc(copy),
                 // Cut again as it is (`cut_again`): the document still holds what others
                 // wrote on the history that went, which no stored change holds any more.
                 _ => {
@@ -299,7 +298,7 @@ impl Library {
         self.persist(batch)?;
         state.forget_changes(doc, &retired);
         if let Some(open) = state.docs.get_mut(doc) {
-            open.doc = copy;
+            open.set_doc(copy);
         }
         for c in &carried {
             state.change_ids.entry(*doc).or_default().insert(c.id());
@@ -332,24 +331,23 @@ impl Library {
             .filter(|c| c.doc == *doc && c.epoch > lineage && state.family.was_cut_at(doc, c.epoch))
             .min_by_key(|c| c.epoch)
             .map_or_else(|| fresh.clock.clone(), |c| c.clock.to_vec());
-        let open = state
-            .docs
-            .get_mut(doc)
+        let (_, open) = state
+            .loaded_mut(doc)
             .ok_or_else(|| Error::Invalid(format!("document {doc} is not open here")))?;
         // On a history whose cut the log cancelled, everything this device wrote came after
         // that cut, and the new history's clock counts another history's changes: all of it
         // is carried over, but for a base of its own.
         let mine: Vec<DecodedChange> = if orphaned {
-            (open.doc.changes_beyond(&[], &me).into_iter())
+            (open.changes_beyond(&[], &me).into_iter())
                 .filter(|c| !c.deps().is_empty())
                 .collect()
         } else {
-            open.doc.changes_beyond(&clock, &me)
+            open.changes_beyond(&clock, &me)
         };
         if mine.is_empty() {
             return Ok(None);
         }
-        let carried = open.doc.carry_over(&mine, copy).map_err(corrupt)?;
+        let carried = open.carry_over(&mine, copy).map_err(corrupt)?;
         // Whatever was carried, entries or the album's own fields, is committed.
         let Some(bytes) = copy.commit(now_ms() as i64) else {
             return Ok(None);

@@ -4,6 +4,7 @@
 //! Damaged items are reported in `damaged` and left out; the rest of the library opens.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use kith_protocol::keys::{DeviceId, DeviceSecret, DocId, SymmetricKey};
 use kith_protocol::library::{DecodedChange, Document};
@@ -18,7 +19,7 @@ use crate::store::{DocRecord, Readout, Snapshot, Store, key_fingerprints};
 
 /// Builds the in-memory state from the database.
 pub(super) fn load_state(
-    store: &Store,
+    store: &Arc<Store>,
     device: &DeviceSecret,
     data_dir: &DataDir,
 ) -> Result<State> {
@@ -82,6 +83,7 @@ pub(super) fn load_state(
         }
     }
     let mut state = State {
+        store: Arc::clone(store),
         identity: loaded.identity,
         me,
         ops: loaded.ops,
@@ -137,6 +139,34 @@ struct LoadedDoc {
     readout: Option<Readout>,
 }
 
+impl LoadedDoc {
+    fn of(
+        id: DocId,
+        open: OpenDoc,
+        opened: Opened,
+        snapshotted: usize,
+        readout: Option<Readout>,
+    ) -> LoadedDoc {
+        LoadedDoc {
+            id,
+            open: Some(open),
+            change_ids: opened.change_ids,
+            unopened: opened.unopened,
+            damaged: opened.damaged,
+            snapshotted,
+            readout,
+        }
+    }
+}
+
+/// A loaded document, on the base of its history when it started over.
+fn loaded_doc(record: DocRecord, mut doc: Document, base: Option<[u8; 32]>) -> OpenDoc {
+    if let Some(base) = base {
+        doc.set_base(base);
+    }
+    OpenDoc::new(record, doc)
+}
+
 /// The stored changes of one document, opened.
 #[derive(Default)]
 struct Opened {
@@ -149,10 +179,10 @@ struct Opened {
 }
 
 /// What every document's load reads.
-struct Context<'a> {
-    family: &'a FamilyState,
-    lineage: &'a HashMap<DocId, (u32, ChangeId)>,
-    me: DeviceId,
+pub(super) struct Context<'a> {
+    pub family: &'a FamilyState,
+    pub lineage: &'a HashMap<DocId, (u32, ChangeId)>,
+    pub me: DeviceId,
 }
 
 impl Context<'_> {
@@ -177,18 +207,21 @@ impl Context<'_> {
             };
         };
         let snapshot = snapshot.filter(|s| self.snapshot_usable(&id, &record, &changes, s));
-        let mut damaged = Vec::new();
         if let Some(snapshot) = snapshot {
             let held: HashSet<ChangeId> = snapshot.changes.iter().copied().collect();
             let mut opened = self.open_changes(&id, &record, &changes, &held);
             let after = std::mem::take(&mut opened.bytes);
-            let none_after = after.is_empty();
+            let snapshotted = snapshot.changes.len();
+            // With no change after it, what the snapshot read out is the document's: it is
+            // indexed from that, and read into automerge when first used (`lazy`).
+            if let Some(readout) = snapshot.readout.filter(|_| after.is_empty()) {
+                let open = OpenDoc::saved(record, snapshot.doc, opened.base);
+                return LoadedDoc::of(id, open, opened, snapshotted, Some(readout));
+            }
             match Document::from_snapshot(&self.me, &snapshot.doc, after) {
                 Ok(doc) => {
-                    // With no change after it, what the snapshot read out is the document's.
-                    let readout = snapshot.readout.filter(|_| none_after);
-                    let snapshotted = snapshot.changes.len();
-                    return self.loaded(id, record, doc, opened, snapshotted, readout);
+                    let open = loaded_doc(record, doc, opened.base);
+                    return LoadedDoc::of(id, open, opened, snapshotted, None);
                 }
                 Err(e) => {
                     tracing::warn!(doc = %id, "rebuilding the document from its changes, its snapshot does not load: {e}");
@@ -197,10 +230,13 @@ impl Context<'_> {
         }
         let mut opened = self.open_changes(&id, &record, &changes, &HashSet::new());
         match Document::from_changes(&self.me, std::mem::take(&mut opened.bytes)) {
-            Ok(doc) => self.loaded(id, record, doc, opened, 0, None),
+            Ok(doc) => {
+                let open = loaded_doc(record, doc, opened.base);
+                LoadedDoc::of(id, open, opened, 0, None)
+            }
             Err(e) => {
                 tracing::error!(doc = %id, "document does not load: {e}");
-                damaged.extend(opened.damaged);
+                let mut damaged = opened.damaged;
                 damaged.push(format!("document {id}: {e}"));
                 LoadedDoc {
                     id,
@@ -215,27 +251,21 @@ impl Context<'_> {
         }
     }
 
-    fn loaded(
+    /// A document rebuilt from its stored changes (its snapshot did not load when first
+    /// used), with what opening them reported.
+    pub(super) fn rebuild(
         &self,
-        id: DocId,
-        record: DocRecord,
-        mut doc: Document,
-        opened: Opened,
-        snapshotted: usize,
-        readout: Option<Readout>,
-    ) -> LoadedDoc {
+        id: &DocId,
+        record: &DocRecord,
+        stored: &[SealedChange],
+    ) -> Result<(Document, Vec<String>)> {
+        let mut opened = self.open_changes(id, record, stored, &HashSet::new());
+        let mut doc = Document::from_changes(&self.me, std::mem::take(&mut opened.bytes))
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
         if let Some(base) = opened.base {
             doc.set_base(base);
         }
-        LoadedDoc {
-            id,
-            open: Some(OpenDoc { record, doc }),
-            change_ids: opened.change_ids,
-            unopened: opened.unopened,
-            damaged: opened.damaged,
-            snapshotted,
-            readout,
-        }
+        Ok((doc, opened.damaged))
     }
 
     /// Whether a snapshot holds only changes that loading would open: stored, of the history

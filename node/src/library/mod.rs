@@ -24,8 +24,10 @@ use crate::index::Touched;
 use crate::store::{DocRecord, Identity, Store, WriteBatch};
 use crate::views::{AlbumView, InitView, PhotoView, StatusView};
 
+mod lazy;
 mod load;
 mod snapshots;
+pub(crate) use lazy::OpenDoc;
 use load::load_state;
 pub(crate) use load::open_sealed;
 pub(crate) use snapshots::Due;
@@ -37,13 +39,9 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A document this node holds, opened with its key.
-pub(crate) struct OpenDoc {
-    pub record: DocRecord,
-    pub doc: Document,
-}
-
 pub(crate) struct State {
+    /// The database, to rebuild a document whose snapshot does not load ([`lazy`]).
+    pub store: Arc<Store>,
     pub identity: Identity,
     /// This device.
     pub me: DeviceId,
@@ -112,7 +110,7 @@ pub enum Update {
 pub struct Library {
     pub(crate) data_dir: DataDir,
     pub(crate) device: DeviceSecret,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
     pub(crate) blobs: Blobs,
     pub(crate) state: Mutex<State>,
     /// Every committed op, document and change, for the sync sessions to push.
@@ -208,7 +206,7 @@ impl Library {
             return Err(Error::NotInitialised(data_dir.root().to_path_buf()));
         }
         let device = data_dir.read_device_secret()?;
-        let store = Store::open(&data_dir.db_file(), device.storage_key())?;
+        let store = Arc::new(Store::open(&data_dir.db_file(), device.storage_key())?);
         let state = load_state(&store, &device, data_dir)?;
         let blobs = Blobs::open(&data_dir.blobs_dir()).await?;
         let library = Arc::new(Library {
@@ -360,13 +358,7 @@ impl Library {
             created_at_ms: now_ms(),
         })
         .map_err(corrupt)?;
-        state.docs.insert(
-            id,
-            OpenDoc {
-                record: record.clone(),
-                doc,
-            },
-        );
+        state.docs.insert(id, OpenDoc::new(record.clone(), doc));
         let new = NewDoc {
             id,
             record,
@@ -475,7 +467,7 @@ impl Library {
         // The index re-reads what these edits wrote, not the documents they wrote into.
         let touched = (docs.iter())
             .filter_map(|id| {
-                let edited = state.docs.get_mut(id)?.doc.take_edited();
+                let edited = state.docs.get_mut(id)?.doc_mut()?.take_edited();
                 let touched = if new.contains(id) || edited.whole {
                     Touched::Whole
                 } else {
@@ -526,7 +518,7 @@ impl Library {
             let kind = state
                 .docs
                 .get(&new.id)
-                .and_then(|open| open.doc.kind())
+                .and_then(|open| open.doc()?.kind())
                 .ok_or_else(|| Error::Corrupt(format!("new document {} has no kind", new.id)))?;
             chain.push(&self.device, OpBody::DeclareDoc { doc: new.id, kind })?;
             let first = Rotation {
@@ -562,9 +554,13 @@ impl Library {
                 .docs
                 .get_mut(id)
                 .ok_or_else(|| Error::Corrupt(format!("document {id} is not open")))?;
-            let (changes, seq) = open.doc.commit_all(time);
+            // Not loaded since the library opened: nothing was edited in it.
+            let (record, Some(doc)) = open.split_mut() else {
+                continue;
+            };
+            let (changes, seq) = doc.commit_all(time);
             for change in changes {
-                batch.changes.push((*id, seal(id, &open.record, &change)));
+                batch.changes.push((*id, seal(id, record, &change)));
             }
             sealed.push((*id, seq));
         }
@@ -573,8 +569,8 @@ impl Library {
         self.persist(batch)?;
         // Stored: not handed out again (a failed commit hands them out to the next).
         for (id, seq) in sealed {
-            if let Some(open) = state.docs.get_mut(&id) {
-                open.doc.mark_sealed(seq);
+            if let Some(doc) = state.docs.get_mut(&id).and_then(OpenDoc::doc_mut) {
+                doc.mark_sealed(seq);
             }
         }
         state.ops = chain.ops;

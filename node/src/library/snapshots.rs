@@ -17,7 +17,7 @@
 use kith_protocol::keys::DocId;
 use kith_protocol::seal::ChangeId;
 
-use super::{Library, State};
+use super::{Library, OpenDoc, State};
 use crate::store::{Readout, Snapshot, key_fingerprints};
 
 /// While open: no snapshot before this many changes beyond the last one.
@@ -72,23 +72,25 @@ impl Library {
         let mut snapshots = Vec::new();
         for doc in ids {
             let changes = state.held_changes(&doc);
-            let Some(open) = state.docs.get_mut(&doc) else {
+            // One not loaded since the library opened is what its snapshot holds.
+            let Some((record, Some(loaded))) = state.docs.get_mut(&doc).map(OpenDoc::split_mut)
+            else {
                 continue;
             };
-            if let Some(bytes) = open.doc.snapshot() {
+            if let Some(bytes) = loaded.snapshot() {
                 // Read as the index reads it; one that does not read is read again at open.
-                let readout = (open.doc.kind().is_some())
-                    .then(|| open.doc.photos().ok())
+                let readout = (loaded.kind().is_some())
+                    .then(|| loaded.photos().ok())
                     .flatten()
                     .map(|entries| Readout {
-                        album: open.doc.album().ok(),
+                        album: loaded.album().ok(),
                         entries,
                     });
                 let snapshot = Snapshot {
                     changes,
                     doc: bytes,
                     readout,
-                    keys: key_fingerprints(&open.record),
+                    keys: key_fingerprints(record),
                 };
                 snapshots.push((doc, snapshot));
             }

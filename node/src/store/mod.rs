@@ -26,6 +26,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MEMBERSHIP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("membership");
 const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
 /// Key: doc id ‖ change id (64 bytes). Value: the sealed change as it travels.
+/// The database's own page cache (reads and the pages a commit writes).
+const DB_CACHE_BYTES: usize = 64 << 20;
 const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes");
 /// Key: invite id (16 bytes). Value: sealed [`InviteRecord`].
 const INVITES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invites");
@@ -285,12 +287,17 @@ fn nonce() -> [u8; 24] {
 impl Store {
     /// Opens (or creates) the database. Fails with [`Error::Locked`] when another process has it.
     pub fn open(path: &Path, storage_key: SymmetricKey) -> Result<Store> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                Error::Locked(path.parent().unwrap_or(path).to_path_buf())
-            }
-            other => Error::Db(format!("{}: {other}", path.display())),
-        })?;
+        // redb caches up to 1 GiB of pages by default: a large library read at open would stay
+        // resident. The OS page cache holds the file anyway.
+        let db = Database::builder()
+            .set_cache_size(DB_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    Error::Locked(path.parent().unwrap_or(path).to_path_buf())
+                }
+                other => Error::Db(format!("{}: {other}", path.display())),
+            })?;
         // Only a new database is written to on open: opening must not change an existing one.
         let format = {
             let txn = db.begin_read()?;
@@ -638,6 +645,26 @@ impl Store {
             let key = [doc.0.as_slice(), id.0.as_slice()].concat();
             if let Some(v) = table.get(key.as_slice())? {
                 out.push(v.value().to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored change of `doc`. One that does not read is left out, as at open (where
+    /// [`Store::load`] reports it).
+    pub fn changes_of(&self, doc: &DocId) -> Result<Vec<SealedChange>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHANGES)?;
+        let first = [doc.0.as_slice(), &[0; 32]].concat();
+        let last = [doc.0.as_slice(), &[0xff; 32]].concat();
+        let mut out = Vec::new();
+        for row in table.range(first.as_slice()..=last.as_slice())? {
+            let (k, v) = row?;
+            match SealedChange::from_bytes(v.value().to_vec()) {
+                Ok(sealed) if k.value().get(32..) == Some(sealed.id().0.as_slice()) => {
+                    out.push(sealed)
+                }
+                _ => {}
             }
         }
         Ok(out)
