@@ -68,6 +68,18 @@ pub async fn run(
     }
     let library = open_when_free(data_dir).await?;
     let purge = crate::purge::spawn(library.clone());
+    let check = {
+        let library = library.clone();
+        tokio::spawn(async move {
+            match library.check_stored_changes().await {
+                Ok(0) => tracing::info!("every stored change checked"),
+                Ok(n) => {
+                    tracing::error!("{n} stored changes failed their check (see `kith status`)")
+                }
+                Err(e) => tracing::warn!("the stored changes could not be checked: {e}"),
+            }
+        })
+    };
     let net = Network::start(library.clone(), net_config).await?;
     for addr in net.listen_addrs() {
         eprintln!("kith: listening for family devices on {addr}");
@@ -97,6 +109,7 @@ pub async fn run(
     let _ = std::fs::remove_file(data_dir.api_file());
     let _ = std::fs::remove_file(data_dir.token_file());
     purge.abort();
+    check.abort();
     library.close().await;
     tracing::info!("kith node stopped");
     served.map_err(|e| Error::Invalid(format!("the local API failed: {e}")))

@@ -142,11 +142,12 @@ impl State {
     /// Rebuilds a document whose snapshot did not load from its stored changes; one that
     /// does not load from them either leaves the open documents, reported in `damaged`.
     fn rebuild_doc(&mut self, id: &DocId) {
-        let rebuilt = self.store.changes_of(id).and_then(|stored| {
+        let rebuilt = self.store.change_heads_of(id).and_then(|stored| {
             let Some(open) = self.docs.get(id) else {
                 return Err(Error::Corrupt(format!("document {id} is not open")));
             };
             let context = Context {
+                store: &self.store,
                 family: &self.family,
                 lineage: &self.lineage,
                 me: self.me,

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::{OpenDoc, State};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
-use crate::store::{DocRecord, Readout, Snapshot, Store, key_fingerprints};
+use crate::store::{ChangeHead, DocRecord, Readout, Snapshot, Store, key_fingerprints};
 
 /// Builds the in-memory state from the database.
 pub(super) fn load_state(
@@ -23,7 +23,8 @@ pub(super) fn load_state(
     device: &DeviceSecret,
     data_dir: &DataDir,
 ) -> Result<State> {
-    let loaded = store.load(data_dir.root())?;
+    let loaded = store.load_records(data_dir.root())?;
+    let heads = store.change_heads()?;
     let family = membership::evaluate_with_root(OpId(loaded.identity.root_op), &loaded.ops)
         .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
     let mut damaged = loaded.damaged;
@@ -31,16 +32,16 @@ pub(super) fn load_state(
         tracing::error!("{d}");
     }
     let mut records: HashMap<DocId, DocRecord> = loaded.docs.into_iter().collect();
-    let lineage = loaded_lineage(&family, &loaded.ops, &loaded.changes, &records);
+    let lineage = loaded_lineage(&family, &loaded.ops, &heads, &records);
     let mut snapshots = store.load_snapshots()?;
     let me = device.device_id();
     let mut revoked_authors: HashMap<DeviceId, BTreeSet<ChangeId>> = HashMap::new();
-    let mut by_doc: HashMap<DocId, Vec<SealedChange>> = HashMap::new();
-    for (doc_id, sealed) in loaded.changes {
-        if sealed.header().author != me {
-            (revoked_authors.entry(sealed.header().author).or_default()).insert(sealed.id());
+    let mut by_doc: HashMap<DocId, Vec<ChangeHead>> = HashMap::new();
+    for (doc_id, head) in heads {
+        if head.author != me {
+            (revoked_authors.entry(head.author).or_default()).insert(head.id);
         }
-        by_doc.entry(doc_id).or_default().push(sealed);
+        by_doc.entry(doc_id).or_default().push(head);
     }
     let mut ids: BTreeSet<DocId> = records.keys().copied().collect();
     ids.extend(by_doc.keys().copied());
@@ -54,6 +55,7 @@ pub(super) fn load_state(
         })
         .collect();
     let context = Context {
+        store,
         family: &family,
         lineage: &lineage,
         me,
@@ -118,12 +120,13 @@ pub(super) fn load_state(
     Ok(state)
 }
 
-/// One document to load: its record (when this device holds its key), snapshot and changes.
+/// One document to load: its record (when this device holds its key), snapshot and the heads
+/// of its stored changes.
 struct DocJob {
     id: DocId,
     record: Option<DocRecord>,
     snapshot: Option<Snapshot>,
-    changes: Vec<SealedChange>,
+    changes: Vec<ChangeHead>,
 }
 
 /// What loading one document gives the state.
@@ -180,6 +183,7 @@ struct Opened {
 
 /// What every document's load reads.
 pub(super) struct Context<'a> {
+    pub store: &'a Store,
     pub family: &'a FamilyState,
     pub lineage: &'a HashMap<DocId, (u32, ChangeId)>,
     pub me: DeviceId,
@@ -195,7 +199,7 @@ impl Context<'_> {
         } = job;
         let Some(record) = record else {
             // Held for others: nothing of it opens here.
-            let change_ids: BTreeSet<ChangeId> = changes.iter().map(|c| c.id()).collect();
+            let change_ids: BTreeSet<ChangeId> = changes.iter().map(|c| c.id).collect();
             return LoadedDoc {
                 id,
                 open: None,
@@ -257,7 +261,7 @@ impl Context<'_> {
         &self,
         id: &DocId,
         record: &DocRecord,
-        stored: &[SealedChange],
+        stored: &[ChangeHead],
     ) -> Result<(Document, Vec<String>)> {
         let mut opened = self.open_changes(id, record, stored, &HashSet::new());
         let mut doc = Document::from_changes(&self.me, std::mem::take(&mut opened.bytes))
@@ -276,7 +280,7 @@ impl Context<'_> {
         &self,
         doc: &DocId,
         record: &DocRecord,
-        changes: &[SealedChange],
+        changes: &[ChangeHead],
         snapshot: &Snapshot,
     ) -> bool {
         let held_keys = key_fingerprints(record);
@@ -285,16 +289,15 @@ impl Context<'_> {
         }
         let opens: HashSet<ChangeId> = changes
             .iter()
-            .filter(|c| self.key_of(doc, record, c).is_some())
-            .map(|c| c.id())
+            .filter(|c| self.key_of(doc, record, c.epoch).is_some())
+            .map(|c| c.id)
             .collect();
         snapshot.changes.iter().all(|id| opens.contains(id))
     }
 
     /// The key a stored change opens with, or `None` while it waits: for the key of its
     /// document and epoch, or because it belongs to another history than the one loaded.
-    fn key_of(&self, doc: &DocId, record: &DocRecord, sealed: &SealedChange) -> Option<[u8; 32]> {
-        let epoch = sealed.header().epoch;
+    fn key_of(&self, doc: &DocId, record: &DocRecord, epoch: u32) -> Option<[u8; 32]> {
         // Of a history that started over, only the one the document is at is loaded.
         let start = self.lineage.get(doc).map_or(0, |(epoch, _)| *epoch);
         let fresh = self.family.fresh_start(doc);
@@ -304,60 +307,89 @@ impl Context<'_> {
     }
 
     /// Opens the stored changes of one document but those in `held` (a snapshot holds them),
-    /// and reads the base of its history.
+    /// and reads the base of its history. Only the changes opened are read from the store.
     fn open_changes(
         &self,
         doc: &DocId,
         record: &DocRecord,
-        changes: &[SealedChange],
+        changes: &[ChangeHead],
         held: &HashSet<ChangeId>,
     ) -> Opened {
         let mut out = Opened::default();
         let base_id = self.lineage.get(doc).map(|(_, base)| *base);
-        for sealed in changes {
-            let id = sealed.id();
-            let Some(key) = self.key_of(doc, record, sealed) else {
+        let mut to_read = Vec::new();
+        for head in changes {
+            let id = head.id;
+            if self.key_of(doc, record, head.epoch).is_none() {
                 out.change_ids.insert(id);
                 out.unopened.insert(id);
-                continue;
-            };
-            let is_base = base_id == Some(id);
-            if held.contains(&id) && !is_base {
+            } else if held.contains(&id) && base_id != Some(id) {
                 out.change_ids.insert(id);
-                continue;
-            }
-            // On a history the log cancelled (see `DocRecord::cancelled`), this device's own
-            // changes and the cut's base open with the key that lost. Another device's change
-            // under that key waited unchecked while this device was orphaned, and still waits.
-            let cancelled = record.cancelled_key_for(sealed.header().epoch);
-            let opened = match (open_sealed(self.family, doc, key, sealed), cancelled) {
-                (Err(reason), Some(cancelled)) => {
-                    if sealed.header().author != self.me && !is_base {
-                        out.change_ids.insert(id);
-                        out.unopened.insert(id);
-                        continue;
-                    }
-                    open_sealed(self.family, doc, cancelled, sealed).map_err(|_| reason)
-                }
-                (opened, _) => opened,
-            };
-            match opened {
-                Ok(bytes) => {
-                    out.change_ids.insert(id);
-                    if is_base && let Ok(base) = DecodedChange::decode(bytes.clone()) {
-                        out.base = Some(base.hash());
-                    }
-                    if !held.contains(&id) {
-                        out.bytes.push(bytes);
-                    }
-                }
-                Err(reason) => {
-                    tracing::error!(change = %id, doc = %doc, "{reason}");
-                    out.damaged.push(format!("change {id}: {reason}"));
-                }
+            } else {
+                to_read.push(id);
             }
         }
+        let read = match self.store.read_changes(doc, &to_read) {
+            Ok(read) => read,
+            Err(e) => {
+                out.damaged
+                    .push(format!("document {doc}: its changes do not read: {e}"));
+                return out;
+            }
+        };
+        out.damaged
+            .extend(read.damaged.into_iter().map(|(_, reason)| reason));
+        for sealed in &read.changes {
+            self.open_one(doc, record, sealed, base_id, held, &mut out);
+        }
         out
+    }
+
+    /// Opens one stored change into `out`.
+    fn open_one(
+        &self,
+        doc: &DocId,
+        record: &DocRecord,
+        sealed: &SealedChange,
+        base_id: Option<ChangeId>,
+        held: &HashSet<ChangeId>,
+        out: &mut Opened,
+    ) {
+        let id = sealed.id();
+        let Some(key) = self.key_of(doc, record, sealed.header().epoch) else {
+            return;
+        };
+        let is_base = base_id == Some(id);
+        // On a history the log cancelled (see `DocRecord::cancelled`), this device's own
+        // changes and the cut's base open with the key that lost. Another device's change
+        // under that key waited unchecked while this device was orphaned, and still waits.
+        let cancelled = record.cancelled_key_for(sealed.header().epoch);
+        let opened = match (open_sealed(self.family, doc, key, sealed), cancelled) {
+            (Err(reason), Some(cancelled)) => {
+                if sealed.header().author != self.me && !is_base {
+                    out.change_ids.insert(id);
+                    out.unopened.insert(id);
+                    return;
+                }
+                open_sealed(self.family, doc, cancelled, sealed).map_err(|_| reason)
+            }
+            (opened, _) => opened,
+        };
+        match opened {
+            Ok(bytes) => {
+                out.change_ids.insert(id);
+                if is_base && let Ok(base) = DecodedChange::decode(bytes.clone()) {
+                    out.base = Some(base.hash());
+                }
+                if !held.contains(&id) {
+                    out.bytes.push(bytes);
+                }
+            }
+            Err(reason) => {
+                tracing::error!(change = %id, doc = %doc, "{reason}");
+                out.damaged.push(format!("change {id}: {reason}"));
+            }
+        }
     }
 }
 
@@ -370,7 +402,7 @@ impl Context<'_> {
 fn loaded_lineage(
     family: &FamilyState,
     ops: &[SignedOp],
-    changes: &[(DocId, seal::SealedChange)],
+    changes: &[(DocId, ChangeHead)],
     records: &HashMap<DocId, DocRecord>,
 ) -> HashMap<DocId, (u32, ChangeId)> {
     let mut cuts: HashMap<DocId, Vec<(u32, ChangeId)>> = HashMap::new();
@@ -378,11 +410,11 @@ fn loaded_lineage(
         cuts.entry(cut.doc).or_default().push((cut.epoch, cut.base));
     }
     let mut held: HashMap<DocId, (HashSet<ChangeId>, u32)> = HashMap::new();
-    for (doc, sealed) in changes {
+    for (doc, head) in changes {
         if cuts.contains_key(doc) {
             let (ids, oldest) = held.entry(*doc).or_insert((HashSet::new(), u32::MAX));
-            ids.insert(sealed.id());
-            *oldest = (*oldest).min(sealed.header().epoch);
+            ids.insert(head.id);
+            *oldest = (*oldest).min(head.epoch);
         }
     }
     cuts.into_iter()

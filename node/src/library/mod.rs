@@ -24,6 +24,7 @@ use crate::index::Touched;
 use crate::store::{DocRecord, Identity, Store, WriteBatch};
 use crate::views::{AlbumView, InitView, PhotoView, StatusView};
 
+mod check;
 mod lazy;
 mod load;
 mod snapshots;

@@ -1,4 +1,5 @@
-//! The node's redb database: identity, membership ops, document keys, sealed changes and
+//! The node's redb database: identity, membership ops, document keys, sealed changes (with
+//! their heads apart, [`changes`]) and
 //! document snapshots ([`snapshots`]).
 //!
 //! **Invariant:** no key or value holds a plaintext date, name, title or photo byte. Ids are
@@ -19,16 +20,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod changes;
 mod snapshots;
+pub use changes::{ChangeHead, ReadChanges};
 pub use snapshots::{Readout, Snapshot, key_fingerprints};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MEMBERSHIP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("membership");
 const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
-/// Key: doc id ‖ change id (64 bytes). Value: the sealed change as it travels.
 /// The database's own page cache (reads and the pages a commit writes).
-const DB_CACHE_BYTES: usize = 64 << 20;
-const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes");
+const DB_CACHE_BYTES: usize = 16 << 20;
 /// Key: invite id (16 bytes). Value: sealed [`InviteRecord`].
 const INVITES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invites");
 /// Key: device id. Value: sealed [`PeerRecord`].
@@ -232,6 +233,15 @@ pub struct Loaded {
     pub damaged: Vec<String>,
 }
 
+/// The records a node opens with (see [`Store::load_records`]).
+pub struct Records {
+    pub identity: Identity,
+    pub ops: Vec<SignedOp>,
+    pub docs: Vec<(DocId, DocRecord)>,
+    /// Ops and records that failed their checks and were left out.
+    pub damaged: Vec<String>,
+}
+
 /// What one transaction writes. Committed atomically and durably before anything is reported.
 #[derive(Default)]
 pub struct WriteBatch {
@@ -315,7 +325,7 @@ impl Store {
                         .insert("format", [DB_FORMAT].as_slice())?;
                     txn.open_table(MEMBERSHIP)?;
                     txn.open_table(DOCS)?;
-                    txn.open_table(CHANGES)?;
+                    Store::create_change_tables(&txn)?;
                 }
                 txn.commit()?;
             }
@@ -388,9 +398,27 @@ impl Store {
         Ok(meta.get("identity")?.is_some())
     }
 
-    /// Reads everything a node needs to build its state.
+    /// Reads everything stored but documents' snapshots: the whole log, records and changes.
     pub fn load(&self, data_dir: &Path) -> Result<Loaded> {
         let txn = self.db.begin_read()?;
+        let mut meta = self.load_meta(&txn, data_dir)?;
+        let changes = self.all_changes(&txn, &mut meta.damaged)?;
+        Ok(Loaded {
+            identity: meta.identity,
+            ops: meta.ops,
+            docs: meta.docs,
+            changes,
+            damaged: meta.damaged,
+        })
+    }
+
+    /// What a node opens with beside changes and snapshots: identity, the log, records.
+    pub fn load_records(&self, data_dir: &Path) -> Result<Records> {
+        let txn = self.db.begin_read()?;
+        self.load_meta(&txn, data_dir)
+    }
+
+    fn load_meta(&self, txn: &redb::ReadTransaction, data_dir: &Path) -> Result<Records> {
         let meta = txn.open_table(META)?;
         let identity = match meta.get("identity")? {
             Some(v) => self.open_sealed(b"meta/identity", v.value())?,
@@ -422,31 +450,10 @@ impl Store {
                 Err(e) => damaged.push(e.to_string()),
             }
         }
-        let mut changes = Vec::new();
-        for row in txn.open_table(CHANGES)?.iter()? {
-            let (k, v) = row?;
-            let key = k.value();
-            let Ok(id) = doc_id(key.get(..32).unwrap_or_default()) else {
-                damaged.push("a change key in the database is malformed".into());
-                continue;
-            };
-            let label = data_encoding::HEXLOWER.encode(key.get(32..).unwrap_or_default());
-            // A damaged change is reported and left out; the rest of the library still opens.
-            match SealedChange::from_bytes(v.value().to_vec()) {
-                Ok(sealed) if key.get(32..) == Some(sealed.id().0.as_slice()) => {
-                    changes.push((id, sealed))
-                }
-                Ok(_) => damaged.push(format!(
-                    "change {label}: its bytes do not match its id (flipped bytes on disk?)"
-                )),
-                Err(e) => damaged.push(format!("change {label}: {e}")),
-            }
-        }
-        Ok(Loaded {
+        Ok(Records {
             identity,
             ops,
             docs,
-            changes,
             damaged,
         })
     }
@@ -473,15 +480,7 @@ impl Store {
                 let sealed = self.seal(&ctx, rec)?;
                 docs.insert(id.0.as_slice(), sealed.as_slice())?;
             }
-            let mut changes = txn.open_table(CHANGES)?;
-            for (doc, change) in &batch.changes {
-                let key = [doc.0.as_slice(), change.id().0.as_slice()].concat();
-                changes.insert(key.as_slice(), change.as_bytes())?;
-            }
-            for (doc, id) in &batch.superseded {
-                let key = [doc.0.as_slice(), id.0.as_slice()].concat();
-                changes.remove(key.as_slice())?;
-            }
+            Store::write_changes(&txn, &batch.changes, &batch.superseded)?;
             if !batch.superseded.is_empty() {
                 // A snapshot holding a change that goes is not used again: it goes too.
                 let mut table = txn.open_table(snapshots::SNAPSHOTS)?;
@@ -634,46 +633,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// The stored bytes of these changes of `doc`; ids not held are skipped.
-    pub fn changes_by_id(&self, doc: &DocId, ids: &[ChangeId]) -> Result<Vec<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CHANGES)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let key = [doc.0.as_slice(), id.0.as_slice()].concat();
-            if let Some(v) = table.get(key.as_slice())? {
-                out.push(v.value().to_vec());
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every stored change of `doc`. One that does not read is left out, as at open (where
-    /// [`Store::load`] reports it).
-    pub fn changes_of(&self, doc: &DocId) -> Result<Vec<SealedChange>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CHANGES)?;
-        let first = [doc.0.as_slice(), &[0; 32]].concat();
-        let last = [doc.0.as_slice(), &[0xff; 32]].concat();
-        let mut out = Vec::new();
-        for row in table.range(first.as_slice()..=last.as_slice())? {
-            let (k, v) = row?;
-            match SealedChange::from_bytes(v.value().to_vec()) {
-                Ok(sealed) if k.value().get(32..) == Some(sealed.id().0.as_slice()) => {
-                    out.push(sealed)
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-
-    /// Number of sealed changes stored.
-    pub fn change_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        Ok(redb::ReadableTableMetadata::len(&txn.open_table(CHANGES)?)?)
     }
 }
 
