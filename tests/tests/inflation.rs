@@ -264,8 +264,6 @@ fn a_devices_inflating_or_panicking_change_is_refused_and_the_node_keeps_running
     Ok(())
 }
 
-const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes");
-
 #[test]
 fn a_stored_change_that_would_inflate_or_panic_is_set_aside_and_the_node_starts() -> Result<()> {
     let mut node = TestNode::initialised()?;
@@ -281,17 +279,15 @@ fn a_stored_change_that_would_inflate_or_panic_is_set_aside_and_the_node_starts(
         sealed(key, album, epoch, &secret, 1, &inflating_change(20_000_000)),
         sealed(key, album, epoch, &secret, 2, &panicking_change()),
     ];
+    // Stored as kith stores a change it received (with its head), as an older kith that did
+    // not check them would have.
     {
-        let db = redb::Database::open(DataDir::new(&node.data_dir).db_file())?;
-        let txn = db.begin_write()?;
-        {
-            let mut changes = txn.open_table(CHANGES)?;
-            for change in &bad {
-                let k = [album.0.as_slice(), change.id().0.as_slice()].concat();
-                changes.insert(k.as_slice(), change.as_bytes())?;
-            }
-        }
-        txn.commit()?;
+        let dir = DataDir::new(&node.data_dir);
+        let store = Store::open(&dir.db_file(), secret.storage_key())?;
+        store.commit(&kith_node::store::WriteBatch {
+            changes: bad.iter().map(|c| (album, c.clone())).collect(),
+            ..Default::default()
+        })?;
     }
 
     let status = node.json(&["status", "--json"])?;

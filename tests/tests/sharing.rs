@@ -35,19 +35,20 @@ fn hex_bytes(hex: &str) -> Result<Vec<u8>> {
 /// Copies every stored sealed change of `from` into `to` (both stopped): hands `to` the
 /// ciphertext of everything `from` holds.
 fn hand_over_changes(from: &TestNode, to: &TestNode) -> Result<usize> {
-    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("changes");
     let source = redb::Database::open(from.data_dir.join("kith.redb"))?;
     let target = redb::Database::open(to.data_dir.join("kith.redb"))?;
     let read = source.begin_read()?;
-    let rows = read.open_table(table)?;
     let write = target.begin_write()?;
     let mut copied = 0;
-    {
+    // The changes, and their heads (what opening reads of them), as kith stores both.
+    for name in ["changes", "change_heads"] {
+        let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(name);
+        let rows = read.open_table(table)?;
         let mut out = write.open_table(table)?;
         for row in rows.iter()? {
             let (k, v) = row?;
             out.insert(k.value(), v.value())?;
-            copied += 1;
+            copied += usize::from(name == "changes");
         }
     }
     write.commit()?;

@@ -24,10 +24,10 @@ pub(super) fn load_state(
     data_dir: &DataDir,
 ) -> Result<State> {
     let loaded = store.load_records(data_dir.root())?;
-    let heads = store.change_heads()?;
+    let mut damaged = loaded.damaged;
+    let heads = store.change_heads(&mut damaged)?;
     let family = membership::evaluate_with_root(OpId(loaded.identity.root_op), &loaded.ops)
         .map_err(|e| Error::Corrupt(format!("the membership log does not evaluate: {e}")))?;
-    let mut damaged = loaded.damaged;
     for d in &damaged {
         tracing::error!("{d}");
     }

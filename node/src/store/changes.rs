@@ -3,7 +3,7 @@
 //! bodies. The `change_heads` table holds exactly that (the header every sealed change carries
 //! in the clear, so it says nothing the change does not), written and removed in the same
 //! transaction as the change, so that opening reads kilobytes where the changes are megabytes.
-//! A database from before the table existed gets it on first open.
+//! A database of format 1, from before the table existed, is upgraded when it opens.
 //!
 //! A change's body is checked (its id is the hash of its bytes) whenever it is read; one that
 //! fails is reported and left out. A change a snapshot holds is read when a peer asks for it or
@@ -76,6 +76,37 @@ fn checked(key: &[u8], bytes: &[u8]) -> std::result::Result<SealedChange, String
     }
 }
 
+/// Upgrades a database of format 1 to `format`: the head of every stored change that reads is
+/// written, in the transaction that records the new format. A damaged change gets no head: it
+/// is left out of the library, as format 1 left it out at every open.
+pub(super) fn upgrade_to_heads(db: &redb::Database, format: u8) -> Result<()> {
+    let txn = db.begin_write()?;
+    let mut written = 0usize;
+    {
+        let bodies = txn.open_table(CHANGES)?;
+        let mut heads = txn.open_table(CHANGE_HEADS)?;
+        for row in bodies.iter()? {
+            let (k, v) = row?;
+            let key = k.value();
+            match checked(key, v.value()) {
+                Ok(sealed) => {
+                    heads.insert(key, ChangeHead::of(&sealed).to_value().as_slice())?;
+                    written += 1;
+                }
+                Err(reason) => tracing::error!("{reason}"),
+            }
+        }
+        txn.open_table(super::META)?
+            .insert("format", [format].as_slice())?;
+    }
+    txn.commit()?;
+    tracing::info!(
+        changes = written,
+        "upgraded the database: the changes' heads are kept apart"
+    );
+    Ok(())
+}
+
 /// Stored changes read back, and those that failed their checks.
 #[derive(Debug, Default)]
 pub struct ReadChanges {
@@ -114,20 +145,17 @@ impl Store {
         Ok(())
     }
 
-    /// Every stored change's head, by document. A database whose heads do not match its
-    /// changes (made before the heads were kept) has them written from the changes first.
-    pub fn change_heads(&self) -> Result<Vec<(DocId, ChangeHead)>> {
-        if !self.heads_complete()? {
-            self.write_missing_heads()?;
-        }
+    /// Every stored change's head, by document. A malformed one is reported in `damaged`
+    /// and its change left out (the check of the running node writes it again).
+    pub fn change_heads(&self, damaged: &mut Vec<String>) -> Result<Vec<(DocId, ChangeHead)>> {
         let txn = self.db.begin_read()?;
         let mut out = Vec::new();
         for row in txn.open_table(CHANGE_HEADS)?.iter()? {
             let (k, v) = row?;
-            let head = ChangeHead::from_row(k.value(), v.value()).ok_or_else(|| {
-                Error::Corrupt("a change head in the database is malformed".into())
-            })?;
-            out.push(head);
+            match ChangeHead::from_row(k.value(), v.value()) {
+                Some(head) => out.push(head),
+                None => damaged.push("a change head in the database is malformed".into()),
+            }
         }
         Ok(out)
     }
@@ -150,49 +178,6 @@ impl Store {
         Ok(out)
     }
 
-    fn heads_complete(&self) -> Result<bool> {
-        let txn = self.db.begin_read()?;
-        let heads = match txn.open_table(CHANGE_HEADS) {
-            Ok(table) => table.len()?,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(heads == txn.open_table(CHANGES)?.len()?)
-    }
-
-    /// Writes the head of every stored change that reads, in one transaction. Damaged ones
-    /// get none: they are left out of the library as at any open.
-    fn write_missing_heads(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        let mut written = 0usize;
-        {
-            let bodies = txn.open_table(CHANGES)?;
-            let mut heads = txn.open_table(CHANGE_HEADS)?;
-            heads.retain(|_, _| false)?;
-            for row in bodies.iter()? {
-                let (k, v) = row?;
-                let key = k.value();
-                match (
-                    checked(key, v.value()),
-                    doc_id(key.get(..32).unwrap_or_default()),
-                ) {
-                    (Ok(sealed), Ok(_)) => {
-                        heads.insert(key, ChangeHead::of(&sealed).to_value().as_slice())?;
-                        written += 1;
-                    }
-                    (Err(reason), _) => tracing::error!("{reason}"),
-                    (_, Err(e)) => tracing::error!("{e}"),
-                }
-            }
-        }
-        txn.commit()?;
-        tracing::info!(
-            changes = written,
-            "kept the heads of the stored changes apart"
-        );
-        Ok(())
-    }
-
     /// The stored changes `ids` of `doc`, checked; ids not held are skipped.
     pub fn read_changes(&self, doc: &DocId, ids: &[ChangeId]) -> Result<ReadChanges> {
         let txn = self.db.begin_read()?;
@@ -210,20 +195,48 @@ impl Store {
         Ok(out)
     }
 
-    /// Checks every stored change, one at a time: those that fail, and why.
+    /// Checks every stored change, one at a time: those that fail, and why. A change whose
+    /// head does not say what the change does (flipped bytes in the head) gets its head
+    /// written again from the change.
     pub fn check_changes(&self) -> Result<Vec<(DocId, ChangeId, String)>> {
-        let txn = self.db.begin_read()?;
         let mut failed = Vec::new();
-        for row in txn.open_table(CHANGES)?.iter()? {
-            let (k, v) = row?;
-            let key = k.value();
-            if let Err(reason) = checked(key, v.value()) {
-                let doc = doc_id(key.get(..32).unwrap_or_default())?;
-                let id = ChangeId(key.get(32..).unwrap_or_default().try_into().map_err(|_| {
-                    Error::Corrupt("a change key in the database is malformed".into())
-                })?);
-                failed.push((doc, id, reason));
+        let mut wrong_heads = Vec::new();
+        {
+            let txn = self.db.begin_read()?;
+            let heads = txn.open_table(CHANGE_HEADS)?;
+            for row in txn.open_table(CHANGES)?.iter()? {
+                let (k, v) = row?;
+                let key = k.value();
+                match checked(key, v.value()) {
+                    Ok(sealed) => {
+                        let head = ChangeHead::of(&sealed).to_value();
+                        if heads.get(key)?.is_none_or(|h| h.value() != head.as_slice()) {
+                            wrong_heads.push((key.to_vec(), head));
+                        }
+                    }
+                    Err(reason) => {
+                        let doc = doc_id(key.get(..32).unwrap_or_default())?;
+                        let id = ChangeId(key.get(32..).unwrap_or_default().try_into().map_err(
+                            |_| Error::Corrupt("a change key in the database is malformed".into()),
+                        )?);
+                        failed.push((doc, id, reason));
+                    }
+                }
             }
+        }
+        if !wrong_heads.is_empty() {
+            tracing::error!(
+                changes = wrong_heads.len(),
+                "heads of stored changes did not match them; written again"
+            );
+            let txn = self.db.begin_write()?;
+            {
+                let mut heads = txn.open_table(CHANGE_HEADS)?;
+                for (key, head) in &wrong_heads {
+                    heads.insert(key.as_slice(), head.as_slice())?;
+                }
+            }
+            txn.commit()?;
         }
         Ok(failed)
     }
@@ -296,7 +309,8 @@ mod tests {
     }
 
     #[test]
-    fn heads_follow_the_changes_and_an_older_database_gets_them() -> anyhow::Result<()> {
+    fn heads_follow_the_changes_are_repaired_by_the_check_and_come_with_an_upgrade()
+    -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(&dir.path().join("db"), SymmetricKey::from_bytes([4; 32]))?;
         let author = DeviceSecret::from_seeds([1; 32], [2; 32]);
@@ -316,7 +330,13 @@ mod tests {
             heads.sort_by_key(|(d, h)| (d.0, h.id.0));
             heads
         };
-        assert_eq!(store.change_heads()?, expected(&changes));
+        let heads = |store: &Store| -> Result<Vec<(DocId, ChangeHead)>> {
+            let mut damaged = Vec::new();
+            let heads = store.change_heads(&mut damaged)?;
+            assert_eq!(damaged, Vec::<String>::new());
+            Ok(heads)
+        };
+        assert_eq!(heads(&store)?, expected(&changes));
         assert_eq!(
             store.change_heads_of(&b)?,
             vec![ChangeHead::of(&changes[2].1)]
@@ -327,13 +347,35 @@ mod tests {
             superseded: vec![(a, changes[0].1.id())],
             ..WriteBatch::default()
         })?;
-        assert_eq!(store.change_heads()?, expected(&changes[1..]));
+        assert_eq!(heads(&store)?, expected(&changes[1..]));
 
-        // A database from before heads were kept apart gets them from its changes.
+        // Flipped bytes in a head: the check writes it again from the change.
+        let txn = store.db.begin_write()?;
+        {
+            let mut table = txn.open_table(CHANGE_HEADS)?;
+            let id = changes[2].1.id();
+            table.insert(key(&b, &id).as_slice(), [7u8; 36].as_slice())?;
+        }
+        txn.commit()?;
+        assert_ne!(heads(&store)?, expected(&changes[1..]));
+        assert_eq!(store.check_changes()?, Vec::new());
+        assert_eq!(heads(&store)?, expected(&changes[1..]));
+
+        // A database of format 1, from before heads were kept apart, is upgraded as it opens.
         let txn = store.db.begin_write()?;
         txn.delete_table(CHANGE_HEADS)?;
+        txn.open_table(super::super::META)?
+            .insert("format", [1u8].as_slice())?;
         txn.commit()?;
-        assert_eq!(store.change_heads()?, expected(&changes[1..]));
+        drop(store);
+        let store = Store::open(&dir.path().join("db"), SymmetricKey::from_bytes([4; 32]))?;
+        assert_eq!(heads(&store)?, expected(&changes[1..]));
+        let txn = store.db.begin_read()?;
+        let format = txn
+            .open_table(super::super::META)?
+            .get("format")?
+            .map(|v| v.value().to_vec());
+        assert_eq!(format, Some(vec![2]));
         Ok(())
     }
 

@@ -1,6 +1,5 @@
 //! The node's redb database: identity, membership ops, document keys, sealed changes (with
-//! their heads apart, [`changes`]) and
-//! document snapshots ([`snapshots`]).
+//! their heads apart, [`changes`]) and document snapshots ([`snapshots`]).
 //!
 //! **Invariant:** no key or value holds a plaintext date, name, title or photo byte. Ids are
 //! random or keyed hashes; values are either sealed changes (encrypted by their document's key)
@@ -42,8 +41,9 @@ const SET_ASIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("set_aside
 /// than by the trash, kept restorable with its blobs for 30 days.
 const KEPT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kept");
 
-/// Version of this database's layout.
-const DB_FORMAT: u8 = 1;
+/// Version of this database's layout: 2 keeps the changes' heads apart (`changes`); a kith
+/// that reads only 1 refuses it rather than write changes without their heads.
+const DB_FORMAT: u8 = 2;
 
 /// Who this device is in which family. Sealed at rest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -308,7 +308,8 @@ impl Store {
                 }
                 other => Error::Db(format!("{}: {other}", path.display())),
             })?;
-        // Only a new database is written to on open: opening must not change an existing one.
+        // Only a new database is written to on open, and one of an older format upgraded (in
+        // one transaction): opening must not otherwise change an existing one.
         let format = {
             let txn = db.begin_read()?;
             match txn.open_table(META) {
@@ -330,6 +331,7 @@ impl Store {
                 txn.commit()?;
             }
             Some([DB_FORMAT]) => {}
+            Some([1]) => changes::upgrade_to_heads(&db, DB_FORMAT)?,
             Some(other) => {
                 return Err(Error::Corrupt(format!(
                     "{} has database format {other:?}, this kith reads {DB_FORMAT}; use a newer kith",
