@@ -53,35 +53,39 @@ impl State {
                 )
             })
             .collect();
-        self.load_docs(given.iter().filter(|(_, g)| g.is_none()).map(|(id, _)| id));
         let family = &self.family;
+        let me = self.me;
         // Reading the entries out of automerge is what costs; documents are independent, so
-        // they are read on every core, then merged into the index in the order given.
-        let read: Vec<(DocId, std::result::Result<Indexed, LibraryError>)> = {
+        // they are read on every core, then merged into the index in the order given. One not
+        // loaded is read from its snapshot and not kept: re-reading the whole library (after a
+        // revocation) must not leave every document in automerge.
+        let outcomes: Vec<Outcome> = {
             let open_docs = &self.docs;
             given
                 .into_par_iter()
                 .filter_map(|(id, given)| {
                     if let Some(given) = given {
-                        return Some((id, Ok(given)));
+                        return Some(Outcome::Read(id, Ok(given)));
                     }
-                    let id = &id;
-                    let doc = open_docs.get(id)?.doc()?;
-                    // One with no change yet has no fields. The kind comes from the log, never
-                    // from the document's own field: one the log never declared (made before
-                    // kinds were declared) counts as an album (see `legacy_kinds`).
-                    doc.kind()?;
-                    let kind = family.doc_kind(id).unwrap_or(DocKind::Album);
-                    let read = match kind {
-                        DocKind::Library => doc.photos().map(Indexed::Library),
-                        DocKind::Album => doc
-                            .album()
-                            .and_then(|meta| Ok(Indexed::Album(meta, doc.photos()?))),
-                    };
-                    Some((*id, read))
+                    let open = open_docs.get(&id)?;
+                    let kind = family.doc_kind(&id).unwrap_or(DocKind::Album);
+                    match open.read(&me, |doc| read_indexed(doc, kind)) {
+                        Ok(read) => read.map(|read| Outcome::Read(id, read)),
+                        Err(_) => Some(Outcome::Unloadable(id)),
+                    }
                 })
                 .collect()
         };
+        let mut read = Vec::new();
+        let mut unloadable = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Read(id, result) => read.push((id, result)),
+                Outcome::Unloadable(id) => unloadable.push(id),
+            }
+        }
+        // Rebuilt from their changes, and indexed from them (`library::lazy`).
+        self.load_docs(&unloadable);
         // Photos whose entry may have changed: settled once all documents are read.
         let mut affected: HashSet<PhotoId> = HashSet::new();
         for (id, read) in read {
@@ -587,6 +591,29 @@ impl Touched {
             _ => Touched::Whole,
         }
     }
+}
+
+/// What reading one document for the index gave; `Unloadable`: its snapshot does not load.
+enum Outcome {
+    Read(DocId, std::result::Result<Indexed, LibraryError>),
+    Unloadable(DocId),
+}
+
+/// Reads what the index holds of one document, as the log says it is. One with no change yet
+/// has no fields (`None`). The kind comes from the log, never from the document's own field:
+/// one the log never declared (made before kinds were declared) counts as an album (see
+/// `legacy_kinds`).
+fn read_indexed(
+    doc: &kith_protocol::library::Document,
+    kind: DocKind,
+) -> Option<std::result::Result<Indexed, LibraryError>> {
+    doc.kind()?;
+    Some(match kind {
+        DocKind::Library => doc.photos().map(Indexed::Library),
+        DocKind::Album => doc
+            .album()
+            .and_then(|meta| Ok(Indexed::Album(meta, doc.photos()?))),
+    })
 }
 
 /// What one document contributes to the index.
