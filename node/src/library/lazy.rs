@@ -61,10 +61,7 @@ impl OpenDoc {
 
     /// The document, once loaded ([`State::load_docs`]).
     pub fn doc_mut(&mut self) -> Option<&mut Document> {
-        match &mut self.doc {
-            Slot::Loaded(doc) => Some(doc),
-            Slot::Saved { .. } => None,
-        }
+        self.split_mut().1
     }
 
     /// Its record, and its document once loaded.
@@ -77,7 +74,8 @@ impl OpenDoc {
     }
 
     /// Reads the document with `f`, loading a copy for the call when it is not loaded: for a
-    /// pass over every document (garbage collection) that should not keep them all loaded.
+    /// pass over every document (a whole re-index, garbage collection) that should not keep
+    /// them all loaded.
     pub fn read<R>(
         &self,
         me: &DeviceId,
@@ -185,9 +183,7 @@ impl State {
     /// The open document `id` with its automerge document loaded, if it is open.
     pub(crate) fn loaded_mut(&mut self, id: &DocId) -> Option<(&mut DocRecord, &mut Document)> {
         self.load_docs([id]);
-        match self.docs.get_mut(id)?.split_mut() {
-            (record, Some(doc)) => Some((record, doc)),
-            (_, None) => None,
-        }
+        let (record, doc) = self.docs.get_mut(id)?.split_mut();
+        Some((record, doc?))
     }
 }
